@@ -1,0 +1,146 @@
+"""The ``graph`` command. Each command's work lives in its own module, imported lazily
+so that ``graph --help`` starts fast."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(
+    name="graph",
+    help=(
+        "servegraph: declare an LLM serving graph once in pipelines/*.py, then validate, "
+        "picture, compile (local, k8s, slurm) or run it.\n\n"
+        "Start here:  graph run pipelines/pd.py --mock   (serves an OpenAI API on localhost, no GPU needed)"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+
+PIPELINE = typer.Argument(..., help="a pipeline file, e.g. pipelines/pd.py", show_default=False)
+MOCK = typer.Option(False, "--mock", help="run every engine node on the built-in mock engine (no GPU, no model)")
+MODEL = typer.Option(None, "--model", help="load this model (e.g. a local path) in every engine node")
+SET = typer.Option(None, "--set", help="override a node field: NODE.FIELD=VALUE (repeatable), e.g. decode.replicas=2")
+GRAPH = typer.Option(None, "--graph", help="which graph, when the file defines several")
+
+
+def _overrides(mock: bool, model: Optional[str], sets: Optional[List[str]], graph: Optional[str]):
+    from .common import Overrides
+
+    return Overrides(mock=mock, model=model, sets=list(sets or []), graph=graph)
+
+
+@app.command()
+def validate(
+    pipeline: str = PIPELINE,
+    json_out: bool = typer.Option(False, "--json", help="print problems as JSON"),
+    gpus: Optional[int] = typer.Option(None, "--gpus", help="GPU budget of the target, checked too"),
+    gpus_per_host: Optional[int] = typer.Option(None, "--gpus-per-host", help="GPUs on one host, checked too"),
+    mock: bool = MOCK,
+    model: Optional[str] = MODEL,
+    set_: Optional[List[str]] = SET,
+    graph: Optional[str] = GRAPH,
+) -> None:
+    """Check a pipeline and report every problem at once (exit 1 if any)."""
+    from .validate_cmd import run
+
+    run(pipeline, _overrides(mock, model, set_, graph), json_out, gpus, gpus_per_host)
+
+
+@app.command()
+def inspect(
+    pipeline: str = PIPELINE,
+    json_out: bool = typer.Option(False, "--json", help="print the resolved graph as JSON"),
+    edges: bool = typer.Option(False, "--edges", help="show each edge's transport and the settings chosen, with why"),
+    plan_out: bool = typer.Option(False, "--plan", help="show the compiled Plan (processes, ports, argv)"),
+    device: str = typer.Option("gpu", "--device", help="gpu or cpu (for --edges/--plan)"),
+    mock: bool = MOCK,
+    model: Optional[str] = MODEL,
+    set_: Optional[List[str]] = SET,
+    graph: Optional[str] = GRAPH,
+) -> None:
+    """Print the resolved graph (defaults filled) as a table or JSON."""
+    from .inspect_cmd import run
+
+    run(pipeline, _overrides(mock, model, set_, graph), json_out, edges, plan_out, device)
+
+
+@app.command("list")
+def list_(folder: str = typer.Argument("pipelines", help="folder of pipeline files")) -> None:
+    """List the pipelines in a folder with their shape, engines and GPU totals."""
+    from .list_cmd import run
+
+    run(folder)
+
+
+@app.command()
+def viz(
+    pipeline: str = PIPELINE,
+    fmt: str = typer.Option("mermaid", "--format", "-f", help="mermaid | dot | svg | html"),
+    out: Optional[str] = typer.Option(None, "--output", "-o", help="write to FILE instead of stdout"),
+    mock: bool = MOCK,
+    model: Optional[str] = MODEL,
+    set_: Optional[List[str]] = SET,
+    graph: Optional[str] = GRAPH,
+) -> None:
+    """Draw the graph: role, engine, model, replicas and GPUs per node; NIXL edges stand out."""
+    from .viz_cmd import run
+
+    run(pipeline, _overrides(mock, model, set_, graph), fmt, out)
+
+
+@app.command("compile")
+def compile_(
+    pipeline: str = PIPELINE,
+    target: str = typer.Option(..., "--target", "-t", help="local | k8s | slurm"),
+    out: str = typer.Option(..., "--output", "-o", help="output folder (replaced atomically)"),
+    opt: Optional[List[str]] = typer.Option(
+        None, "--opt", "-O", help="target option KEY=VALUE (repeatable); `graph targets` lists them"
+    ),
+    device: str = typer.Option("gpu", "--device", help="gpu, or cpu to run engines on CPU"),
+    mock: bool = MOCK,
+    model: Optional[str] = MODEL,
+    set_: Optional[List[str]] = SET,
+    graph: Optional[str] = GRAPH,
+) -> None:
+    """Lower a pipeline to files for a target: a Plan + launch script, manifests, or an sbatch script."""
+    from .compile_cmd import run
+
+    run(pipeline, _overrides(mock, model, set_, graph), target, out, list(opt or []), device)
+
+
+@app.command()
+def targets() -> None:
+    """List the targets and the options each takes (for `graph compile -O KEY=VALUE`)."""
+    from .compile_cmd import list_targets
+
+    list_targets()
+
+
+@app.command()
+def run(
+    pipeline: str = PIPELINE,
+    mock: bool = MOCK,
+    model: Optional[str] = MODEL,
+    device: str = typer.Option("gpu", "--device", help="gpu, or cpu to run engines on this CPU"),
+    port: Optional[int] = typer.Option(None, "--port", help="frontend port (default: the graph's)"),
+    base_port: int = typer.Option(8100, "--base-port", help="first port for the other services"),
+    workdir: Optional[str] = typer.Option(None, "--workdir", help="folder for configs and logs (default: a temp dir)"),
+    set_: Optional[List[str]] = SET,
+    graph: Optional[str] = GRAPH,
+) -> None:
+    """Serve the graph on this machine: start every process, wait for health, print the URL.
+
+    Ctrl-C drains and stops everything. With --mock it needs no GPU and no model download.
+    """
+    from .run_cmd import run as run_graph
+
+    run_graph(pipeline, _overrides(mock, model, set_, graph), device, port, base_port, workdir)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

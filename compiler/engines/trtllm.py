@@ -1,0 +1,57 @@
+"""TensorRT-LLM: ``trtllm-serve`` with a YAML of extra LLM API options (ENGINES.md, "TensorRT-LLM").
+
+For P/D both sides get ``cache_transceiver_config: {backend: NIXL}`` with
+``max_tokens_in_buffer`` at least the longest input; context (prefill) servers
+also ``disable_overlap_scheduler: true``. The frontend sends
+``disaggregated_params`` with ``request_type`` context_only / generation_only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import EngineCommand, EngineInput, flag_args, unless_default
+
+_DEFAULT_BUFFER_TOKENS = 8192
+
+
+class TrtllmAdapter:
+    """Lowers TensorRT-LLM nodes."""
+
+    name = "trtllm"
+
+    def extra_ports(self, role: str) -> list[str]:
+        return []
+
+    def command(self, spec: EngineInput) -> EngineCommand:
+        config_file = f"{spec.service}.extra-llm-api.yaml"
+        options: dict[str, Any] = {}
+        if spec.role in ("prefill", "encode_prefill", "decode"):
+            options["cache_transceiver_config"] = {
+                "backend": "NIXL",
+                "max_tokens_in_buffer": spec.max_model_len or _DEFAULT_BUFFER_TOKENS,
+            }
+        if spec.role in ("prefill", "encode_prefill"):
+            options["disable_overlap_scheduler"] = True
+        if spec.kv_cache_dtype != "auto":
+            options["kv_cache_config"] = {"dtype": spec.kv_cache_dtype}
+        if spec.role == "encoder":
+            argv = ["trtllm-serve", "mm_embedding_serve", spec.model]
+        else:
+            argv = ["trtllm-serve", spec.model]
+        argv += ["--host", "0.0.0.0", "--port", str(spec.port), "--backend", "pytorch"]
+        argv += unless_default("--tp_size", spec.tp, 1)
+        argv += unless_default("--pp_size", spec.pp, 1)
+        argv += unless_default("--max_seq_len", spec.max_model_len)
+        if options:
+            argv += ["--extra_llm_api_options", config_file]
+        argv += flag_args(spec.engine_args)
+        env = {"TRTLLM_NIXL_KVCACHE_BACKEND": "UCX"} if "cache_transceiver_config" in options else {}
+        return EngineCommand(
+            argv=argv,
+            env=env,
+            health_path="/health",
+            startup_timeout_s=1800.0,
+            config_file=config_file if options else None,
+            config=options or None,
+        )

@@ -1,0 +1,76 @@
+"""vLLM: ``vllm.entrypoints.openai.api_server`` with NIXL KV transfer and the encoder-cache connector.
+
+Facts from ENGINES.md (vLLM 0.32): NixlConnector roles kv_producer/kv_consumer,
+one VLLM_NIXL_SIDE_CHANNEL_PORT per instance on a host; E/P/D via
+``--mm-encoder-only`` + ECExampleConnector (ec_producer / ec_consumer) over a
+shared folder. On CPU: VLLM_CPU_KVCACHE_SPACE, kv_buffer_device cpu, UCX over
+tcp/sm, and every engine bound to its own cores (VLLM_CPU_OMP_THREADS_BIND),
+because two engines sharing cores ran 20x slower.
+"""
+
+from __future__ import annotations
+
+import json
+
+from .base import EngineCommand, EngineInput, flag_args, unless_default
+
+_KV_PRODUCERS = {"prefill", "encode_prefill"}
+
+
+def _json(obj: dict) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+class VllmAdapter:
+    """Lowers vLLM nodes."""
+
+    name = "vllm"
+
+    def extra_ports(self, role: str) -> list[str]:
+        return ["nixl_side_channel"] if role in _KV_PRODUCERS | {"decode"} else []
+
+    def command(self, spec: EngineInput) -> EngineCommand:
+        argv = [
+            "python", "-m", "vllm.entrypoints.openai.api_server",
+            "--model", spec.model,
+            "--served-model-name", spec.served_model_name,
+            "--host", "0.0.0.0",
+            "--port", str(spec.port),
+        ]
+        argv += unless_default("--tensor-parallel-size", spec.tp, 1)
+        argv += unless_default("--pipeline-parallel-size", spec.pp, 1)
+        argv += unless_default("--data-parallel-size", spec.dp, 1)
+        argv += unless_default("--dtype", spec.dtype)
+        argv += unless_default("--kv-cache-dtype", spec.kv_cache_dtype)
+        argv += unless_default("--block-size", spec.block_size)
+        argv += unless_default("--max-model-len", spec.max_model_len)
+        env: dict[str, str] = {}
+        buffer_device = "cpu" if spec.device == "cpu" else "cuda"
+        kv_role = {"decode": "kv_consumer"}.get(spec.role, "kv_producer" if spec.role in _KV_PRODUCERS else None)
+        if kv_role:
+            argv += ["--kv-transfer-config", _json(
+                {"kv_buffer_device": buffer_device, "kv_connector": "NixlConnector", "kv_role": kv_role}
+            )]
+            env["VLLM_NIXL_SIDE_CHANNEL_HOST"] = "${SG_SELF_HOST}"
+            env["VLLM_NIXL_SIDE_CHANNEL_PORT"] = str(spec.extra_ports["nixl_side_channel"])
+        ec_role = "ec_producer" if spec.role == "encoder" else ("ec_consumer" if spec.consumes_embeddings else None)
+        if ec_role:
+            if spec.role == "encoder":
+                argv += ["--mm-encoder-only"]
+            argv += ["--ec-transfer-config", _json({
+                "ec_buffer_device": buffer_device,
+                "ec_connector": "ECExampleConnector",
+                "ec_connector_extra_config": {"shared_storage_path": spec.encoder_cache_dir or "/tmp/servegraph-ec"},
+                "ec_role": ec_role,
+            })]
+        if spec.hosts > 1:
+            # Multi-node replica without Ray: every host runs the same server with its rank;
+            # the target defines SG_NODE_RANK and SG_LEADER_HOST per host.
+            argv += ["--nnodes", str(spec.hosts), "--node-rank", "${SG_NODE_RANK}",
+                     "--master-addr", "${SG_LEADER_HOST}", "--master-port", str(spec.extra_ports.get("dist", 29500))]
+        if spec.device == "cpu":
+            env["VLLM_CPU_KVCACHE_SPACE"] = "1"
+            if spec.cpu_cores is not None:
+                env["VLLM_CPU_OMP_THREADS_BIND"] = spec.cpu_cores
+        argv += flag_args(spec.engine_args)
+        return EngineCommand(argv=argv, env=env, health_path="/health", startup_timeout_s=900.0)

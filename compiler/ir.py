@@ -1,0 +1,190 @@
+"""The Plan: the compiler's intermediate form, and the only thing targets read.
+
+A Plan lists every process to run (one :class:`Service` per node replica) with
+its argv, environment, ports, GPUs, health check and dependencies, plus the
+configuration slice of our own processes and the transport settings of every
+tensor edge. It is target-neutral: addresses of other services appear as
+``${SG_HOST_<SERVICE>}`` placeholders (see :func:`host_var`) that each target
+defines — 127.0.0.1 locally, Service DNS names on Kubernetes, node names on
+Slurm. Our own processes expand them in their config files at start-up.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Role = Literal[
+    "frontend", "router", "processor", "encoder", "prefill", "decode", "worker", "encode_prefill", "prefill_decode"
+]
+#: A request's stages, in the order the frontend calls them.
+Stage = Literal["encode", "prefill", "decode", "aggregate"]
+
+#: Env var every process gets with its own address (for NIXL side channels).
+SELF_HOST_VAR = "SG_SELF_HOST"
+
+
+def host_var(service: str) -> str:
+    """The env var holding the address of ``service`` (``decode-0`` -> ``SG_HOST_DECODE_0``)."""
+    return "SG_HOST_" + re.sub(r"[^A-Za-z0-9]", "_", service).upper()
+
+
+def host_ref(service: str) -> str:
+    """The placeholder for ``service``'s address inside argv, env and configs."""
+    return "${" + host_var(service) + "}"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HealthCheck(_Model):
+    """How to tell that a service is ready."""
+
+    path: str = "/health"
+    port: int
+    startup_timeout_s: float = 120.0
+
+
+class Service(_Model):
+    """One process (one replica of one node; multi-host replicas list their hosts)."""
+
+    name: str = Field(description="node name + replica index, e.g. decode-1")
+    node: str
+    role: Role
+    replica: int = 0
+    engine: str | None = Field(default=None, description="vllm|sglang|trtllm|mock; None for our own processes")
+    protocol: str | None = Field(default=None, description="whose HTTP/disaggregation protocol it speaks")
+    model: str | None = None
+    argv: list[str]
+    env: dict[str, str] = Field(default_factory=dict)
+    ports: dict[str, int] = Field(description="named ports: http, nixl_side_channel, bootstrap, ...")
+    health: HealthCheck
+    depends_on: list[str] = Field(default_factory=list, description="services that must be healthy first")
+    gpus: int = Field(default=0, description="GPUs per host")
+    hosts: int = Field(default=1, description="hosts one replica spans")
+    cpu: float | None = None
+    memory: str | None = None
+    config_file: str | None = Field(default=None, description="path of its config slice, relative to the plan")
+    config: dict[str, Any] | None = Field(default=None, description="content of config_file")
+    platform: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @property
+    def http_port(self) -> int:
+        """The port its HTTP API listens on."""
+        return self.ports["http"]
+
+
+class TransportSettings(_Model):
+    """How a tensor edge moves bytes, and why (issue: NIXL edges at hardware speed)."""
+
+    backend: str = "UCX"
+    direction: Literal["READ", "WRITE"] = "READ"
+    buffer_device: Literal["cuda", "cpu"] = "cuda"
+    placement: Literal["same-host", "cross-host", "unknown"] = "unknown"
+    env: dict[str, str] = Field(default_factory=dict)
+    reasons: list[str] = Field(default_factory=list)
+
+
+class PlanEdge(_Model):
+    """A graph edge lowered onto services."""
+
+    src: str
+    dst: str
+    type: str
+    transport: Literal["http", "nixl"]
+    settings: TransportSettings | None = None
+
+
+class Plan(_Model):
+    """Everything a target needs to run a graph."""
+
+    graph: str
+    shape: str
+    device: Literal["gpu", "cpu"] = "gpu"
+    services: list[Service]
+    edges: list[PlanEdge] = Field(default_factory=list)
+    frontend: str = Field(description="name of the frontend service")
+    url: str = Field(description="where clients connect, with the frontend's host placeholder")
+
+    def service(self, name: str) -> Service:
+        """The service called ``name``."""
+        for s in self.services:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def of_node(self, node: str) -> list[Service]:
+        """All replicas of a graph node."""
+        return [s for s in self.services if s.node == node]
+
+    def start_order(self) -> list[list[Service]]:
+        """Services grouped in waves: each wave depends only on earlier ones."""
+        done: set[str] = set()
+        waves: list[list[Service]] = []
+        pending = list(self.services)
+        while pending:
+            wave = [s for s in pending if set(s.depends_on) <= done]
+            if not wave:
+                raise ValueError("dependency cycle among services: " + ", ".join(s.name for s in pending))
+            waves.append(wave)
+            done |= {s.name for s in wave}
+            pending = [s for s in pending if s.name not in done]
+        return waves
+
+
+# --- configuration slices of our own processes -----------------------------------
+
+
+class Upstream(_Model):
+    """One replica the frontend can send a stage's requests to."""
+
+    service: str
+    url: str = Field(description="base URL, e.g. http://${SG_HOST_DECODE_0}:8102")
+    bootstrap_port: int | None = Field(default=None, description="SGLang prefill bootstrap port")
+
+
+class StageConfig(_Model):
+    """One step of a request's path through the graph."""
+
+    stage: Stage
+    node: str
+    role: Role
+    protocol: str = Field(description="vllm | sglang | trtllm: how to talk to it")
+    upstreams: list[Upstream]
+    policy: str = "round_robin"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class RouteConfig(_Model):
+    """The path of requests for one served model."""
+
+    model: str
+    shape: str
+    stages: list[StageConfig]
+    processor: list[Upstream] = Field(default_factory=list)
+
+
+class FrontendConfig(_Model):
+    """What ``python -m nodes.frontend`` reads."""
+
+    graph: str
+    host: str = "0.0.0.0"
+    port: int = 8000
+    request_timeout_s: float = 600.0
+    routes: list[RouteConfig]
+
+
+class ProcessorConfig(_Model):
+    """What ``python -m nodes.processor`` reads."""
+
+    host: str = "0.0.0.0"
+    port: int
+    max_bytes: int
+    max_pixels: int
+    max_frames: int
+    max_duration_s: float
+    fetch_timeout_s: float
+    allow_private_urls: bool

@@ -1,0 +1,254 @@
+"""graph spec -> Plan: the one place that turns roles into processes and wiring.
+
+Ports are assigned deterministically in declaration order; every address of
+another service is a ``${SG_HOST_...}`` placeholder that the target defines.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterable
+
+from graph.spec import GraphSpec, NodeSpec
+
+from .engines import EngineInput, get_adapter
+from .ir import (
+    FrontendConfig,
+    HealthCheck,
+    Plan,
+    PlanEdge,
+    ProcessorConfig,
+    RouteConfig,
+    Service,
+    StageConfig,
+    Upstream,
+    host_ref,
+)
+from .transport import edge_settings
+
+#: Which request stage each engine role serves.
+STAGE_OF_ROLE = {
+    "encoder": "encode",
+    "prefill": "prefill",
+    "encode_prefill": "prefill",
+    "decode": "decode",
+    "worker": "aggregate",
+    "prefill_decode": "aggregate",
+}
+_STAGE_ORDER = ("encode", "prefill", "decode", "aggregate")
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """Choices that shape the Plan but are not part of the graph.
+
+    Args:
+        device: gpu, or cpu to run engines on CPU (vLLM CPU build).
+        base_port: first HTTP port handed to services other than the frontend.
+        side_channel_base: first NIXL side-channel port (vLLM).
+        bootstrap_base: first disaggregation bootstrap port (SGLang, mock).
+        cpu_cores: cores of the host, for binding CPU engines to disjoint cores.
+        encoder_cache_dir: shared folder for encoder output (vLLM's EC connector).
+        python: interpreter that runs our own nodes.
+        nvlink: GPUs on a host are joined by NVLink (changes NIXL/UCX settings).
+    """
+
+    device: str = "gpu"
+    base_port: int = 8100
+    side_channel_base: int = 5600
+    bootstrap_base: int = 8998
+    cpu_cores: int | None = None
+    encoder_cache_dir: str = "/tmp/servegraph-ec"
+    python: str = "python"
+    nvlink: bool = False
+
+
+class _Ports:
+    """Hands out ports from independent counters, skipping ports fixed in the graph."""
+
+    def __init__(self, options: PlanOptions, taken: Iterable[int]) -> None:
+        self._next = {"http": options.base_port, "nixl_side_channel": options.side_channel_base,
+                      "bootstrap": options.bootstrap_base, "dist": 29500}
+        self._taken = set(taken)
+
+    def take(self, kind: str) -> int:
+        port = self._next[kind]
+        while port in self._taken:
+            port += 1
+        self._taken.add(port)
+        self._next[kind] = port + 1
+        return port
+
+
+def plan(spec: GraphSpec, options: PlanOptions | None = None) -> Plan:
+    """Lower a valid resolved graph to a Plan.
+
+    Args:
+        spec: the resolved graph (validate it first).
+        options: target-neutral choices (device, ports, cores).
+    """
+    options = options or PlanOptions()
+    ports = _Ports(options, (n.port for n in spec.nodes if n.port))
+    engine_nodes = [n for n in spec.nodes if n.is_engine]
+    cores = _core_binding(engine_nodes, options)
+    edges = _plan_edges(spec, options)
+    edge_env = _edge_env(edges)
+    services: list[Service] = []
+    for node in spec.nodes:
+        if node.is_engine:
+            services += _engine_services(spec, node, ports, options, cores, edge_env.get(node.name, {}))
+        elif node.role == "processor":
+            services += _processor_services(node, ports, options)
+    frontend = spec.by_role("frontend")[0]
+    fe_service = _frontend_service(spec, frontend, services, options)
+    services.append(fe_service)
+    return Plan(
+        graph=spec.name,
+        shape=spec.shape,
+        device=options.device,  # type: ignore[arg-type]
+        services=services,
+        edges=edges,
+        frontend=fe_service.name,
+        url=f"http://{host_ref(fe_service.name)}:{fe_service.http_port}",
+    )
+
+
+def _core_binding(engines: list[NodeSpec], options: PlanOptions) -> dict[str, str]:
+    """CPU engines on one host must not share cores (measured: 20x slower when they do)."""
+    if options.device != "cpu":
+        return {}
+    total = options.cpu_cores or os.cpu_count() or 1
+    replicas = [f"{n.name}-{r}" for n in engines for r in range(n.replicas)]
+    if not replicas:
+        return {}
+    share = max(total // len(replicas), 1)
+    binding = {}
+    for i, name in enumerate(replicas):
+        first = (i * share) % total
+        last = first + share - 1
+        binding[name] = str(first) if share == 1 else f"{first}-{last}"
+    return binding
+
+
+def _engine_services(
+    spec: GraphSpec,
+    node: NodeSpec,
+    ports: _Ports,
+    options: PlanOptions,
+    cores: dict[str, str],
+    transport_env: dict[str, str],
+) -> list[Service]:
+    adapter = get_adapter(node.engine or "mock")
+    consumes_embeddings = any(p.role == "encoder" for p in spec.predecessors(node.name))
+    decode_tp = next((d.tp for d in spec.successors(node.name) if d.role == "decode"), None)
+    out = []
+    for replica in range(node.replicas):
+        name = f"{node.name}-{replica}"
+        http = node.port if node.port else ports.take("http")
+        extra = {kind: ports.take(kind) for kind in adapter.extra_ports(node.role)}
+        if node.nodes > 1:
+            extra["dist"] = ports.take("dist")
+        command = adapter.command(EngineInput(
+            node=node.name, service=name, role=node.role, model=node.model or "",
+            served_model_name=node.model_name or "", tp=node.tp, pp=node.pp, dp=node.dp, hosts=node.nodes,
+            dtype=node.dtype, kv_cache_dtype=node.kv_cache_dtype, block_size=node.block_size,
+            max_model_len=node.max_model_len, engine_args=node.engine_args, imitate=node.imitate,
+            mock=node.mock, port=http, extra_ports=extra, device=options.device,
+            consumes_embeddings=consumes_embeddings,
+            encoder_cache_dir=f"{options.encoder_cache_dir}/{spec.name}",
+            cpu_cores=cores.get(name), decode_tp=decode_tp,
+        ))
+        argv = [options.python if a == "python" and i == 0 else a for i, a in enumerate(command.argv)]
+        out.append(Service(
+            name=name, node=node.name, role=node.role, replica=replica, engine=node.engine,
+            protocol=node.protocol, model=node.model, argv=argv,
+            env={**transport_env, **command.env, **node.env}, ports={"http": http, **extra},
+            health=HealthCheck(path=command.health_path, port=http, startup_timeout_s=command.startup_timeout_s),
+            gpus=0 if node.engine == "mock" else node.gpus, hosts=node.nodes, cpu=node.cpu, memory=node.memory,
+            config_file=command.config_file, config=command.config, platform=node.platform,
+        ))
+    return out
+
+
+def _processor_services(node: NodeSpec, ports: _Ports, options: PlanOptions) -> list[Service]:
+    out = []
+    for replica in range(node.replicas):
+        name = f"{node.name}-{replica}"
+        http = ports.take("http")
+        config = ProcessorConfig(port=http, **node.options)
+        config_file = f"{name}.json"
+        out.append(Service(
+            name=name, node=node.name, role="processor", replica=replica,
+            argv=[options.python, "-m", "nodes.processor", "--config", config_file, "--name", name],
+            env=dict(node.env), ports={"http": http}, health=HealthCheck(port=http, startup_timeout_s=30.0),
+            cpu=node.cpu, memory=node.memory, config_file=config_file,
+            config=config.model_dump(mode="json"), platform=node.platform,
+        ))
+    return out
+
+
+def _upstreams(services: list[Service], node: str) -> list[Upstream]:
+    return [
+        Upstream(service=s.name, url=f"http://{host_ref(s.name)}:{s.http_port}", bootstrap_port=s.ports.get("bootstrap"))
+        for s in services
+        if s.node == node
+    ]
+
+
+def _routes(spec: GraphSpec, services: list[Service]) -> list[RouteConfig]:
+    routers = spec.by_role("router")
+    policy = routers[0].options.get("policy", "round_robin") if routers else "round_robin"
+    router_options = dict(routers[0].options) if routers else {}
+    processors = [u for p in spec.by_role("processor") for u in _upstreams(services, p.name)]
+    models = sorted({n.model_name for n in spec.nodes if n.is_engine and n.model_name})
+    routes = []
+    for model in models:
+        nodes = [n for n in spec.nodes if n.is_engine and n.model_name == model]
+        stages = []
+        for stage in _STAGE_ORDER:
+            for n in nodes:
+                if STAGE_OF_ROLE[n.role] == stage:
+                    stages.append(StageConfig(
+                        stage=stage, node=n.name, role=n.role, protocol=n.protocol or "vllm",
+                        upstreams=_upstreams(services, n.name), policy=policy, options=router_options,
+                    ))
+        shape = spec.shape
+        routes.append(RouteConfig(model=model, shape=shape, stages=stages, processor=processors))
+    return routes
+
+
+def _frontend_service(spec: GraphSpec, node: NodeSpec, others: list[Service], options: PlanOptions) -> Service:
+    name = f"{node.name}-0"
+    port = node.port or 8000
+    config = FrontendConfig(
+        graph=spec.name, host=node.options.get("host", "0.0.0.0"), port=port,
+        request_timeout_s=node.options.get("request_timeout_s", 600.0), routes=_routes(spec, others),
+    )
+    config_file = f"{name}.json"
+    return Service(
+        name=name, node=node.name, role="frontend", replica=0,
+        argv=[options.python, "-m", "nodes.frontend", "--config", config_file, "--name", name],
+        env=dict(node.env), ports={"http": port}, health=HealthCheck(port=port, startup_timeout_s=30.0),
+        depends_on=[s.name for s in others], cpu=node.cpu, memory=node.memory,
+        config_file=config_file, config=config.model_dump(mode="json"), platform=node.platform,
+    )
+
+
+def _edge_env(edges: list[PlanEdge]) -> dict[str, dict[str, str]]:
+    """Both ends of a tensor edge get its transport environment."""
+    env: dict[str, dict[str, str]] = {}
+    for e in edges:
+        if e.settings:
+            for node in (e.src, e.dst):
+                env.setdefault(node, {}).update(e.settings.env)
+    return env
+
+
+def _plan_edges(spec: GraphSpec, options: PlanOptions) -> list[PlanEdge]:
+    out = []
+    for e in spec.edges:
+        src, dst = spec.node(e.src), spec.node(e.dst)
+        settings = edge_settings(src, dst, e.type, options) if e.transport == "nixl" else None
+        out.append(PlanEdge(src=e.src, dst=e.dst, type=e.type, transport=e.transport, settings=settings))
+    return out

@@ -1,0 +1,229 @@
+"""The Graph container and the ``>>`` operator that joins nodes by typed ports."""
+
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from ._where import caller_location
+from .errors import GraphError, SourceLocation
+from .nodes import Node, PortRef
+from .ports import Port, PortType
+
+_ACTIVE: contextvars.ContextVar["Graph | None"] = contextvars.ContextVar("servegraph_active_graph", default=None)
+
+# Edges that are not possible because a combined role already does the other half.
+# Each key is (producer role, consumer role); the value is the hint.
+_COMBINED_ROLE_HINTS: dict[tuple[str, str], str] = {
+    ("prefill_decode", "decode"): "PrefillDecode already decodes and sends no KV; use Prefill if decode runs apart",
+    ("worker", "decode"): "Worker already decodes and sends no KV; use Prefill (P/D) or EncodePrefill (EP/D)",
+    ("encoder", "worker"): "Worker encodes its own media; use PrefillDecode for E/PD",
+    ("encoder", "encode_prefill"): "EncodePrefill encodes its own media; use Prefill for E/P/D",
+    ("encode_prefill", "prefill"): "EncodePrefill already prefills; connect it to a Decode",
+    ("prefill", "prefill_decode"): "PrefillDecode prefills itself; connect the Prefill to a Decode",
+    ("encode_prefill", "prefill_decode"): "both prefill; EncodePrefill >> Decode (EP/D) or Encoder >> PrefillDecode (E/PD)",
+    ("encoder", "decode"): "Decode needs KV, not embeddings; put a Prefill between them (E/P/D)",
+}
+
+
+@dataclass(frozen=True)
+class Edge:
+    """A typed connection from one node's output port to another's input port."""
+
+    src: Node
+    src_port: str
+    dst: Node
+    dst_port: str
+    type: PortType
+    where: SourceLocation | None
+
+    @property
+    def is_tensor(self) -> bool:
+        """KV and Embeddings edges move tensors (NIXL between engine nodes)."""
+        return self.type.is_tensor
+
+
+class Graph:
+    """A serving graph: nodes joined by typed edges.
+
+    Use it as a context manager; nodes created inside belong to it::
+
+        with Graph("llama-pd") as g:
+            Frontend() >> Prefill(model="m") >> Decode(model="m")
+
+    Problems found while the graph is written (bad fields, impossible edges)
+    are kept and reported by validation together with all the others.
+    """
+
+    def __init__(self, name: str, description: str = "") -> None:
+        self.name = name
+        self.description = description
+        self.nodes: list[Node] = []
+        self.edges: list[Edge] = []
+        self.problems: list[GraphError] = []
+        self.where = caller_location()
+        self._token: contextvars.Token | None = None
+
+    def __enter__(self) -> "Graph":
+        self._token = _ACTIVE.set(self)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._token is not None:
+            _ACTIVE.reset(self._token)
+            self._token = None
+
+    @staticmethod
+    def adopt(node: Node, problems: list[GraphError]) -> None:
+        """Attach a newly created node to the active graph (called by Node)."""
+        graph = _ACTIVE.get()
+        if graph is None:
+            raise GraphError(
+                "no-graph",
+                f"{type(node).__name__} created outside a graph",
+                "create nodes inside `with Graph('name') as g:` or call g.add(node)",
+                where=node.where,
+            )
+        graph.add(node, problems)
+
+    def add(self, node: Node, problems: Iterable[GraphError] = ()) -> Node:
+        """Add a node (nodes made inside ``with graph:`` are added already)."""
+        if node._graph is self:
+            return node
+        node._graph = self
+        self.nodes.append(node)
+        for problem in problems:
+            problem.node = problem.node or node.name
+            self.problems.append(problem)
+        return node
+
+    def node(self, name: str) -> Node:
+        """The node called ``name`` (after names are assigned by :meth:`assign_names`)."""
+        self.assign_names()
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    def assign_names(self) -> None:
+        """Give every unnamed node its role's name, numbered when taken."""
+        taken = {n.name for n in self.nodes if n.name}
+        for n in self.nodes:
+            if n.name:
+                continue
+            base = n.ROLE.replace("_", "-")
+            candidate, i = base, 2
+            while candidate in taken:
+                candidate, i = f"{base}-{i}", i + 1
+            n.name = candidate
+            taken.add(candidate)
+
+    def __repr__(self) -> str:
+        return f"Graph({self.name!r}, {len(self.nodes)} nodes, {len(self.edges)} edges)"
+
+
+def connect(left: Any, right: Any, where: SourceLocation | None) -> Any:
+    """``left >> right``: join every producer on the left to every consumer on the right.
+
+    Either side may be a node, ``node["port"]`` or a list of those. Returns the
+    right side so that chains read left to right.
+    """
+    for src in _as_list(left):
+        for dst in _as_list(right):
+            _connect_one(src, dst, where)
+    return right
+
+
+def _as_list(side: Any) -> list[Node | PortRef]:
+    if isinstance(side, (Node, PortRef)):
+        return [side]
+    if isinstance(side, (list, tuple)) and side and all(isinstance(x, (Node, PortRef)) for x in side):
+        return list(side)
+    raise TypeError(
+        f"cannot connect {type(side).__name__!s}: use a node, node['port'] or a list of nodes with >>"
+    )
+
+
+def _connect_one(src: Node | PortRef, dst: Node | PortRef, where: SourceLocation | None) -> None:
+    src_node = src.node if isinstance(src, PortRef) else src
+    dst_node = dst.node if isinstance(dst, PortRef) else dst
+    graph: Graph | None = src_node._graph or dst_node._graph
+    if graph is None:
+        raise GraphError("no-graph", "nodes joined outside a graph", "create them inside `with Graph(...)`", where=where)
+    for n in (src_node, dst_node):
+        graph.add(n)
+    graph.assign_names()
+    outs = _pick_ports(src, src_node.OUTPUTS)
+    ins = _pick_ports(dst, dst_node.INPUTS)
+    problem = _named_port_problem(src, src_node.OUTPUTS, "output", where) or _named_port_problem(
+        dst, dst_node.INPUTS, "input", where
+    )
+    if problem:
+        graph.problems.append(problem)
+        return
+    pairs = [(o, i, t) for o in outs for i in ins for t in o.accepts if t in i.accepts]
+    # One pair per (out, in): the first common type.
+    unique: dict[tuple[str, str], tuple[Port, Port, PortType]] = {}
+    for o, i, t in pairs:
+        unique.setdefault((o.name, i.name), (o, i, t))
+    if len(unique) == 1:
+        o, i, t = next(iter(unique.values()))
+        graph.edges.append(Edge(src_node, o.name, dst_node, i.name, t, where))
+        return
+    graph.problems.append(_edge_problem(src_node, outs, dst_node, ins, list(unique.values()), where))
+
+
+def _pick_ports(side: Node | PortRef, ports: tuple[Port, ...]) -> tuple[Port, ...]:
+    if isinstance(side, PortRef):
+        return tuple(p for p in ports if p.name == side.port)
+    return ports
+
+
+def _named_port_problem(
+    side: Node | PortRef, ports: tuple[Port, ...], kind: str, where: SourceLocation | None
+) -> GraphError | None:
+    if not isinstance(side, PortRef) or any(p.name == side.port for p in ports):
+        return None
+    node = side.node
+    have = ", ".join(p.describe() for p in ports) or "none"
+    return GraphError(
+        "unknown-port",
+        f"{type(node).__name__} '{node.name}' has no {kind} port '{side.port}'",
+        f"its {kind} ports are: {have}",
+        node=node.name,
+        port=side.port,
+        where=where,
+    )
+
+
+def _edge_problem(
+    src: Node,
+    outs: tuple[Port, ...],
+    dst: Node,
+    ins: tuple[Port, ...],
+    candidates: list[tuple[Port, Port, PortType]],
+    where: SourceLocation | None,
+) -> GraphError:
+    edge = f"{type(src).__name__} '{src.name}' >> {type(dst).__name__} '{dst.name}'"
+    if candidates:
+        options = "; ".join(f"{src.name}['{o.name}'] >> {dst.name}['{i.name}']" for o, i, _ in candidates)
+        return GraphError(
+            "ambiguous-port",
+            f"{edge}: several ports fit ({len(candidates)})",
+            f"name the ports: {options}",
+            node=dst.name,
+            where=where,
+        )
+    combined = _COMBINED_ROLE_HINTS.get((src.ROLE, dst.ROLE))
+    if combined:
+        return GraphError("combined-role-split", f"{edge}: a combined role is wired as if split", combined, node=dst.name, where=where)
+    produced = ", ".join(p.describe() for p in outs) or "no outputs"
+    accepted = ", ".join(p.describe() for p in ins) or "no inputs"
+    return GraphError(
+        "port-type-mismatch",
+        f"{edge}: no output of '{src.name}' ({produced}) fits an input of '{dst.name}' ({accepted})",
+        "connect nodes whose port types match (see `graph inspect --ports`), or put the missing stage between them",
+        node=dst.name,
+        where=where,
+    )

@@ -1,0 +1,278 @@
+"""The node roles a user writes in a pipeline: plain typed objects.
+
+Each role is a pydantic model whose fields are the node's settings and whose
+class-level ``INPUTS``/``OUTPUTS`` are its typed ports. Creating a node inside
+``with Graph(...)`` adds it to that graph; ``a >> b`` joins them (see
+:mod:`graph.graph`). A bad field value does not raise in the user's file: it is
+recorded as a :class:`GraphError` and reported with every other problem.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+
+from ._where import caller_location
+from .errors import GraphError, SourceLocation
+from .ports import REQUEST_TYPES, Embeddings, KV, Media, Port, PortType, Text
+
+Engine = Literal["vllm", "sglang", "trtllm", "mock"]
+ENGINES: tuple[str, ...] = ("vllm", "sglang", "trtllm", "mock")
+
+
+class Resources(BaseModel):
+    """CPU and memory for one replica (GPUs are set with ``gpus``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    cpu: float | None = Field(default=None, gt=0, description="CPU cores per replica")
+    memory: str | None = Field(default=None, description="memory per replica, e.g. '64Gi'")
+
+
+class Node(BaseModel):
+    """Base of every role. Fields common to all nodes."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    ROLE: ClassVar[str] = "node"
+    INPUTS: ClassVar[tuple[Port, ...]] = ()
+    OUTPUTS: ClassVar[tuple[Port, ...]] = ()
+
+    name: str | None = Field(default=None, description="unique node name (DNS-1123); default: the role")
+    replicas: int = Field(default=1, ge=1, description="identical copies behind the frontend")
+    env: dict[str, str] = Field(default_factory=dict, description="extra environment variables")
+    resources: Resources = Field(default_factory=Resources)
+    platform: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="target-only settings: platform['k8s'], platform['slurm']"
+    )
+
+    _where: SourceLocation | None = PrivateAttr(default=None)
+    _graph: Any = PrivateAttr(default=None)
+
+    def __init__(self, **data: Any) -> None:
+        where = caller_location()
+        problems: list[GraphError] = []
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            problems = _field_errors(type(self), data, exc, where)
+            good = {k: v for k, v in data.items() if k not in {p.field for p in problems}}
+            try:
+                super().__init__(**good)
+            except ValidationError:
+                super().__init__()
+        self._where = where
+        from .graph import Graph  # circular at import time only
+
+        Graph.adopt(self, problems)
+
+    # Identity, not field equality: two identical decoders are two nodes.
+    __hash__ = object.__hash__
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    @property
+    def where(self) -> SourceLocation | None:
+        """File and line where the node was created."""
+        return self._where
+
+    @property
+    def role(self) -> str:
+        """The role name, e.g. ``prefill``."""
+        return self.ROLE
+
+    def __getitem__(self, port: str) -> "PortRef":
+        """``node["kv"]``: name a port explicitly, e.g. ``a["kv"] >> b["kv"]``."""
+        return PortRef(self, port)
+
+    def __rshift__(self, other: Any) -> Any:
+        from .graph import connect
+
+        return connect(self, other, caller_location())
+
+    def __rrshift__(self, other: Any) -> Any:
+        from .graph import connect
+
+        return connect(other, self, caller_location())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+class PortRef:
+    """A node with one port named: the producer's output or the consumer's input."""
+
+    def __init__(self, node: Node, port: str) -> None:
+        self.node = node
+        self.port = port
+
+    def __rshift__(self, other: Any) -> Any:
+        from .graph import connect
+
+        return connect(self, other, caller_location())
+
+    def __rrshift__(self, other: Any) -> Any:
+        from .graph import connect
+
+        return connect(other, self, caller_location())
+
+    def __repr__(self) -> str:
+        return f"{self.node!r}[{self.port!r}]"
+
+
+class EngineNode(Node):
+    """A node served by an inference engine (vLLM, SGLang, TensorRT-LLM or the mock)."""
+
+    engine: Engine = Field(default="vllm", description="vllm | sglang | trtllm | mock")
+    model: str | None = Field(default=None, description="model id or local path")
+    served_model_name: str | None = Field(default=None, description="name clients use; default: model")
+    tp: int = Field(default=1, ge=1, description="tensor parallel size")
+    pp: int = Field(default=1, ge=1, description="pipeline parallel size")
+    dp: int = Field(default=1, ge=1, description="data parallel ranks inside one replica")
+    gpus: int | None = Field(default=None, ge=0, description="GPUs per node of a replica; default tp*pp*dp/nodes")
+    nodes: int = Field(default=1, ge=1, description="hosts per replica (multi-node tp/pp)")
+    dtype: str = Field(default="auto", description="weights/activations dtype")
+    kv_cache_dtype: str = Field(default="auto", description="KV cache dtype")
+    block_size: int | None = Field(default=None, ge=1, description="KV block size in tokens")
+    max_model_len: int | None = Field(default=None, ge=1)
+    port: int | None = Field(default=None, ge=1, le=65535, description="fixed HTTP port (default: assigned)")
+    engine_args: dict[str, Any] | list[str] = Field(
+        default_factory=dict, description="extra engine flags, {'flag': value} or ['--flag', 'value']"
+    )
+    imitate: Literal["vllm", "sglang", "trtllm"] | None = Field(
+        default=None, description="for engine='mock': whose protocol the mock speaks (default vllm)"
+    )
+    mock: dict[str, Any] = Field(
+        default_factory=dict, description="mock engine knobs: prefill_tps, itl_ms, speedup, kv_blocks"
+    )
+
+
+_REQUEST = Port("requests", REQUEST_TYPES)
+
+
+class Frontend(Node):
+    """The OpenAI-compatible HTTP entry point. Exactly one per graph."""
+
+    ROLE: ClassVar[str] = "frontend"
+    OUTPUTS: ClassVar[tuple[Port, ...]] = (Port("requests", (Text,)),)
+
+    port: int = Field(default=8000, ge=1, le=65535, description="HTTP port clients connect to")
+    host: str = Field(default="0.0.0.0", description="address to listen on")
+    request_timeout_s: float = Field(default=600.0, gt=0, description="deadline for one request")
+
+
+class Router(Node):
+    """Chooses a replica of the next stage for each request."""
+
+    ROLE: ClassVar[str] = "router"
+    INPUTS: ClassVar[tuple[Port, ...]] = (Port("requests", REQUEST_TYPES, required=True),)
+    OUTPUTS: ClassVar[tuple[Port, ...]] = (Port("requests", REQUEST_TYPES),)
+
+    policy: Literal["round_robin", "least_loaded", "kv"] = Field(default="round_robin")
+    block_size: int = Field(default=16, ge=1, description="tokens per hashed block for kv policy")
+    disagg_threshold: int = Field(
+        default=0, ge=0, description="P/D: prompts with fewer uncached tokens than this skip prefill"
+    )
+
+
+class Processor(Node):
+    """Fetches, checks and inlines the media of a request (images, video, audio)."""
+
+    ROLE: ClassVar[str] = "processor"
+    INPUTS: ClassVar[tuple[Port, ...]] = (Port("requests", (Text,), required=True),)
+    OUTPUTS: ClassVar[tuple[Port, ...]] = (Port("media", (Media,)),)
+
+    max_bytes: int = Field(default=20 * 2**20, ge=1, description="largest media download")
+    max_pixels: int = Field(default=4096 * 4096, ge=1, description="largest decoded image")
+    max_frames: int = Field(default=32, ge=1, description="video frames kept")
+    max_duration_s: float = Field(default=600.0, gt=0, description="longest video/audio")
+    fetch_timeout_s: float = Field(default=10.0, gt=0)
+    allow_private_urls: bool = Field(default=False, description="allow loopback/private hosts")
+
+
+class Encoder(EngineNode):
+    """Runs the vision/audio encoder alone and hands embeddings on."""
+
+    ROLE: ClassVar[str] = "encoder"
+    INPUTS: ClassVar[tuple[Port, ...]] = (Port("media", (Media, Text), required=True),)
+    OUTPUTS: ClassVar[tuple[Port, ...]] = (Port("embeddings", (Embeddings,)),)
+
+
+class Prefill(EngineNode):
+    """Computes the prompt's KV cache and hands it to a decode node."""
+
+    ROLE: ClassVar[str] = "prefill"
+    INPUTS: ClassVar[tuple[Port, ...]] = (_REQUEST, Port("embeddings", (Embeddings,)))
+    OUTPUTS: ClassVar[tuple[Port, ...]] = (Port("kv", (KV,)),)
+
+
+class Decode(EngineNode):
+    """Generates tokens from KV computed elsewhere."""
+
+    ROLE: ClassVar[str] = "decode"
+    INPUTS: ClassVar[tuple[Port, ...]] = (Port("kv", (KV,), required=True),)
+
+
+class Worker(EngineNode):
+    """An aggregated engine: encodes (if multimodal), prefills and decodes itself."""
+
+    ROLE: ClassVar[str] = "worker"
+    INPUTS: ClassVar[tuple[Port, ...]] = (_REQUEST,)
+
+
+class EncodePrefill(EngineNode):
+    """Encoder and prefill in one engine (EP/D): hands KV to a decode node."""
+
+    ROLE: ClassVar[str] = "encode_prefill"
+    INPUTS: ClassVar[tuple[Port, ...]] = (_REQUEST,)
+    OUTPUTS: ClassVar[tuple[Port, ...]] = (Port("kv", (KV,)),)
+
+
+class PrefillDecode(EngineNode):
+    """Prefill and decode in one engine, fed by a separate encoder (E/PD)."""
+
+    ROLE: ClassVar[str] = "prefill_decode"
+    INPUTS: ClassVar[tuple[Port, ...]] = (_REQUEST, Port("embeddings", (Embeddings,)))
+
+
+ROLES: dict[str, type[Node]] = {
+    cls.ROLE: cls
+    for cls in (Frontend, Router, Processor, Encoder, Prefill, Decode, Worker, EncodePrefill, PrefillDecode)
+}
+
+
+def _field_errors(
+    cls: type[Node], data: dict[str, Any], exc: ValidationError, where: SourceLocation | None
+) -> list[GraphError]:
+    """Turn pydantic's complaints into GraphErrors naming the field."""
+    problems = []
+    for err in exc.errors():
+        loc = err.get("loc") or ("?",)
+        field = str(loc[0])
+        label = data.get("name") or cls.ROLE
+        if err.get("type") == "extra_forbidden":
+            known = ", ".join(sorted(n for n in cls.model_fields if n != "name"))
+            message = f"{cls.__name__} '{label}' has no field '{field}'"
+            hint = f"known fields: {known}"
+        else:
+            shown = ".".join(str(p) for p in loc)
+            message = f"{cls.__name__} '{label}' field '{shown}' = {data.get(field)!r}: {err.get('msg')}"
+            hint = _field_hint(cls, field)
+        problems.append(
+            GraphError("bad-field", message, hint, node=data.get("name"), field=field, where=where)
+        )
+    return problems
+
+
+def _field_hint(cls: type[Node], field: str) -> str:
+    info = cls.model_fields.get(field)
+    if info is None:
+        return ""
+    desc = f" ({info.description})" if info.description else ""
+    return f"set {field}{desc} to a valid value"
+
+
+def port_types(ports: tuple[Port, ...]) -> set[PortType]:
+    """All types carried by a set of ports."""
+    return {t for p in ports for t in p.accepts}

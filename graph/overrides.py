@@ -1,0 +1,67 @@
+"""Command-line overrides applied to a resolved graph without editing its file.
+
+* ``mock``: every engine node runs the built-in mock engine, imitating the
+  protocol of the engine it replaces (so the frontend's code path is the same).
+* ``model``: every engine node loads this model (e.g. a local tiny model);
+  the served name stays what the pipeline says, so clients need no change.
+* ``sets``: ``node.field=value`` pairs (value parsed as YAML), e.g. ``decode.replicas=2``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import yaml
+from pydantic import ValidationError
+
+from .errors import GraphError
+from .spec import GraphSpec, NodeSpec
+
+
+def apply_overrides(
+    spec: GraphSpec, *, mock: bool = False, model: str | None = None, sets: Iterable[str] = ()
+) -> GraphSpec:
+    """A copy of ``spec`` with the overrides applied.
+
+    Raises:
+        GraphError: a ``--set`` names an unknown node or field, or a bad value.
+    """
+    nodes = [_override_node(n, mock, model) for n in spec.nodes]
+    for item in sets:
+        nodes = _apply_set(nodes, item)
+    return spec.model_copy(update={"nodes": tuple(nodes)})
+
+
+def _override_node(node: NodeSpec, mock: bool, model: str | None) -> NodeSpec:
+    if not node.is_engine:
+        return node
+    update: dict[str, Any] = {}
+    if model:
+        update["served_model_name"] = node.model_name
+        update["model"] = model
+    if mock and node.engine != "mock":
+        update.update(engine="mock", imitate=node.engine)
+    return node.model_copy(update=update) if update else node
+
+
+def _apply_set(nodes: list[NodeSpec], item: str) -> list[NodeSpec]:
+    target, sep, raw = item.partition("=")
+    name, dot, field = target.partition(".")
+    if not sep or not dot or not field:
+        raise GraphError("bad-override", f"--set '{item}' is not NODE.FIELD=VALUE", "e.g. --set decode.replicas=2")
+    names = [n.name for n in nodes]
+    if name not in names:
+        raise GraphError("bad-override", f"--set '{item}': no node '{name}'", f"nodes: {', '.join(names)}", node=name)
+    if field not in NodeSpec.model_fields or field in ("name", "role", "where"):
+        raise GraphError("bad-override", f"--set '{item}': node field '{field}' cannot be set", "see `graph inspect` for fields", node=name, field=field)
+    value = yaml.safe_load(raw) if raw else None
+    out = []
+    for n in nodes:
+        if n.name == name:
+            try:
+                n = NodeSpec.model_validate({**n.model_dump(), field: value})
+            except ValidationError as exc:
+                msg = exc.errors()[0].get("msg", "invalid")
+                raise GraphError("bad-override", f"--set '{item}': {msg}", "", node=name, field=field) from None
+        out.append(n)
+    return out

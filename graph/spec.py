@@ -1,0 +1,227 @@
+"""The resolved graph: frozen, defaults filled, the form the compiler reads.
+
+``resolve(graph)`` turns what the user wrote into a :class:`GraphSpec`. It is
+plain data: it serializes to JSON (``graph inspect --json``) and is the only
+thing ``compiler/`` reads from ``graph/``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .graph import Graph
+from .nodes import EngineNode, Frontend, Node, Processor, Router
+
+Role = Literal[
+    "frontend", "router", "processor", "encoder", "prefill", "decode", "worker", "encode_prefill", "prefill_decode"
+]
+
+#: Roles served by an inference engine.
+ENGINE_ROLES: frozenset[str] = frozenset(
+    {"encoder", "prefill", "decode", "worker", "encode_prefill", "prefill_decode"}
+)
+#: Roles that hand KV to a decode node.
+KV_PRODUCERS: frozenset[str] = frozenset({"prefill", "encode_prefill"})
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Location(_Frozen):
+    """File and line of a declaration."""
+
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+class NodeSpec(_Frozen):
+    """One node with every default resolved."""
+
+    name: str
+    role: Role
+    replicas: int = 1
+    env: dict[str, str] = Field(default_factory=dict)
+    cpu: float | None = None
+    memory: str | None = None
+    platform: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    where: Location | None = None
+    # Engine nodes only.
+    engine: str | None = None
+    imitate: str | None = None
+    model: str | None = None
+    served_model_name: str | None = None
+    tp: int = 1
+    pp: int = 1
+    dp: int = 1
+    gpus: int = 0
+    nodes: int = 1
+    dtype: str = "auto"
+    kv_cache_dtype: str = "auto"
+    block_size: int | None = None
+    max_model_len: int | None = None
+    port: int | None = None
+    engine_args: dict[str, Any] | list[str] = Field(default_factory=dict)
+    mock: dict[str, Any] = Field(default_factory=dict)
+    # Frontend, router and processor settings (role-specific, by field name).
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def is_engine(self) -> bool:
+        """Served by an inference engine."""
+        return self.role in ENGINE_ROLES
+
+    @property
+    def protocol(self) -> str | None:
+        """Whose HTTP/disaggregation protocol this node speaks (the mock imitates one)."""
+        if self.engine == "mock":
+            return self.imitate or "vllm"
+        return self.engine
+
+    @property
+    def gpus_total(self) -> int:
+        """GPUs for all replicas of this node."""
+        return self.gpus * self.nodes * self.replicas
+
+    @property
+    def model_name(self) -> str | None:
+        """The name clients put in ``model``."""
+        return self.served_model_name or self.model
+
+
+class EdgeSpec(_Frozen):
+    """One typed edge."""
+
+    src: str
+    src_port: str
+    dst: str
+    dst_port: str
+    type: str
+    transport: Literal["http", "nixl"]
+    where: Location | None = None
+
+
+class GraphSpec(_Frozen):
+    """The whole resolved graph."""
+
+    name: str
+    description: str = ""
+    source: str | None = None
+    nodes: tuple[NodeSpec, ...]
+    edges: tuple[EdgeSpec, ...]
+
+    def node(self, name: str) -> NodeSpec:
+        """The node called ``name``."""
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    def by_role(self, *roles: str) -> list[NodeSpec]:
+        """Nodes with any of these roles, in declaration order."""
+        return [n for n in self.nodes if n.role in roles]
+
+    def successors(self, name: str) -> list[NodeSpec]:
+        """Nodes that ``name`` has an edge to."""
+        return [self.node(e.dst) for e in self.edges if e.src == name]
+
+    def predecessors(self, name: str) -> list[NodeSpec]:
+        """Nodes with an edge to ``name``."""
+        return [self.node(e.src) for e in self.edges if e.dst == name]
+
+    @property
+    def gpus_total(self) -> int:
+        """GPUs the whole graph asks for."""
+        return sum(n.gpus_total for n in self.nodes)
+
+    @property
+    def shape(self) -> str:
+        """E/P/D notation of the graph's serving shape, e.g. ``P/D`` or ``E/PD``."""
+        roles = {n.role for n in self.nodes}
+        return shape_of(roles)
+
+
+def shape_of(roles: set[str]) -> str:
+    """Name the serving shape from the roles present."""
+    if "encode_prefill" in roles:
+        return "EP/D"
+    if "prefill_decode" in roles:
+        return "E/PD" if "encoder" in roles else "PD"
+    if "prefill" in roles and "decode" in roles:
+        return "E/P/D" if "encoder" in roles else "P/D"
+    if "worker" in roles:
+        return "EPD" if "processor" in roles else "aggregated"
+    return "incomplete"
+
+
+def _location(node_or_edge: Any) -> Location | None:
+    where = getattr(node_or_edge, "where", None)
+    return Location(file=where.file, line=where.line) if where else None
+
+
+def resolve_node(node: Node) -> NodeSpec:
+    """Fill a node's defaults into its spec."""
+    common: dict[str, Any] = dict(
+        name=node.name,
+        role=node.ROLE,
+        replicas=node.replicas,
+        env=dict(node.env),
+        cpu=node.resources.cpu,
+        memory=node.resources.memory,
+        platform={k: dict(v) for k, v in node.platform.items()},
+        where=_location(node),
+    )
+    if isinstance(node, EngineNode):
+        parallel = node.tp * node.pp * node.dp
+        gpus = node.gpus if node.gpus is not None else max(parallel // node.nodes, 1)
+        common.update(
+            engine=node.engine,
+            imitate=(node.imitate or "vllm") if node.engine == "mock" else None,
+            model=node.model,
+            served_model_name=node.served_model_name,
+            tp=node.tp,
+            pp=node.pp,
+            dp=node.dp,
+            gpus=gpus,
+            nodes=node.nodes,
+            dtype=node.dtype,
+            kv_cache_dtype=node.kv_cache_dtype,
+            block_size=node.block_size,
+            max_model_len=node.max_model_len,
+            port=node.port,
+            engine_args=node.engine_args if isinstance(node.engine_args, list) else dict(node.engine_args),
+            mock=dict(node.mock),
+        )
+    elif isinstance(node, (Frontend, Router, Processor)):
+        skip = set(Node.model_fields)
+        options = {k: v for k, v in node.model_dump().items() if k not in skip}
+        if isinstance(node, Frontend):
+            common["port"] = options.pop("port")
+        common["options"] = options
+    return NodeSpec(**common)
+
+
+def resolve(graph: Graph) -> GraphSpec:
+    """The resolved, frozen form of ``graph`` (names assigned, defaults filled)."""
+    graph.assign_names()
+    nodes = tuple(resolve_node(n) for n in graph.nodes)
+    engine_names = {n.name for n in nodes if n.is_engine}
+    edges = tuple(
+        EdgeSpec(
+            src=e.src.name,
+            src_port=e.src_port,
+            dst=e.dst.name,
+            dst_port=e.dst_port,
+            type=e.type.value,
+            transport="nixl" if e.is_tensor and {e.src.name, e.dst.name} <= engine_names else "http",
+            where=_location(e),
+        )
+        for e in graph.edges
+    )
+    source = graph.where.file if graph.where else None
+    return GraphSpec(name=graph.name, description=graph.description, source=source, nodes=nodes, edges=edges)

@@ -1,0 +1,390 @@
+"""Validation: a list of small named checks over the resolved graph.
+
+Each check takes the :class:`GraphSpec` and the options and yields
+:class:`GraphError` s; :func:`validate` runs them all and returns every problem
+at once, after the problems recorded while the graph was written.
+Next to each check, a comment shows a tiny graph that breaks it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
+
+import networkx as nx
+
+from .errors import GraphError, SourceLocation
+from .graph import Graph
+from .nodes import ROLES
+from .spec import KV_PRODUCERS, EdgeSpec, GraphSpec, Location, NodeSpec, resolve
+
+
+@dataclass(frozen=True)
+class ValidateOptions:
+    """What validation knows about the target.
+
+    Args:
+        gpu_budget: GPUs the target has in all (None: unknown, not checked).
+        gpus_per_host: GPUs on one host (None: unknown, not checked).
+    """
+
+    gpu_budget: int | None = None
+    gpus_per_host: int | None = None
+
+
+Check = Callable[[GraphSpec, ValidateOptions], Iterable[GraphError]]
+CHECKS: list[Check] = []
+
+# Longest node name: room for "-<replica>" and target suffixes within DNS-1123's 63.
+MAX_NAME_LEN = 40
+_DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_PLATFORMS = frozenset({"local", "k8s", "slurm"})
+
+
+def check(fn: Check) -> Check:
+    """Register a check."""
+    CHECKS.append(fn)
+    return fn
+
+
+def validate(graph: Graph, options: ValidateOptions | None = None) -> tuple[GraphSpec, list[GraphError]]:
+    """Resolve ``graph`` and run every check.
+
+    Returns:
+        The resolved spec and the list of all problems (empty when valid).
+    """
+    spec = resolve(graph)
+    return spec, validate_spec(spec, options, recorded=graph.problems)
+
+
+def validate_spec(
+    spec: GraphSpec, options: ValidateOptions | None = None, recorded: Iterable[GraphError] = ()
+) -> list[GraphError]:
+    """Run every check on an already resolved spec."""
+    options = options or ValidateOptions()
+    errors = list(recorded)
+    for fn in CHECKS:
+        errors.extend(fn(spec, options))
+    return errors
+
+
+def _err(code: str, message: str, hint: str, node: NodeSpec | None = None, **kw: object) -> GraphError:
+    return GraphError(code, message, hint, node=node.name if node else None, where=_where(node), **kw)  # type: ignore[arg-type]
+
+
+def _where(item: NodeSpec | EdgeSpec | None) -> SourceLocation | None:
+    loc: Location | None = item.where if item else None
+    return SourceLocation(loc.file, loc.line) if loc else None
+
+
+def _label(node: NodeSpec) -> str:
+    return f"{ROLES[node.role].__name__} '{node.name}'"
+
+
+def _digraph(spec: GraphSpec) -> nx.DiGraph:
+    g = nx.DiGraph()
+    g.add_nodes_from(n.name for n in spec.nodes)
+    g.add_edges_from((e.src, e.dst) for e in spec.edges)
+    return g
+
+
+# --- names -----------------------------------------------------------------
+
+
+@check
+def duplicate_names(spec: GraphSpec, _: ValidateOptions) -> Iterator[GraphError]:
+    # Prefill(name="p"); Decode(name="p")
+    counts = Counter(n.name for n in spec.nodes)
+    seen: set[str] = set()
+    for n in spec.nodes:
+        if counts[n.name] > 1 and n.name not in seen:
+            seen.add(n.name)
+            yield _err("duplicate-name", f"{counts[n.name]} nodes are named '{n.name}'", "give each node a unique name=", n, field="name")
+
+
+@check
+def dns_names(spec: GraphSpec, _: ValidateOptions) -> Iterator[GraphError]:
+    # Prefill(name="Prefill_A")  -- Kubernetes rejects upper case and '_'
+    for n in spec.nodes:
+        if not _DNS_LABEL.match(n.name) or len(n.name) > MAX_NAME_LEN:
+            fixed = re.sub(r"[^a-z0-9-]+", "-", n.name.lower()).strip("-")[:MAX_NAME_LEN] or "node"
+            yield _err(
+                "bad-name",
+                f"node name '{n.name}' is not a DNS-1123 label of at most {MAX_NAME_LEN} characters",
+                f"use lower-case letters, digits and '-', starting with a letter, e.g. name='{fixed}'",
+                n,
+                field="name",
+            )
+
+
+# --- structure ---------------------------------------------------------------
+
+
+@check
+def one_frontend(spec: GraphSpec, _: ValidateOptions) -> Iterator[GraphError]:
+    # Prefill(...) >> Decode(...)            -- no Frontend
+    # Frontend(); Frontend(port=8001)         -- two
+    frontends = spec.by_role("frontend")
+    if not frontends:
+        yield GraphError("no-frontend", f"graph '{spec.name}' has no Frontend", "add `Frontend() >> ...` as the entry point")
+    for extra in frontends[1:]:
+        yield _err(
+            "several-frontends",
+            f"{_label(extra)} is a second frontend (the first is '{frontends[0].name}')",
+            "a graph has exactly one Frontend; give it replicas= to scale it",
+            extra,
+        )
+
+
+@check
+def acyclic(spec: GraphSpec, _: ValidateOptions) -> Iterator[GraphError]:
+    # p >> d; d["..."] >> p  -- any loop
+    g = _digraph(spec)
+    for cycle in nx.simple_cycles(g):
+        path = " >> ".join([*cycle, cycle[0]])
+        node = spec.node(sorted(cycle)[0])
+        yield _err("cycle", f"cycle: {path}", "requests flow one way: remove one edge of the cycle", node)
+
+
+@check
+def connected(spec: GraphSpec, _: ValidateOptions) -> Iterator[GraphError]:
+    # Frontend() >> Worker(model="m"); Worker(model="m", name="spare")  -- spare is dangling
+    g = _digraph(spec)
+    frontends = spec.by_role("frontend")
+    reachable = set().union(*(nx.descendants(g, f.name) | {f.name} for f in frontends)) if frontends else None
+    for n in spec.nodes:
+        if g.degree(n.name) == 0:
+            hint = "connect it with >> or remove it" if n.role != "frontend" else "connect it to a worker: Frontend() >> Worker(...)"
+            yield _err("dangling", f"{_label(n)} has no edges", hint, n)
+        elif reachable is not None and n.name not in reachable and len(frontends) == 1:
+            yield _err(
+                "unreachable",
+                f"{_label(n)} cannot be reached from frontend '{frontends[0].name}'",
+                "connect a path from the frontend to it, or remove it",
+                n,
+            )
+
+
+@check
+def required_ports(spec: GraphSpec, _: ValidateOptions) -> Iterator[GraphError]:
+    # Frontend() >> Decode(model="m")   -- Decode's kv input is fed by nobody
+    # Frontend() >> Prefill(model="m")  -- Prefill's KV goes nowhere
+    incoming = {(e.dst, e.dst_port) for e in spec.edges}
+    outgoing = {(e.src, e.src_port) for e in spec.edges}
+    for n in spec.nodes:
+        cls = ROLES[n.role]
+        for port in cls.INPUTS:
+            if port.required and (n.name, port.name) not in incoming:
+                yield _err(
+                    "missing-input",
+                    f"{_label(n)}: input port '{port.describe()}' is not connected",
+                    _MISSING_INPUT_HINTS.get(n.role, "connect a node whose output has that type"),
+                    n,
+                    port=port.name,
+                )
+        used = [p for p in cls.OUTPUTS if (n.name, p.name) in outgoing]
+        if cls.OUTPUTS and not used and n.role != "frontend":
+            port = cls.OUTPUTS[0]
+            yield _err(
+                "unused-output",
+                f"{_label(n)}: output port '{port.describe()}' goes nowhere",
+                _UNUSED_OUTPUT_HINTS.get(n.role, "connect it to a consumer or remove the node"),
+                n,
+                port=port.name,
+            )
+
+
+_MISSING_INPUT_HINTS = {
+    "decode": "feed it KV: Prefill(...) >> Decode(...); for one engine doing both use Worker",
+    "encoder": "feed it requests with media: Processor() >> Encoder(...)",
+    "processor": "put it after the frontend: Frontend() >> Processor()",
+    "router": "put it after the frontend: Frontend() >> Router()",
+}
+_UNUSED_OUTPUT_HINTS = {
+    "prefill": "connect it to a decode: Prefill(...) >> Decode(...); without one use Worker",
+    "encode_prefill": "connect it to a decode: EncodePrefill(...) >> Decode(...)",
+    "encoder": "connect it to a Prefill or PrefillDecode that uses its embeddings",
+    "processor": "connect it to an Encoder or a Worker",
+    "router": "connect it to the workers it routes to",
+}
+
+
+@check
+def serves_something(spec: GraphSpec, _: ValidateOptions) -> Iterator[GraphError]:
+    # Frontend() >> Processor()   -- no engine anywhere
+    if spec.nodes and not any(n.is_engine for n in spec.nodes):
+        yield GraphError("no-engine", f"graph '{spec.name}' has no engine node", "add a Worker, or Prefill >> Decode")
+
+
+# --- engine nodes ----------------------------------------------------------
+
+
+@check
+def has_model(spec: GraphSpec, _: ValidateOptions) -> Iterator[GraphError]:
+    # Worker(engine="vllm")   -- which model?
+    for n in spec.nodes:
+        if n.is_engine and not n.model:
+            yield _err("no-model", f"{_label(n)} has no model", "set model='org/name' or a local path", n, field="model")
+
+
+@check
+def parallelism_fits_gpus(spec: GraphSpec, _: ValidateOptions) -> Iterator[GraphError]:
+    # Prefill(model="m", tp=4, gpus=2)  -- tp*pp*dp = 4 GPUs but only 2 given
+    for n in spec.nodes:
+        if not n.is_engine:
+            continue
+        ranks = n.tp * n.pp * n.dp
+        if n.gpus * n.nodes != ranks:
+            yield _err(
+                "gpus-mismatch",
+                f"{_label(n)}: tp*pp*dp = {n.tp}*{n.pp}*{n.dp} = {ranks} ranks but gpus*nodes = {n.gpus}*{n.nodes} = {n.gpus * n.nodes}",
+                f"set gpus={max(ranks // n.nodes, 1)} (GPUs per host of one replica) or change tp/pp/dp",
+                n,
+                field="gpus",
+            )
+
+
+@check
+def imitate_only_for_mock(spec: GraphSpec, _: ValidateOptions) -> Iterator[GraphError]:
+    # Worker(engine="vllm", imitate="sglang")
+    for n in spec.nodes:
+        if n.is_engine and n.engine != "mock" and (n.mock or n.imitate):
+            yield _err(
+                "mock-field",
+                f"{_label(n)} sets mock settings but its engine is '{n.engine}'",
+                "use engine='mock' (or --mock on the command line), or drop imitate=/mock=",
+                n,
+                field="mock",
+            )
+
+
+@check
+def known_platforms(spec: GraphSpec, _: ValidateOptions) -> Iterator[GraphError]:
+    # Worker(model="m", platform={"k8": {...}})
+    for n in spec.nodes:
+        for key in sorted(set(n.platform) - _PLATFORMS):
+            yield _err(
+                "unknown-platform",
+                f"{_label(n)}: platform['{key}'] is not a target",
+                f"use one of {sorted(_PLATFORMS)}",
+                n,
+                field="platform",
+            )
+
+
+# --- edges that move tensors: both ends must be able to exchange them ------------
+
+
+def _tensor_pairs(spec: GraphSpec) -> Iterator[tuple[EdgeSpec, NodeSpec, NodeSpec]]:
+    for e in spec.edges:
+        if e.type in ("KV", "Embeddings"):
+            src, dst = spec.node(e.src), spec.node(e.dst)
+            if src.is_engine and dst.is_engine:
+                yield e, src, dst
+
+
+@check
+def tensor_edges_compatible(spec: GraphSpec, _: ValidateOptions) -> Iterator[GraphError]:
+    # Prefill(engine="vllm", model="a") >> Decode(engine="sglang", model="b")
+    for e, src, dst in _tensor_pairs(spec):
+        edge = f"{e.type} edge {src.name} >> {dst.name}"
+        where = _where(e) or _where(dst)
+        if src.protocol != dst.protocol:
+            yield GraphError(
+                "pd-engine-mismatch",
+                f"{edge}: engines differ ({src.engine} vs {dst.engine}); they cannot exchange {e.type}",
+                "use the same engine on both ends",
+                node=dst.name,
+                field="engine",
+                where=where,
+            )
+        for field, what in (("model", "model"), ("dtype", "dtype"), ("kv_cache_dtype", "KV-cache dtype")):
+            if field == "kv_cache_dtype" and e.type != "KV":
+                continue
+            a, b = getattr(src, field), getattr(dst, field)
+            if a != b:
+                yield GraphError(
+                    f"pd-{field.replace('_', '-')}-mismatch",
+                    f"{edge}: {what} differs ('{a}' vs '{b}')",
+                    f"set the same {field}= on '{src.name}' and '{dst.name}'",
+                    node=dst.name,
+                    field=field,
+                    where=where,
+                )
+
+
+@check
+def vllm_block_sizes(spec: GraphSpec, _: ValidateOptions) -> Iterator[GraphError]:
+    # Prefill(engine="vllm", block_size=32) >> Decode(engine="vllm", block_size=16)
+    for e, src, dst in _tensor_pairs(spec):
+        if e.type != "KV" or src.protocol != "vllm" or dst.protocol != "vllm":
+            continue
+        if src.block_size and dst.block_size and src.block_size > dst.block_size:
+            yield GraphError(
+                "pd-block-size",
+                f"KV edge {src.name} >> {dst.name}: vLLM needs prefill block_size <= decode's ({src.block_size} > {dst.block_size})",
+                f"set block_size<={dst.block_size} on '{src.name}' or raise it on '{dst.name}'",
+                node=src.name,
+                field="block_size",
+                where=_where(e) or _where(src),
+            )
+
+
+# --- resources and ports -------------------------------------------------------
+
+
+@check
+def ports_unique(spec: GraphSpec, _: ValidateOptions) -> Iterator[GraphError]:
+    # Frontend(port=8000) >> Worker(model="m", port=8000)
+    owner: dict[int, NodeSpec] = {}
+    for n in spec.nodes:
+        if n.port is None:
+            continue
+        if n.port in owner:
+            first = owner[n.port]
+            yield _err(
+                "port-collision",
+                f"{_label(n)} and '{first.name}' both use port {n.port}",
+                "give each node its own port=, or leave port unset to have one assigned",
+                n,
+                field="port",
+            )
+        else:
+            owner[n.port] = n
+        if n.is_engine and n.replicas > 1 and n.port is not None:
+            yield _err(
+                "port-collision",
+                f"{_label(n)} has replicas={n.replicas} but one fixed port {n.port}",
+                "leave port unset so each replica gets its own",
+                n,
+                field="port",
+            )
+
+
+@check
+def gpu_budget(spec: GraphSpec, options: ValidateOptions) -> Iterator[GraphError]:
+    # Worker(model="m", tp=8, replicas=2) on a target with 8 GPUs
+    if options.gpu_budget is not None and spec.gpus_total > options.gpu_budget:
+        parts = ", ".join(f"{n.name} {n.gpus_total}" for n in spec.nodes if n.gpus_total)
+        yield GraphError(
+            "gpu-budget",
+            f"graph '{spec.name}' needs {spec.gpus_total} GPUs ({parts}); the target has {options.gpu_budget}",
+            "lower replicas or tp, or give the target more GPUs",
+        )
+    if options.gpus_per_host is not None:
+        for n in spec.nodes:
+            if n.gpus > options.gpus_per_host:
+                yield _err(
+                    "gpu-budget",
+                    f"{_label(n)} needs {n.gpus} GPUs on one host; hosts have {options.gpus_per_host}",
+                    f"spread it over hosts: nodes={-(-n.gpus // options.gpus_per_host)}, gpus={options.gpus_per_host}",
+                    n,
+                    field="gpus",
+                )
+
+
+def kv_producers(spec: GraphSpec) -> list[NodeSpec]:
+    """Nodes that hand KV to a decode node."""
+    return [n for n in spec.nodes if n.role in KV_PRODUCERS]

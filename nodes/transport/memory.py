@@ -1,0 +1,143 @@
+"""Arrays as raw memory: numpy arrays in DRAM, torch tensors in DRAM or VRAM.
+
+torch is never imported here; a tensor can only reach us if the caller already
+imported it, so ``sys.modules`` tells us whether to look for one.
+"""
+
+from __future__ import annotations
+
+import sys
+import zlib
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import TransportError
+
+
+@dataclass(frozen=True)
+class ArrayInfo:
+    """Raw facts about one source array."""
+
+    addr: int
+    nbytes: int
+    dtype: str
+    shape: tuple[int, ...]
+    mem: str
+    device: int
+
+
+def _torch() -> Any:
+    return sys.modules.get("torch")
+
+
+def _is_tensor(obj: Any) -> bool:
+    torch = _torch()
+    return torch is not None and isinstance(obj, torch.Tensor)
+
+
+def describe(array: Any, what: str = "array") -> ArrayInfo:
+    """Return address, size, dtype, shape and memory kind of a contiguous array.
+
+    Raises:
+        TransportError: the array is not C-contiguous or not an array at all.
+    """
+    if _is_tensor(array):
+        if not array.is_contiguous():
+            raise TransportError(f"{what} is a non-contiguous tensor; call .contiguous() before sending")
+        dev = array.device
+        return ArrayInfo(
+            addr=array.data_ptr(),
+            nbytes=array.numel() * array.element_size(),
+            dtype=str(array.dtype).removeprefix("torch."),
+            shape=tuple(array.shape),
+            mem="VRAM" if dev.type == "cuda" else "DRAM",
+            device=(dev.index or 0) if dev.type == "cuda" else 0,
+        )
+    if isinstance(array, (bytes, bytearray, memoryview)):
+        array = np.frombuffer(array, dtype=np.uint8)
+    if not isinstance(array, np.ndarray):
+        raise TransportError(f"{what} is a {type(array).__name__}; send numpy arrays, torch tensors or bytes")
+    if not array.flags.c_contiguous:
+        raise TransportError(f"{what} is not C-contiguous; use np.ascontiguousarray() before sending")
+    return ArrayInfo(array.ctypes.data, array.nbytes, array.dtype.name, tuple(array.shape), "DRAM", 0)
+
+
+def byte_view(array: Any) -> Any:
+    """Flat uint8 view of a contiguous array (no copy)."""
+    if _is_tensor(array):
+        return array.reshape(-1).view(_torch().uint8)
+    if isinstance(array, (bytes, bytearray, memoryview)):
+        return np.frombuffer(array, dtype=np.uint8)
+    return array.reshape(-1).view(np.uint8)
+
+
+def host_bytes(array: Any) -> memoryview:
+    """The bytes of a host array as a memoryview (for sockets)."""
+    data = byte_view(array)
+    return memoryview(data.numpy() if _is_tensor(data) else data)
+
+
+def synchronize(device: int) -> None:
+    """Wait for queued copies on a GPU (staging copies must land before NIXL reads)."""
+    _torch().cuda.synchronize(device)
+
+
+def alloc(nbytes: int, mem: str, device: int) -> Any:
+    """Allocate an uninitialized uint8 region in DRAM (numpy) or VRAM (torch)."""
+    if mem == "VRAM":
+        torch = _torch()
+        if torch is None:
+            raise TransportError("a VRAM region needs torch; import torch before creating the edge")
+        return torch.empty(nbytes, dtype=torch.uint8, device=f"cuda:{device}")
+    return np.empty(nbytes, dtype=np.uint8)
+
+
+def region_addr(region: Any) -> int:
+    """Address of a region from ``alloc`` (or any contiguous uint8 array)."""
+    return region.data_ptr() if _is_tensor(region) else region.ctypes.data
+
+
+def copy_into(region: Any, offset: int, array: Any) -> None:
+    """Copy ``array``'s bytes into ``region[offset:]``."""
+    src = byte_view(array)
+    n = src.numel() if _is_tensor(src) else src.nbytes
+    if _is_tensor(region):
+        region[offset : offset + n].copy_(src, non_blocking=False)
+    else:
+        region[offset : offset + n] = src
+
+
+def view(region: Any, offset: int, dtype: str, shape: Sequence[int]) -> Any:
+    """Typed view of ``region[offset:]`` with ``shape`` (no copy).
+
+    Raises:
+        TransportError: the dtype is unknown to numpy (e.g. bfloat16 in DRAM).
+    """
+    if _is_tensor(region):
+        tdtype = getattr(_torch(), dtype, None)
+        if tdtype is None:
+            raise TransportError(f"dtype {dtype!r} is not a torch dtype")
+        itemsize = _torch().empty((), dtype=tdtype).element_size()
+        count = int(np.prod(shape, dtype=np.int64))
+        return region[offset : offset + count * itemsize].view(tdtype).reshape(tuple(shape))
+    try:
+        np_dtype = np.dtype(dtype)
+    except TypeError as exc:
+        raise TransportError(
+            f"dtype {dtype!r} has no numpy equivalent; send it as a torch tensor or view it as uint16"
+        ) from exc
+    count = int(np.prod(shape, dtype=np.int64))
+    return region[offset : offset + count * np_dtype.itemsize].view(np_dtype).reshape(tuple(shape))
+
+
+def crc32(arrays: Sequence[Any]) -> int:
+    """CRC-32 over the arrays' bytes in order (host memory only)."""
+    crc = 0
+    for array in arrays:
+        data = byte_view(array)
+        if _is_tensor(data):
+            data = data.cpu().numpy()
+        crc = zlib.crc32(data, crc)
+    return crc

@@ -1,0 +1,400 @@
+"""The receiving end: one registered region, reused; slots handed out per transfer."""
+
+from __future__ import annotations
+
+import base64
+import collections
+import json
+import logging
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from . import memory
+from .config import requested_backend
+from .errors import TransportError, TransportTimeout
+from .fallback import create_segment, log_once, node_id, release_view
+from .handle import EdgeHandle
+from .layout import decode_layout, pack
+from .nixl_backend import NixlUnavailable, process_agent
+from .sidechannel import recv_exact, recv_frame, send_frame
+from .slots import SlotAllocator
+
+log = logging.getLogger(__name__)
+
+# Receivers of this process by id: NIXL notifications reach the process-wide
+# agent, so whichever receiver polls hands the others theirs.
+_RECEIVERS: dict[str, "TensorReceiver"] = {}
+_POLL_MAX_S = 2.5e-4
+
+
+@dataclass
+class _Xfer:
+    off: int
+    n: int
+    conn: int
+    t0: float
+    state: str = "alloc"  # alloc -> done -> taken, or failed / abandoned
+    meta: dict | None = None
+    error: TransportError | None = None
+
+
+class Received:
+    """One finished transfer: typed views into the receiver's region.
+
+    The views stay valid until ``release()`` (or leaving the ``with`` block);
+    after that the slot may be overwritten by another transfer.
+    """
+
+    def __init__(self, rx: "TensorReceiver", xfer_id: str, off: int, meta: dict) -> None:
+        self.xfer_id = xfer_id
+        self.nbytes = int(meta["n"])
+        self.meta = meta
+        specs = decode_layout(meta["layout"])
+        offsets, _ = pack([nbytes for _, _, nbytes in specs])
+        self.arrays = [memory.view(rx._region, off + o, d, shape) for o, (d, shape, _) in zip(offsets, specs)]
+        self._rx: TensorReceiver | None = rx
+        self._off = off
+
+    def release(self) -> None:
+        """Give the slot back to the receiver (idempotent)."""
+        rx, self._rx = self._rx, None
+        if rx is not None:
+            self.arrays = []
+            rx._release(self.xfer_id, self._off)
+
+    def __enter__(self) -> "Received":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        self.release()
+
+
+class TensorReceiver:
+    """Owns a registered receive region and a small TCP side channel.
+
+    Args:
+        capacity_bytes: region size; the largest single transfer it accepts.
+        backend: "auto" (NIXL, else shared memory + TCP), "nixl", "shm" or "tcp";
+            "auto" defers to $SERVEGRAPH_TRANSPORT.
+        host: interface the side channel binds.
+        port: side-channel port (0 picks a free one).
+        advertise_host: host senders should dial (defaults to ``host``).
+        device: "cpu" or "cuda[:N]" (VRAM needs NIXL and torch).
+        slot_ttl_s: a slot not released this long after its reservation is reclaimed.
+        peer_grace_s: after a sender's connection drops, how long its in-flight
+            notification may still arrive before its transfer is failed.
+
+    Raises:
+        TransportError: the requested backend cannot run here.
+    """
+
+    def __init__(
+        self,
+        capacity_bytes: int,
+        *,
+        backend: str = "auto",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        advertise_host: str | None = None,
+        device: str = "cpu",
+        slot_ttl_s: float = 300.0,
+        peer_grace_s: float = 1.0,
+    ) -> None:
+        self.id = uuid.uuid4().hex[:12]
+        self.capacity = int(capacity_bytes)
+        self.mem, self.device = ("VRAM", int(device.partition(":")[2] or 0)) if device.startswith("cuda") else ("DRAM", 0)
+        self.slot_ttl_s, self.peer_grace_s = slot_ttl_s, peer_grace_s
+        self._cond = threading.Condition()
+        self._xfers: dict[str, _Xfer] = {}
+        self._events: collections.deque[str] = collections.deque()
+        self._inbox: collections.deque[dict] = collections.deque()
+        self._slots = SlotAllocator(self.capacity)
+        self._agent = self._shm = self._reg = None
+        self.backend = self._open_region(requested_backend(backend))
+        self._srv = socket.create_server((host, port))
+        self._addr = (advertise_host or host, self._srv.getsockname()[1])
+        self._conns: dict[int, socket.socket] = {}
+        self._closed = False
+        _RECEIVERS[self.id] = self
+        threading.Thread(target=self._accept_loop, name=f"edge-rx-{self.id}", daemon=True).start()
+
+    # -- setup ---------------------------------------------------------------
+
+    def _open_region(self, choice: str) -> str:
+        if choice in ("auto", "nixl"):
+            try:
+                self._agent = process_agent()
+            except NixlUnavailable as exc:
+                if choice == "nixl" or self.mem == "VRAM":
+                    raise TransportError(f"NIXL backend requested but unavailable: {exc}") from exc
+                log_once(str(exc), "shared memory + TCP")
+                choice = "shm"
+            else:
+                self._region = memory.alloc(self.capacity, self.mem, self.device)
+                self._region[:] = 0  # fault the pages in now, not during the first transfer
+                self._reg = self._agent.register(memory.region_addr(self._region), self.capacity, self.mem, self.device)
+                self._metadata = base64.b64encode(self._agent.metadata()).decode()
+                return "nixl"
+        if self.mem == "VRAM":
+            raise TransportError(f"backend {choice!r} cannot receive into VRAM; use backend='nixl' or device='cpu'")
+        if choice == "shm":
+            self._shm, self._region = create_segment(self.capacity)
+        else:
+            self._region = memory.alloc(self.capacity, "DRAM", 0)
+        self._region[:] = 0
+        return choice
+
+    def handle(self) -> EdgeHandle:
+        """The address senders need (put ``.to_dict()`` in JSON or ``.to_b64()`` in a header)."""
+        common = dict(host=self._addr[0], port=self._addr[1], node=node_id(), capacity=self.capacity, mem=self.mem, device=self.device)
+        if self.backend == "nixl":
+            return EdgeHandle(backend="nixl", agent=self._agent.name, metadata=self._metadata, base=memory.region_addr(self._region), **common)
+        if self.backend == "shm":
+            return EdgeHandle(backend="shm", shm_name=self._shm.name, **common)
+        return EdgeHandle(backend="tcp", **common)
+
+    # -- receiving -----------------------------------------------------------
+
+    def recv(self, xfer_id: str | None = None, *, timeout: float = 30.0, copy: bool = False) -> Received:
+        """Wait for a transfer to land.
+
+        Args:
+            xfer_id: the id from the sender's ``Ticket``; None takes the next
+                finished (or failed) transfer.
+            timeout: seconds before giving up.
+            copy: return owned copies and release the slot at once.
+
+        Returns:
+            The transfer's arrays (views into the region unless ``copy``).
+
+        Raises:
+            TransportTimeout: nothing arrived in time (the slot is reclaimed
+                once the sender disconnects or its TTL passes).
+            TransportError: the sender died mid-transfer or the data is corrupt.
+        """
+        deadline = time.monotonic() + timeout
+        poll = 2e-5
+        with self._cond:
+            while True:
+                self._pump()
+                xid = self._next_event(xfer_id)
+                if xid is not None:
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    x = self._xfers.get(xfer_id) if xfer_id else None
+                    if x is not None and x.state == "alloc":
+                        x.state = "abandoned"
+                    what = f"transfer {xfer_id}" if xfer_id else "any transfer"
+                    raise TransportTimeout(f"edge receiver {self.id}: no {what} within {timeout:.1f}s; is the sender alive?")
+                self._cond.wait(min(poll, remaining) if self._agent else remaining)
+                poll = min(poll * 2, _POLL_MAX_S)
+            x = self._xfers[xid]
+            if x.state == "failed":
+                del self._xfers[xid]
+                raise x.error or TransportError(f"transfer {xid} failed")
+            x.state = "taken"
+        received = Received(self, xid, x.off, x.meta or {})
+        self._verify(received)
+        if copy:
+            received.arrays = [a.copy() if hasattr(a, "copy") else a.clone() for a in received.arrays]
+            received.release()
+        return received
+
+    def _verify(self, received: Received) -> None:
+        meta = received.meta
+        crc = meta.get("crc")
+        if crc is not None and memory.crc32(received.arrays) != crc:
+            received.release()
+            raise TransportError(f"transfer {received.xfer_id}: checksum mismatch ({received.nbytes} bytes); data corrupted in flight")
+
+    def _next_event(self, xfer_id: str | None) -> str | None:
+        if xfer_id is None:
+            while self._events:
+                xid = self._events.popleft()
+                if xid in self._xfers and self._xfers[xid].state in ("done", "failed"):
+                    return xid
+            return None
+        x = self._xfers.get(xfer_id)
+        if x is not None and x.state in ("done", "failed"):
+            try:
+                self._events.remove(xfer_id)
+            except ValueError:
+                pass
+            return xfer_id
+        return None
+
+    def pending(self) -> int:
+        """Transfers reserved but not yet notified."""
+        with self._cond:
+            return sum(1 for x in self._xfers.values() if x.state == "alloc")
+
+    def _pump(self) -> None:
+        """Deliver queued and new NIXL notifications (caller holds ``_cond``)."""
+        while self._inbox:
+            self._complete(self._inbox.popleft())
+        if self._agent is None:
+            return
+        for raw in self._agent.poll_notifs():
+            try:
+                meta = json.loads(raw)
+                target = _RECEIVERS.get(meta["rx"])
+            except (ValueError, KeyError, TypeError):
+                log.warning("ignoring malformed edge notification %r", raw[:80])
+                continue
+            if target is self:
+                self._complete(meta)
+            elif target is not None:
+                target._inbox.append(meta)
+
+    def _complete(self, meta: dict) -> None:
+        x = self._xfers.get(meta.get("id", ""))
+        if x is None or x.state not in ("alloc", "abandoned"):
+            log.warning("edge receiver %s: notification for unknown transfer %s", self.id, meta.get("id"))
+            return
+        if x.state == "abandoned":
+            self._drop(meta["id"])
+            return
+        if int(meta.get("n", -1)) > x.n:
+            self._fail(meta["id"], TransportError(f"transfer {meta['id']}: {meta.get('n')} bytes announced, {x.n} reserved"))
+            return
+        x.state, x.meta = "done", meta
+        self._events.append(meta["id"])
+        self._cond.notify_all()
+
+    def _fail(self, xid: str, error: TransportError) -> None:
+        x = self._xfers[xid]
+        self._slots.free(x.off)
+        x.state, x.error = "failed", error
+        self._events.append(xid)
+        self._cond.notify_all()
+
+    def _drop(self, xid: str) -> None:
+        x = self._xfers.pop(xid)
+        self._slots.free(x.off)
+
+    def _release(self, xid: str, off: int) -> None:
+        with self._cond:
+            if self._xfers.get(xid) is not None and self._xfers[xid].state == "taken":
+                self._drop(xid)
+                self._cond.notify_all()
+
+    # -- side channel --------------------------------------------------------
+
+    def _accept_loop(self) -> None:
+        cid = 0
+        while not self._closed:
+            try:
+                conn, _ = self._srv.accept()
+            except OSError:
+                return
+            cid += 1
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._conns[cid] = conn
+            threading.Thread(target=self._serve, args=(conn, cid), name=f"edge-rx-{self.id}-{cid}", daemon=True).start()
+
+    def _serve(self, conn: socket.socket, cid: int) -> None:
+        reason = "connection closed"
+        try:
+            while True:
+                header = recv_frame(conn)
+                send_frame(conn, self._handle_op(conn, cid, header))
+        except (OSError, ValueError, TransportError) as exc:
+            reason = str(exc) or type(exc).__name__
+        finally:
+            self._conns.pop(cid, None)
+            conn.close()
+            self._peer_gone(cid, reason)
+
+    def _handle_op(self, conn: socket.socket, cid: int, header: dict) -> dict:
+        op, xid = header.get("op"), str(header.get("id", ""))
+        if op == "alloc":
+            return self._alloc(xid, int(header["n"]), cid)
+        if op in ("data", "notify"):
+            meta = header["meta"]
+            with self._cond:
+                x = self._xfers.get(xid)
+                if x is None or x.conn != cid or x.state not in ("alloc", "abandoned"):
+                    return {"ok": False, "msg": f"transfer {xid} was not reserved on this connection"}
+                if int(meta["n"]) > x.n:
+                    return {"ok": False, "msg": f"transfer {xid} announces {meta['n']} bytes, {x.n} reserved"}
+            if op == "data":
+                if self.mem != "DRAM":
+                    return {"ok": False, "msg": "this receiver's region is in VRAM; send over NIXL"}
+                recv_exact(conn, memoryview(self._region)[x.off : x.off + int(meta["n"])])
+            with self._cond:
+                self._complete(meta)
+            return {"ok": True}
+        return {"ok": False, "msg": f"unknown side-channel op {op!r}"}
+
+    def _alloc(self, xid: str, nbytes: int, cid: int) -> dict:
+        if nbytes > self.capacity:
+            return {"ok": False, "msg": f"{nbytes} bytes exceed the receiver's capacity_bytes={self.capacity}; create it larger"}
+        with self._cond:
+            self._sweep()
+            if xid in self._xfers:
+                return {"ok": False, "msg": f"transfer id {xid} already in use"}
+            off = self._slots.alloc(nbytes)
+            if off is None:
+                return {"ok": False, "busy": True, "msg": f"receiver full ({self._slots.free_bytes} of {self.capacity} bytes free)"}
+            self._xfers[xid] = _Xfer(off=off, n=nbytes, conn=cid, t0=time.monotonic())
+        return {"ok": True, "off": off, "rx": self.id}
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        for xid, x in list(self._xfers.items()):
+            if x.state in ("alloc", "abandoned", "done") and now - x.t0 > self.slot_ttl_s:
+                log.warning("edge receiver %s: reclaiming transfer %s (%s for %.0fs)", self.id, xid, x.state, now - x.t0)
+                self._drop(xid)
+
+    def _peer_gone(self, cid: int, reason: str) -> None:
+        """Fail the sender's unfinished transfers once its last notification had time to land."""
+        deadline = time.monotonic() + (self.peer_grace_s if self._agent else 0.0)
+        with self._cond:
+            while True:
+                self._pump()
+                mine = [xid for xid, x in self._xfers.items() if x.conn == cid and x.state in ("alloc", "abandoned")]
+                if not mine or time.monotonic() >= deadline or self._closed:
+                    break
+                self._cond.wait(0.005)
+            for xid in mine:
+                if self._xfers[xid].state == "abandoned":
+                    self._drop(xid)
+                else:
+                    self._fail(xid, TransportError(f"edge receiver {self.id}: sender disconnected before transfer {xid} completed ({reason})"))
+
+    def close(self) -> None:
+        """Stop the side channel and free the region (outstanding views become invalid)."""
+        if self._closed:
+            return
+        self._closed = True
+        _RECEIVERS.pop(self.id, None)
+        self._srv.close()
+        for conn in list(self._conns.values()):
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if self._reg is not None:
+            self._agent.deregister(self._reg)
+            self._reg = None
+        if self._shm is not None:
+            region, self._region = self._region, None
+            release_view(self._shm, region)
+            try:
+                self._shm.unlink()
+            except FileNotFoundError:
+                pass
+
+    def __enter__(self) -> "TensorReceiver":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
