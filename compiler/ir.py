@@ -120,6 +120,12 @@ class Plan(_Model):
         """All replicas of a graph node."""
         return [s for s in self.services if s.node == node]
 
+    def single_host_env(self, host: str) -> dict[str, str]:
+        """Address variables for when every service runs on one host (local target, supervisor)."""
+        env = {host_var(s.name): host for s in self.services}
+        env[SELF_HOST_VAR] = host
+        return env
+
     def start_order(self) -> list[list[Service]]:
         """Services grouped in waves: each wave depends only on earlier ones."""
         done: set[str] = set()
@@ -188,3 +194,7 @@ class ProcessorConfig(_Model):
     max_duration_s: float
     fetch_timeout_s: float
     allow_private_urls: bool
+    video_fps: float = 2.0
+    audio_sample_rate: int = 16000
+    decode_timeout_s: float = 10.0
+    video_format: Literal["mp4", "jpeg_frames"] = "mp4"

@@ -45,39 +45,41 @@ class PlanOptions:
 
     Args:
         device: gpu, or cpu to run engines on CPU (vLLM CPU build).
-        base_port: first HTTP port handed to services other than the frontend.
-        side_channel_base: first NIXL side-channel port (vLLM).
-        bootstrap_base: first disaggregation bootstrap port (SGLang, mock).
+        base_port: first port handed to services other than the frontend (HTTP, NIXL
+            side channels, bootstrap and distributed-init ports all count up from it).
         cpu_cores: cores of the host, for binding CPU engines to disjoint cores.
         encoder_cache_dir: shared folder for encoder output (vLLM's EC connector).
         python: interpreter that runs our own nodes.
         nvlink: GPUs on a host are joined by NVLink (changes NIXL/UCX settings).
+        single_host: every service runs on one host (local target, `graph run`).
     """
 
     device: str = "gpu"
     base_port: int = 8100
-    side_channel_base: int = 5600
-    bootstrap_base: int = 8998
     cpu_cores: int | None = None
     encoder_cache_dir: str = "/tmp/servegraph-ec"
     python: str = "python"
     nvlink: bool = False
+    single_host: bool = False
 
 
 class _Ports:
-    """Hands out ports from independent counters, skipping ports fixed in the graph."""
+    """Hands out ports from one counter starting at ``base_port``, skipping ports fixed in the graph.
+
+    One counter (not one range per kind) keeps two graphs run side by side with
+    different ``--base-port`` values from ever colliding.
+    """
 
     def __init__(self, options: PlanOptions, taken: Iterable[int]) -> None:
-        self._next = {"http": options.base_port, "nixl_side_channel": options.side_channel_base,
-                      "bootstrap": options.bootstrap_base, "dist": 29500}
+        self._next = options.base_port
         self._taken = set(taken)
 
     def take(self, kind: str) -> int:
-        port = self._next[kind]
+        port = self._next
         while port in self._taken:
             port += 1
         self._taken.add(port)
-        self._next[kind] = port + 1
+        self._next = port + 1
         return port
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
@@ -14,11 +15,24 @@ def caller_location() -> SourceLocation | None:
     """The first stack frame outside the ``graph`` package (the user's line)."""
     frame = sys._getframe(1)
     while frame is not None:
-        filename = os.path.abspath(frame.f_code.co_filename)
-        if not filename.startswith(_PACKAGE_DIR + os.sep) and "pydantic" not in filename:
-            return SourceLocation(_display_path(filename), frame.f_lineno)
+        shown = _user_file(frame.f_code.co_filename)
+        if shown is not None:
+            return SourceLocation(shown, frame.f_lineno)
         frame = frame.f_back
     return None
+
+
+@functools.lru_cache(maxsize=256)
+def _user_file(co_filename: str) -> str | None:
+    """The path to show for a frame's file, or None for our own and pydantic's frames.
+
+    Cached: a generated 10,000-node graph asks this 20,000 times for one file.
+    The working directory is read once per file name, which is fine for a CLI run.
+    """
+    filename = os.path.abspath(co_filename)
+    if filename.startswith(_PACKAGE_DIR + os.sep) or "pydantic" in filename:
+        return None
+    return _display_path(filename)
 
 
 def _display_path(path: str) -> str:

@@ -61,9 +61,10 @@ class Graph:
         self.description = description
         self.nodes: list[Node] = []
         self.edges: list[Edge] = []
-        self.problems: list[GraphError] = []
         self.where = caller_location()
         self._token: contextvars.Token | None = None
+        self._failed: list[_FailedEdge] = []
+        self._extra_problems: list[GraphError] = []
 
     def __enter__(self) -> "Graph":
         self._token = _ACTIVE.set(self)
@@ -88,15 +89,32 @@ class Graph:
         graph.add(node, problems)
 
     def add(self, node: Node, problems: Iterable[GraphError] = ()) -> Node:
-        """Add a node (nodes made inside ``with graph:`` are added already)."""
-        if node._graph is self:
-            return node
-        node._graph = self
-        self.nodes.append(node)
+        """Add a node (nodes made inside ``with graph:`` are added already).
+
+        Args:
+            node: the node; a node belongs to one graph.
+            problems: problems found while creating it, reported by validation
+                (bad field values are kept on the node itself).
+        """
+        if _owner(node) is not self:
+            node._graph = self
+            self.nodes.append(node)
         for problem in problems:
             problem.node = problem.node or node.name
-            self.problems.append(problem)
+            self._extra_problems.append(problem)
         return node
+
+    @property
+    def problems(self) -> list[GraphError]:
+        """Problems found while the graph was written: bad fields, then impossible edges.
+
+        Names are assigned first, so each problem names its node as validation will.
+        """
+        self.assign_names()
+        out = [p for n in self.nodes for p in n.field_problems()]
+        out += self._extra_problems
+        out += [f.problem() for f in self._failed]
+        return out
 
     def node(self, name: str) -> Node:
         """The node called ``name`` (after names are assigned by :meth:`assign_names`)."""
@@ -107,20 +125,33 @@ class Graph:
         raise KeyError(name)
 
     def assign_names(self) -> None:
-        """Give every unnamed node its role's name, numbered when taken."""
+        """Give every unnamed node its role's name, numbered when taken.
+
+        Names are given late (at resolve or when a message needs them), so a
+        name the user writes further down the file is never taken by a default.
+        """
+        unnamed = [n for n in self.nodes if not n.name]
+        if not unnamed:
+            return
         taken = {n.name for n in self.nodes if n.name}
-        for n in self.nodes:
-            if n.name:
-                continue
+        next_suffix: dict[str, int] = {}
+        for n in unnamed:
             base = n.ROLE.replace("_", "-")
-            candidate, i = base, 2
+            candidate = base
+            i = next_suffix.get(base, 2)
             while candidate in taken:
                 candidate, i = f"{base}-{i}", i + 1
+            next_suffix[base] = i
             n.name = candidate
             taken.add(candidate)
 
     def __repr__(self) -> str:
         return f"Graph({self.name!r}, {len(self.nodes)} nodes, {len(self.edges)} edges)"
+
+
+def _owner(node: Node) -> "Graph | None":
+    """The node's graph; read past pydantic's slow private-attribute lookup (hot when building big graphs)."""
+    return (node.__pydantic_private__ or {}).get("_graph")
 
 
 def connect(left: Any, right: Any, where: SourceLocation | None) -> Any:
@@ -145,33 +176,72 @@ def _as_list(side: Any) -> list[Node | PortRef]:
     )
 
 
+@dataclass(frozen=True)
+class _FailedEdge:
+    """An edge that could not be made; diagnosed when problems are read (names known then)."""
+
+    src: Node | PortRef
+    dst: Node | PortRef
+    where: SourceLocation | None
+
+    def problem(self) -> GraphError:
+        return _diagnose(self.src, self.dst, self.where)
+
+
+@dataclass
+class EdgeError(GraphError):
+    """A problem with an edge ``src >> dst`` (``node`` names the node at fault)."""
+
+    src: str | None = None
+    dst: str | None = None
+
+
 def _connect_one(src: Node | PortRef, dst: Node | PortRef, where: SourceLocation | None) -> None:
     src_node = src.node if isinstance(src, PortRef) else src
     dst_node = dst.node if isinstance(dst, PortRef) else dst
-    graph: Graph | None = src_node._graph or dst_node._graph
+    graph: Graph | None = _owner(src_node) or _owner(dst_node)
     if graph is None:
         raise GraphError("no-graph", "nodes joined outside a graph", "create them inside `with Graph(...)`", where=where)
     for n in (src_node, dst_node):
         graph.add(n)
-    graph.assign_names()
+    pairs = _port_pairs(src, dst)
+    if pairs is not None and len(pairs) == 1:
+        o, i, t = pairs[0]
+        graph.edges.append(Edge(src_node, o.name, dst_node, i.name, t, where))
+    else:
+        graph._failed.append(_FailedEdge(src, dst, where))
+
+
+def _port_pairs(src: Node | PortRef, dst: Node | PortRef) -> list[tuple[Port, Port, PortType]] | None:
+    """Each (output, input) pair that fits, with its first common type; None if a named port is unknown."""
+    src_node = src.node if isinstance(src, PortRef) else src
+    dst_node = dst.node if isinstance(dst, PortRef) else dst
     outs = _pick_ports(src, src_node.OUTPUTS)
     ins = _pick_ports(dst, dst_node.INPUTS)
+    if not outs and isinstance(src, PortRef) or not ins and isinstance(dst, PortRef):
+        return None
+    unique: dict[tuple[str, str], tuple[Port, Port, PortType]] = {}
+    for o in outs:
+        for i in ins:
+            common = [t for t in o.accepts if t in i.accepts]
+            if common:
+                unique.setdefault((o.name, i.name), (o, i, common[0]))
+    return list(unique.values())
+
+
+def _diagnose(src: Node | PortRef, dst: Node | PortRef, where: SourceLocation | None) -> GraphError:
+    """Why ``src >> dst`` made no edge (called once names are assigned)."""
+    src_node = src.node if isinstance(src, PortRef) else src
+    dst_node = dst.node if isinstance(dst, PortRef) else dst
     problem = _named_port_problem(src, src_node.OUTPUTS, "output", where) or _named_port_problem(
         dst, dst_node.INPUTS, "input", where
     )
     if problem:
-        graph.problems.append(problem)
-        return
-    pairs = [(o, i, t) for o in outs for i in ins for t in o.accepts if t in i.accepts]
-    # One pair per (out, in): the first common type.
-    unique: dict[tuple[str, str], tuple[Port, Port, PortType]] = {}
-    for o, i, t in pairs:
-        unique.setdefault((o.name, i.name), (o, i, t))
-    if len(unique) == 1:
-        o, i, t = next(iter(unique.values()))
-        graph.edges.append(Edge(src_node, o.name, dst_node, i.name, t, where))
-        return
-    graph.problems.append(_edge_problem(src_node, outs, dst_node, ins, list(unique.values()), where))
+        problem.src, problem.dst = src_node.name, dst_node.name
+        return problem
+    outs = _pick_ports(src, src_node.OUTPUTS)
+    ins = _pick_ports(dst, dst_node.INPUTS)
+    return _edge_problem(src_node, outs, dst_node, ins, _port_pairs(src, dst) or [], where)
 
 
 def _pick_ports(side: Node | PortRef, ports: tuple[Port, ...]) -> tuple[Port, ...]:
@@ -187,7 +257,7 @@ def _named_port_problem(
         return None
     node = side.node
     have = ", ".join(p.describe() for p in ports) or "none"
-    return GraphError(
+    return EdgeError(
         "unknown-port",
         f"{type(node).__name__} '{node.name}' has no {kind} port '{side.port}'",
         f"its {kind} ports are: {have}",
@@ -208,22 +278,29 @@ def _edge_problem(
     edge = f"{type(src).__name__} '{src.name}' >> {type(dst).__name__} '{dst.name}'"
     if candidates:
         options = "; ".join(f"{src.name}['{o.name}'] >> {dst.name}['{i.name}']" for o, i, _ in candidates)
-        return GraphError(
+        return EdgeError(
             "ambiguous-port",
             f"{edge}: several ports fit ({len(candidates)})",
             f"name the ports: {options}",
             node=dst.name,
             where=where,
+            src=src.name,
+            dst=dst.name,
         )
     combined = _COMBINED_ROLE_HINTS.get((src.ROLE, dst.ROLE))
     if combined:
-        return GraphError("combined-role-split", f"{edge}: a combined role is wired as if split", combined, node=dst.name, where=where)
+        return EdgeError(
+            "combined-role-split", f"{edge}: a combined role is wired as if split", combined,
+            node=dst.name, where=where, src=src.name, dst=dst.name,
+        )
     produced = ", ".join(p.describe() for p in outs) or "no outputs"
     accepted = ", ".join(p.describe() for p in ins) or "no inputs"
-    return GraphError(
+    return EdgeError(
         "port-type-mismatch",
         f"{edge}: no output of '{src.name}' ({produced}) fits an input of '{dst.name}' ({accepted})",
-        "connect nodes whose port types match (see `graph inspect --ports`), or put the missing stage between them",
+        "connect nodes whose port types match (see `graph inspect`), or put the missing stage between them",
         node=dst.name,
         where=where,
+        src=src.name,
+        dst=dst.name,
     )

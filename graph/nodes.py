@@ -9,6 +9,7 @@ recorded as a :class:`GraphError` and reported with every other problem.
 
 from __future__ import annotations
 
+import difflib
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
@@ -48,23 +49,31 @@ class Node(BaseModel):
 
     _where: SourceLocation | None = PrivateAttr(default=None)
     _graph: Any = PrivateAttr(default=None)
+    _bad_fields: list[tuple[dict[str, Any], Any]] = PrivateAttr(default_factory=list)
 
     def __init__(self, **data: Any) -> None:
         where = caller_location()
-        problems: list[GraphError] = []
+        bad: list[dict[str, Any]] = []
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            problems = _field_errors(type(self), data, exc, where)
-            good = {k: v for k, v in data.items() if k not in {p.field for p in problems}}
+            bad = list(exc.errors(include_url=False))
+            rejected = {str((e.get("loc") or ("?",))[0]) for e in bad}
+            good = {k: v for k, v in data.items() if k not in rejected}
             try:
                 super().__init__(**good)
             except ValidationError:
                 super().__init__()
         self._where = where
+        self._bad_fields = [(e, data.get(str((e.get("loc") or ("?",))[0]))) for e in bad]
         from .graph import Graph  # circular at import time only
 
-        Graph.adopt(self, problems)
+        Graph.adopt(self, [])
+
+    def field_problems(self) -> list[GraphError]:
+        """The fields given at creation that were rejected (the node keeps their defaults)."""
+        bad = (self.__pydantic_private__ or {}).get("_bad_fields") or []  # fast path past pydantic's __getattr__
+        return [_field_error(self, err, value) for err, value in bad]
 
     # Identity, not field equality: two identical decoders are two nodes.
     __hash__ = object.__hash__
@@ -189,6 +198,11 @@ class Processor(Node):
     max_duration_s: float = Field(default=600.0, gt=0, description="longest video/audio")
     fetch_timeout_s: float = Field(default=10.0, gt=0)
     allow_private_urls: bool = Field(default=False, description="allow loopback/private hosts")
+    video_fps: float = Field(default=2.0, gt=0, description="video frames sampled per second (up to max_frames)")
+    audio_sample_rate: int = Field(default=16000, ge=1000, le=192000, description="audio is resampled to this rate, mono")
+    decode_timeout_s: float = Field(default=10.0, gt=0, description="longest decode of one media part")
+    video_format: Literal["mp4", "jpeg_frames"] = Field(
+        default="mp4", description="sampled video sent on as an H.264 MP4, or as vLLM's JPEG frame list")
 
 
 class Encoder(EngineNode):
@@ -242,27 +256,22 @@ ROLES: dict[str, type[Node]] = {
 }
 
 
-def _field_errors(
-    cls: type[Node], data: dict[str, Any], exc: ValidationError, where: SourceLocation | None
-) -> list[GraphError]:
-    """Turn pydantic's complaints into GraphErrors naming the field."""
-    problems = []
-    for err in exc.errors():
-        loc = err.get("loc") or ("?",)
-        field = str(loc[0])
-        label = data.get("name") or cls.ROLE
-        if err.get("type") == "extra_forbidden":
-            known = ", ".join(sorted(n for n in cls.model_fields if n != "name"))
-            message = f"{cls.__name__} '{label}' has no field '{field}'"
-            hint = f"known fields: {known}"
-        else:
-            shown = ".".join(str(p) for p in loc)
-            message = f"{cls.__name__} '{label}' field '{shown}' = {data.get(field)!r}: {err.get('msg')}"
-            hint = _field_hint(cls, field)
-        problems.append(
-            GraphError("bad-field", message, hint, node=data.get("name"), field=field, where=where)
-        )
-    return problems
+def _field_error(node: Node, err: dict[str, Any], value: Any) -> GraphError:
+    """Turn one of pydantic's complaints into a GraphError naming the node and field."""
+    cls = type(node)
+    loc = err.get("loc") or ("?",)
+    field = str(loc[0])
+    label = node.name or cls.ROLE
+    if err.get("type") == "extra_forbidden":
+        known = ", ".join(sorted(n for n in cls.model_fields if n != "name"))
+        close = difflib.get_close_matches(field, list(cls.model_fields), n=1)
+        message = f"{cls.__name__} '{label}' has no field '{field}'"
+        hint = (f"did you mean '{close[0]}'? " if close else "") + f"known fields: {known}"
+    else:
+        shown = ".".join(str(p) for p in loc)
+        message = f"{cls.__name__} '{label}' field '{shown}' = {value!r}: {err.get('msg')}"
+        hint = _field_hint(cls, field)
+    return GraphError("bad-field", message, hint, node=node.name, field=field, where=node.where)
 
 
 def _field_hint(cls: type[Node], field: str) -> str:

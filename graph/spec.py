@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from .graph import Graph
 from .nodes import EngineNode, Frontend, Node, Processor, Router
@@ -112,27 +112,60 @@ class GraphSpec(_Frozen):
     name: str
     description: str = ""
     source: str | None = None
+    where: Location | None = Field(default=None, description="file and line of the Graph(...) call")
     nodes: tuple[NodeSpec, ...]
     edges: tuple[EdgeSpec, ...]
 
+    # Lookup tables built on first use. Keyed on the very tuples they index, so a
+    # model_copy(update={"nodes": ...}) (which copies private attributes) rebuilds them.
+    _index: tuple[Any, dict[str, NodeSpec]] | None = PrivateAttr(default=None)
+    _adjacency: tuple[Any, Any, dict[str, list[str]], dict[str, list[str]]] | None = PrivateAttr(default=None)
+
+    # Read through __pydantic_private__ directly: pydantic's attribute fallback for
+    # private names costs several calls, and node() runs once per edge in checks.
+    def _by_name(self) -> dict[str, NodeSpec]:
+        private = self.__pydantic_private__ or {}
+        index = private.get("_index")
+        if index is None or index[0] is not self.nodes:
+            table: dict[str, NodeSpec] = {}
+            for n in self.nodes:
+                table.setdefault(n.name, n)  # the first of duplicates, as a scan would find
+            index = (self.nodes, table)
+            self._index = index
+        return index[1]
+
+    def _adjacent(self) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+        private = self.__pydantic_private__ or {}
+        adjacency = private.get("_adjacency")
+        if adjacency is None or adjacency[0] is not self.nodes or adjacency[1] is not self.edges:
+            succ: dict[str, list[str]] = {}
+            pred: dict[str, list[str]] = {}
+            for e in self.edges:
+                succ.setdefault(e.src, []).append(e.dst)
+                pred.setdefault(e.dst, []).append(e.src)
+            adjacency = (self.nodes, self.edges, succ, pred)
+            self._adjacency = adjacency
+        return adjacency[2], adjacency[3]
+
     def node(self, name: str) -> NodeSpec:
-        """The node called ``name``."""
-        for n in self.nodes:
-            if n.name == name:
-                return n
-        raise KeyError(name)
+        """The node called ``name``.
+
+        Raises:
+            KeyError: no node has that name.
+        """
+        return self._by_name()[name]
 
     def by_role(self, *roles: str) -> list[NodeSpec]:
         """Nodes with any of these roles, in declaration order."""
         return [n for n in self.nodes if n.role in roles]
 
     def successors(self, name: str) -> list[NodeSpec]:
-        """Nodes that ``name`` has an edge to."""
-        return [self.node(e.dst) for e in self.edges if e.src == name]
+        """Nodes that ``name`` has an edge to, in edge order."""
+        return [self.node(d) for d in self._adjacent()[0].get(name, [])]
 
     def predecessors(self, name: str) -> list[NodeSpec]:
-        """Nodes with an edge to ``name``."""
-        return [self.node(e.src) for e in self.edges if e.dst == name]
+        """Nodes with an edge to ``name``, in edge order."""
+        return [self.node(s) for s in self._adjacent()[1].get(name, [])]
 
     @property
     def gpus_total(self) -> int:
@@ -181,7 +214,8 @@ def resolve_node(node: Node) -> NodeSpec:
         gpus = node.gpus if node.gpus is not None else max(parallel // node.nodes, 1)
         common.update(
             engine=node.engine,
-            imitate=(node.imitate or "vllm") if node.engine == "mock" else None,
+            # Kept on a real engine too, so validation can say it has no effect there.
+            imitate=(node.imitate or "vllm") if node.engine == "mock" else node.imitate,
             model=node.model,
             served_model_name=node.served_model_name,
             tp=node.tp,
@@ -224,4 +258,6 @@ def resolve(graph: Graph) -> GraphSpec:
         for e in graph.edges
     )
     source = graph.where.file if graph.where else None
-    return GraphSpec(name=graph.name, description=graph.description, source=source, nodes=nodes, edges=edges)
+    return GraphSpec(
+        name=graph.name, description=graph.description, source=source, where=_location(graph), nodes=nodes, edges=edges
+    )

@@ -4,10 +4,15 @@ Each check takes the :class:`GraphSpec` and the options and yields
 :class:`GraphError` s; :func:`validate` runs them all and returns every problem
 at once, after the problems recorded while the graph was written.
 Next to each check, a comment shows a tiny graph that breaks it.
+
+Every check is linear in the size of the graph (dict lookups, one pass of
+networkx's strongly connected components), so 10,000-node graphs validate in
+about a second; ``bench/validate_scale.py`` measures it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -28,10 +33,14 @@ class ValidateOptions:
     Args:
         gpu_budget: GPUs the target has in all (None: unknown, not checked).
         gpus_per_host: GPUs on one host (None: unknown, not checked).
+        quiet_nodes: nodes whose structural problems (dangling, unreachable,
+            unconnected ports) are already explained by a recorded edge problem;
+            :func:`validate_spec` fills it so one mistake gives one message.
     """
 
     gpu_budget: int | None = None
     gpus_per_host: int | None = None
+    quiet_nodes: frozenset[str] = frozenset()
 
 
 Check = Callable[[GraphSpec, ValidateOptions], Iterable[GraphError]]
@@ -40,17 +49,27 @@ CHECKS: list[Check] = []
 # Longest node name: room for "-<replica>" and target suffixes within DNS-1123's 63.
 MAX_NAME_LEN = 40
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Kubernetes resource.Quantity, e.g. 64Gi, 512M, 1.5G, 1e9.
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+|Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
 _PLATFORMS = frozenset({"local", "k8s", "slurm"})
+#: Problems recorded while the graph was written that concern an edge: both of its
+#: nodes then get no dangling/unreachable/unconnected-port message of their own.
+_EDGE_CODES = frozenset({"unknown-port", "ambiguous-port", "port-type-mismatch", "combined-role-split"})
 
 
 def check(fn: Check) -> Check:
-    """Register a check."""
+    """Register a check (run in registration order)."""
     CHECKS.append(fn)
     return fn
 
 
 def validate(graph: Graph, options: ValidateOptions | None = None) -> tuple[GraphSpec, list[GraphError]]:
     """Resolve ``graph`` and run every check.
+
+    Args:
+        graph: the graph as written.
+        options: what is known of the target.
 
     Returns:
         The resolved spec and the list of all problems (empty when valid).
@@ -62,12 +81,28 @@ def validate(graph: Graph, options: ValidateOptions | None = None) -> tuple[Grap
 def validate_spec(
     spec: GraphSpec, options: ValidateOptions | None = None, recorded: Iterable[GraphError] = ()
 ) -> list[GraphError]:
-    """Run every check on an already resolved spec."""
+    """Run every check on an already resolved spec.
+
+    Args:
+        spec: the resolved graph.
+        options: what is known of the target.
+        recorded: problems found while the graph was written (``graph.problems``),
+            reported first.
+
+    Returns:
+        Every problem: graph-wide ones first, then in file and line order (ties keep
+        the order of the checks), so the report reads top to bottom like the file.
+    """
     options = options or ValidateOptions()
     errors = list(recorded)
+    quiet = {
+        n for e in errors if e.code in _EDGE_CODES for n in (e.node, getattr(e, "src", None), getattr(e, "dst", None)) if n
+    }
+    if quiet:
+        options = dataclasses.replace(options, quiet_nodes=options.quiet_nodes | quiet)
     for fn in CHECKS:
         errors.extend(fn(spec, options))
-    return errors
+    return sorted(errors, key=lambda e: (e.where is not None, e.where.file if e.where else "", e.where.line if e.where else 0))
 
 
 def _err(code: str, message: str, hint: str, node: NodeSpec | None = None, **kw: object) -> GraphError:
@@ -83,14 +118,48 @@ def _label(node: NodeSpec) -> str:
     return f"{ROLES[node.role].__name__} '{node.name}'"
 
 
+_LAST_DIGRAPH: list[tuple[GraphSpec, nx.DiGraph]] = []
+
+
 def _digraph(spec: GraphSpec) -> nx.DiGraph:
+    """The graph's structure for networkx (built once per spec; several checks read it, none change it)."""
+    if _LAST_DIGRAPH and _LAST_DIGRAPH[0][0] is spec:
+        return _LAST_DIGRAPH[0][1]
     g = nx.DiGraph()
     g.add_nodes_from(n.name for n in spec.nodes)
     g.add_edges_from((e.src, e.dst) for e in spec.edges)
+    _LAST_DIGRAPH[:] = [(spec, g)]
     return g
 
 
+def _duplicated(spec: GraphSpec) -> set[str]:
+    """Names given to several nodes: edges at them are ambiguous, so structure checks skip them."""
+    counts = Counter(n.name for n in spec.nodes)
+    return {name for name, k in counts.items() if k > 1}
+
+
+def _names(names: list[str], limit: int = 5) -> str:
+    """``a, b, c`` or ``a, b, c, d, e and 7 more`` for messages about many nodes."""
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
 # --- names -----------------------------------------------------------------
+
+
+@check
+def graph_name(spec: GraphSpec, _: ValidateOptions) -> Iterator[GraphError]:
+    # Graph("Llama PD")  -- the name labels every Kubernetes object and Slurm job
+    if not _DNS_LABEL.match(spec.name) or len(spec.name) > 63:
+        fixed = re.sub(r"[^a-z0-9-]+", "-", spec.name.lower()).strip("-")[:63] or "graph"
+        where = SourceLocation(spec.where.file, spec.where.line) if spec.where else None
+        yield GraphError(
+            "bad-graph-name",
+            f"graph name '{spec.name}' is not a DNS-1123 label of at most 63 characters",
+            f"use lower-case letters, digits and '-', starting with a letter, e.g. Graph('{fixed}')",
+            field="name",
+            where=where,
+        )
 
 
 @check
@@ -140,40 +209,96 @@ def one_frontend(spec: GraphSpec, _: ValidateOptions) -> Iterator[GraphError]:
 
 @check
 def acyclic(spec: GraphSpec, _: ValidateOptions) -> Iterator[GraphError]:
-    # p >> d; d["..."] >> p  -- any loop
+    # r1 = Router(); r2 = Router(); fe >> r1 >> r2 >> r1  -- any loop
+    # One message per strongly connected component (never an enumeration of all
+    # cycles, which grows exponentially).
     g = _digraph(spec)
-    for cycle in nx.simple_cycles(g):
-        path = " >> ".join([*cycle, cycle[0]])
-        node = spec.node(sorted(cycle)[0])
-        yield _err("cycle", f"cycle: {path}", "requests flow one way: remove one edge of the cycle", node)
+    order = {n.name: i for i, n in enumerate(spec.nodes)}
+    duplicated = _duplicated(spec)
+    for component in nx.strongly_connected_components(g):
+        first = min(component, key=order.__getitem__)
+        if len(component) == 1 and not g.has_edge(first, first) or component & duplicated:
+            continue
+        cycle = nx.find_cycle(g.subgraph(component), source=first)
+        path = " >> ".join([cycle[0][0], *(dst for _, dst in cycle)])
+        yield _err("cycle", f"cycle: {path}", "requests flow one way: remove one edge of the cycle", spec.node(first))
 
 
 @check
-def connected(spec: GraphSpec, _: ValidateOptions) -> Iterator[GraphError]:
+def duplicate_edges(spec: GraphSpec, _: ValidateOptions) -> Iterator[GraphError]:
+    # p >> d; p >> d  -- the same edge twice
+    seen: set[tuple[str, str, str, str]] = set()
+    duplicated = _duplicated(spec)
+    for e in spec.edges:
+        key = (e.src, e.src_port, e.dst, e.dst_port)
+        if key in seen and not {e.src, e.dst} & duplicated:
+            yield GraphError(
+                "duplicate-edge",
+                f"edge {e.src}['{e.src_port}'] >> {e.dst}['{e.dst_port}'] is declared more than once",
+                "remove the repeated >>; replicas= scales a node, not extra edges",
+                node=e.dst,
+                where=_where(e),
+            )
+        seen.add(key)
+
+
+@check
+def connected(spec: GraphSpec, options: ValidateOptions) -> Iterator[GraphError]:
     # Frontend() >> Worker(model="m"); Worker(model="m", name="spare")  -- spare is dangling
+    # Frontend() >> Worker(model="m"); Router() >> Worker(model="m")     -- router unreachable
+    # At most one message per mistake: a dangling node is only "dangling"; of an
+    # unreachable part only its entry is named (with the nodes behind it).
     g = _digraph(spec)
-    frontends = spec.by_role("frontend")
-    reachable = set().union(*(nx.descendants(g, f.name) | {f.name} for f in frontends)) if frontends else None
     for n in spec.nodes:
-        if g.degree(n.name) == 0:
+        if g.degree(n.name) == 0 and n.name not in options.quiet_nodes:
             hint = "connect it with >> or remove it" if n.role != "frontend" else "connect it to a worker: Frontend() >> Worker(...)"
             yield _err("dangling", f"{_label(n)} has no edges", hint, n)
-        elif reachable is not None and n.name not in reachable and len(frontends) == 1:
-            yield _err(
-                "unreachable",
-                f"{_label(n)} cannot be reached from frontend '{frontends[0].name}'",
-                "connect a path from the frontend to it, or remove it",
-                n,
-            )
+    frontends = spec.by_role("frontend")
+    if len(frontends) != 1:
+        return  # reported by one_frontend; reachability from which frontend is moot
+    unreachable = _unreachable(spec, g, frontends[0].name)
+    if not unreachable:
+        return
+    part = g.subgraph(unreachable)
+    order = {n.name: i for i, n in enumerate(spec.nodes)}
+    condensed = nx.condensation(part)
+    for comp in sorted(condensed.nodes, key=lambda c: min(order[m] for m in condensed.nodes[c]["members"])):
+        if condensed.in_degree(comp):
+            continue
+        entry = min(condensed.nodes[comp]["members"], key=order.__getitem__)
+        if entry in options.quiet_nodes:
+            continue
+        behind = sorted(nx.descendants(part, entry), key=order.__getitem__)
+        also = f" (nor can {_names(behind)}, fed from it)" if behind else ""
+        yield _err(
+            "unreachable",
+            f"{_label(spec.node(entry))} cannot be reached from frontend '{frontends[0].name}'{also}",
+            "connect a path from the frontend to it, or remove it",
+            spec.node(entry),
+        )
+
+
+def _unreachable(spec: GraphSpec, g: nx.DiGraph, frontend: str) -> set[str]:
+    """Nodes with edges that no path from the frontend reaches (dangling ones excluded)."""
+    reachable = nx.descendants(g, frontend) | {frontend}
+    return {n.name for n in spec.nodes if n.name not in reachable and g.degree(n.name) > 0}
 
 
 @check
-def required_ports(spec: GraphSpec, _: ValidateOptions) -> Iterator[GraphError]:
-    # Frontend() >> Decode(model="m")   -- Decode's kv input is fed by nobody
-    # Frontend() >> Prefill(model="m")  -- Prefill's KV goes nowhere
+def required_ports(spec: GraphSpec, options: ValidateOptions) -> Iterator[GraphError]:
+    # Router() >> Worker(model="m"), no Frontend  -- Router's requests input is fed by nobody
+    # Frontend() >> Prefill(model="m")            -- Prefill's KV goes nowhere
+    # Dangling and unreachable nodes already have their message; no second one here.
+    g = _digraph(spec)
+    frontends = spec.by_role("frontend")
+    skip = set(options.quiet_nodes)
+    if len(frontends) == 1:
+        skip |= _unreachable(spec, g, frontends[0].name)
     incoming = {(e.dst, e.dst_port) for e in spec.edges}
     outgoing = {(e.src, e.src_port) for e in spec.edges}
     for n in spec.nodes:
+        if n.name in skip or g.degree(n.name) == 0:
+            continue
         cls = ROLES[n.role]
         for port in cls.INPUTS:
             if port.required and (n.name, port.name) not in incoming:
@@ -274,6 +399,35 @@ def known_platforms(spec: GraphSpec, _: ValidateOptions) -> Iterator[GraphError]
             )
 
 
+@check
+def env_names(spec: GraphSpec, _: ValidateOptions) -> Iterator[GraphError]:
+    # Worker(model="m", env={"HF-TOKEN": "x"})  -- shells, Kubernetes and srun reject it
+    for n in spec.nodes:
+        for key in sorted(k for k in n.env if not _ENV_NAME.match(k)):
+            fixed = re.sub(r"[^A-Za-z0-9_]", "_", key)
+            yield _err(
+                "bad-env",
+                f"{_label(n)}: env name '{key}' is not a valid environment variable name",
+                f"use letters, digits and '_', not starting with a digit, e.g. '{fixed}'",
+                n,
+                field="env",
+            )
+
+
+@check
+def memory_quantity(spec: GraphSpec, _: ValidateOptions) -> Iterator[GraphError]:
+    # Worker(model="m", resources=Resources(memory="64GB"))  -- Kubernetes wants 64Gi or 64G
+    for n in spec.nodes:
+        if n.memory is not None and not _QUANTITY.match(n.memory):
+            yield _err(
+                "bad-memory",
+                f"{_label(n)}: resources.memory = '{n.memory}' is not a quantity",
+                "write it as Kubernetes does: a number with Ki/Mi/Gi/Ti (or k/M/G/T), e.g. '64Gi'",
+                n,
+                field="resources",
+            )
+
+
 # --- edges that move tensors: both ends must be able to exchange them ------------
 
 
@@ -353,7 +507,7 @@ def ports_unique(spec: GraphSpec, _: ValidateOptions) -> Iterator[GraphError]:
             )
         else:
             owner[n.port] = n
-        if n.is_engine and n.replicas > 1 and n.port is not None:
+        if n.is_engine and n.replicas > 1:
             yield _err(
                 "port-collision",
                 f"{_label(n)} has replicas={n.replicas} but one fixed port {n.port}",
@@ -367,7 +521,7 @@ def ports_unique(spec: GraphSpec, _: ValidateOptions) -> Iterator[GraphError]:
 def gpu_budget(spec: GraphSpec, options: ValidateOptions) -> Iterator[GraphError]:
     # Worker(model="m", tp=8, replicas=2) on a target with 8 GPUs
     if options.gpu_budget is not None and spec.gpus_total > options.gpu_budget:
-        parts = ", ".join(f"{n.name} {n.gpus_total}" for n in spec.nodes if n.gpus_total)
+        parts = _names([f"{n.name} {n.gpus_total}" for n in spec.nodes if n.gpus_total], limit=8)
         yield GraphError(
             "gpu-budget",
             f"graph '{spec.name}' needs {spec.gpus_total} GPUs ({parts}); the target has {options.gpu_budget}",

@@ -309,6 +309,9 @@ def build_llava(out: Path) -> None:
         chat_template=CHAT_TEMPLATE,
     )
     processor.save_pretrained(out, save_jinja_files=False)
+    # The processor writes its template to chat_template.jinja only; put it in
+    # tokenizer_config.json too, as for the Llama.
+    tokenizer.save_pretrained(out, save_jinja_files=False)
 
 
 BUILDERS = {"llama": build_llama, "llava": build_llava}
@@ -356,6 +359,9 @@ def build_all(outdir: Path, force: bool = False) -> dict[str, Path]:
         tmp.chmod(0o755)
         try:
             builder(tmp)
+            for path in tmp.rglob("*"):
+                if path.is_file():
+                    path.chmod(0o644)  # safetensors writes 0600; servers may run as another user
             _write_stamp(tmp, digest)
             if target.exists():
                 shutil.rmtree(target)

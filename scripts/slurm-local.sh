@@ -5,6 +5,7 @@
 #   scripts/slurm-local.sh [start]   install if needed, configure, start, wait until the node is up
 #   scripts/slurm-local.sh status    one-line status; exit 1 if the cluster is not usable
 #   scripts/slurm-local.sh stop      stop slurmd, slurmctld and munged
+# Env: SLURM_LOCAL_CPUS=N advertises N CPUs instead of the real count (default: nproc).
 #
 # Safe to run repeatedly: installed packages, keys, devices and running daemons are kept;
 # if the generated config changed, running slurm daemons are restarted to pick it up.
@@ -88,9 +89,15 @@ ensure_munge() {
 
 # Topology is forced to one socket of N single-thread cores so that each CPU is a
 # schedulable core under CR_Core_Memory (with hyperthreads a 1-CPU job would take 2).
+# SLURM_LOCAL_CPUS advertises more CPUs than exist (config_overrides stops slurmd from
+# draining the node), so a 2-core CI box can run more than 2 concurrent 1-CPU steps.
 render_slurm_conf() {
-    local cpus mem_mb real_mem def_mem
+    local cpus mem_mb real_mem def_mem overrides=""
     cpus="$(nproc --all)"
+    if [[ -n "${SLURM_LOCAL_CPUS:-}" ]]; then
+        cpus="$SLURM_LOCAL_CPUS"
+        overrides="SlurmdParameters=config_overrides"
+    fi
     mem_mb="$(awk '/^MemTotal:/ {print int($2 / 1024)}' /proc/meminfo)"
     real_mem=$((mem_mb * 95 / 100))
     def_mem=$((real_mem / cpus))
@@ -103,6 +110,7 @@ SlurmdUser=root
 AuthType=auth/munge
 CryptoType=crypto/munge
 MpiDefault=none
+MailProg=/bin/true
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
@@ -123,6 +131,7 @@ SlurmctldDebug=info
 SlurmdDebug=info
 KillWait=5
 MinJobAge=300
+${overrides}
 NodeName=${NODE} NodeAddr=127.0.0.1 CPUs=${cpus} Boards=1 SocketsPerBoard=1 CoresPerSocket=${cpus} ThreadsPerCore=1 RealMemory=${real_mem} Gres=gpu:${NUM_GPUS} State=UNKNOWN
 PartitionName=local Nodes=${NODE} Default=YES OverSubscribe=YES MaxTime=7-00:00:00 State=UP
 EOF
@@ -146,9 +155,11 @@ write_if_changed() {
 write_configs() {
     install -d -m 0755 "$SLURM_ETC" "$PID_DIR" "$LOG_DIR"
     install -d -m 0755 "$CTLD_SPOOL" "$SLURMD_SPOOL"
-    local changed=1
-    write_if_changed "$SLURM_ETC/slurm.conf" "$(render_slurm_conf)" && changed=0
-    write_if_changed "$SLURM_ETC/gres.conf" "$(render_gres_conf)" && changed=0
+    local changed=1 slurm_conf gres_conf
+    slurm_conf="$(render_slurm_conf)"
+    gres_conf="$(render_gres_conf)"
+    write_if_changed "$SLURM_ETC/slurm.conf" "$slurm_conf" && changed=0
+    write_if_changed "$SLURM_ETC/gres.conf" "$gres_conf" && changed=0
     return "$changed"
 }
 
@@ -168,7 +179,7 @@ ensure_fake_gpus() {
 
 start_slurm_daemons() {
     local restart="$1"
-    if [[ "$restart" == yes ]]; then
+    if [[ "$restart" == yes ]] && live_pid "$PID_DIR/slurmctld.pid" >/dev/null; then
         log "config changed; restarting slurm daemons"
         stop_pidfile slurmd "$PID_DIR/slurmd.pid"
         stop_pidfile slurmctld "$PID_DIR/slurmctld.pid"
@@ -182,7 +193,7 @@ start_slurm_daemons() {
 }
 
 node_state() {
-    sinfo -h -N -n "$NODE" -o '%T' 2>/dev/null | head -n 1
+    { sinfo -h -N -n "$NODE" -o '%T' 2>/dev/null || true; } | head -n 1
 }
 
 wait_node_up() {
@@ -238,6 +249,10 @@ status_line() {
 
 cmd_start() {
     require_root start
+    if [[ -n "${SLURM_LOCAL_CPUS:-}" && ! "$SLURM_LOCAL_CPUS" =~ ^[1-9][0-9]*$ ]]; then
+        log "ERROR: SLURM_LOCAL_CPUS must be a positive integer, got '$SLURM_LOCAL_CPUS'"
+        exit 2
+    fi
     install_packages
     ensure_munge
     ensure_fake_gpus

@@ -32,7 +32,7 @@ def _cluster_skip_reason() -> str | None:
             return f"`{tool}` not on PATH; install and start it with scripts/slurm-local.sh"
     try:
         states = subprocess.run(
-            ["sinfo", "-h", "-N", "-o", "%T"], capture_output=True, text=True, timeout=10
+            ["sinfo", "-h", "-N", "-o", "%T"], capture_output=True, text=True, timeout=5
         )
     except subprocess.TimeoutExpired:
         return "sinfo timed out; slurmctld is not answering (run scripts/slurm-local.sh)"
@@ -51,11 +51,15 @@ if _SKIP_REASON:
 
 
 def _sbatch(workdir: Path, script: str, *flags: str) -> str:
-    """Submits a bash script body from workdir; returns the job id."""
+    """Submits a bash script body from workdir; returns the job id.
+
+    Memory is asked per CPU: with a per-node --mem, a step without its own --mem takes
+    the whole job's memory and concurrent steps serialize.
+    """
     path = workdir / f"job{len(list(workdir.glob('job*.sh')))}.sh"
     path.write_text("#!/bin/bash\nset -eu\n" + script)
     out = subprocess.run(
-        ["sbatch", "--parsable", "--mem=256M", f"--chdir={workdir}",
+        ["sbatch", "--parsable", "--mem-per-cpu=256M", f"--chdir={workdir}",
          f"--output={path.with_suffix('.out')}", *flags, str(path)],
         capture_output=True, text=True, timeout=30, check=True,
     )
@@ -168,7 +172,11 @@ def test_scancel_kills_batch_and_step_processes(tmp_path: Path) -> None:
         "wait\n"
     )
     job = _sbatch(tmp_path, script, "-n2", "--gpus-per-node=2")
-    pids = {name: int(_wait_file(tmp_path / f"pid.{name}")) for name in ("batch", "s0", "s1")}
+    try:
+        pids = {n: int(_wait_file(tmp_path / f"pid.{n}")) for n in ("batch", "s0", "s1")}
+    except BaseException:
+        subprocess.run(["scancel", job], timeout=10)
+        raise
     assert all(_alive(p) for p in pids.values()), f"job processes not running: {pids}"
     subprocess.run(["scancel", job], timeout=10, check=True)
     deadline = time.monotonic() + 20

@@ -141,6 +141,14 @@ def run(
     run_graph(pipeline, _overrides(mock, model, set_, graph), device, port, base_port, workdir)
 
 
+@app.command()
+def doctor(json_out: bool = typer.Option(False, "--json", help="print findings as JSON")) -> None:
+    """Which engines, NIXL backends, GPUs and target tools this machine has, and how to get the rest."""
+    from .doctor_cmd import run as run_doctor
+
+    run_doctor(json_out)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -48,7 +48,7 @@ def run(path: str, overrides: Overrides, target: str, out: str, opts: list[str],
     options = parse_target_options(module, opts)
     budget = getattr(module, "validate_options", lambda o: ValidateOptions())(options)
     spec = checked_spec(path, overrides, budget)
-    the_plan = plan(spec, PlanOptions(device=device))
+    the_plan = plan(spec, PlanOptions(device=device, single_host=(target == "local")))
     try:
         files = module.render(the_plan, options)
     except ValueError as exc:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-from compiler.ir import SELF_HOST_VAR, Plan, Service, host_var
+from compiler.ir import Plan, Service
 
 from .output import to_json, to_yaml
 
@@ -29,9 +29,7 @@ class Options:
 
 def host_env(plan: Plan, host: str) -> dict[str, str]:
     """Every service's address variable, all pointing at this host."""
-    env = {host_var(s.name): host for s in plan.services}
-    env[SELF_HOST_VAR] = host
-    return env
+    return plan.single_host_env(host)
 
 
 def config_text(service: Service) -> str:

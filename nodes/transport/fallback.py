@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import socket
-from multiprocessing import resource_tracker, shared_memory
+from multiprocessing import shared_memory
 from typing import Any
 
 import numpy as np
@@ -37,29 +38,28 @@ def create_segment(nbytes: int) -> tuple[shared_memory.SharedMemory, np.ndarray]
     return shm, np.ndarray((nbytes,), dtype=np.uint8, buffer=shm.buf)
 
 
-def attach_segment(name: str, nbytes: int) -> tuple[shared_memory.SharedMemory, np.ndarray]:
-    """Attach a receiver's segment without adopting it.
+def attach_segment(name: str, nbytes: int) -> tuple[mmap.mmap, np.ndarray]:
+    """Map a receiver's segment without adopting it.
 
-    Python < 3.13 registers attached segments with the resource tracker, which
-    would unlink the receiver's segment when this (sending) process exits.
+    ``SharedMemory(name=...)`` would register the segment with this process's
+    resource tracker (Python < 3.13), which unlinks it when we exit; a plain
+    mmap of /dev/shm leaves ownership with the receiver.
     """
-    shm = shared_memory.SharedMemory(name=name, create=False)
+    fd = os.open(os.path.join("/dev/shm", name.lstrip("/")), os.O_RDWR)
     try:
-        resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
-    except Exception:  # tracker absent or already gone: nothing to undo
-        pass
-    if shm.size < nbytes:
-        shm.close()
-        raise OSError(f"segment {name} has {shm.size} bytes, the handle says {nbytes}")
-    return shm, np.ndarray((nbytes,), dtype=np.uint8, buffer=shm.buf)
+        if os.fstat(fd).st_size < nbytes:
+            raise OSError(f"segment {name} is smaller than the handle's {nbytes} bytes")
+        mapping = mmap.mmap(fd, nbytes)
+    finally:
+        os.close(fd)
+    return mapping, np.frombuffer(mapping, dtype=np.uint8, count=nbytes)
 
 
-def release_view(shm: Any, view: Any) -> None:
-    """Drop our numpy view, then close the mapping (numpy holds an export on it)."""
-    del view
+def close_mapping(owner: Any) -> None:
+    """Close a segment or mapping once our views are dropped (a caller may still hold one)."""
     try:
-        shm.close()
-    except BufferError:  # a caller still holds a view; the mapping dies with the process
+        owner.close()
+    except BufferError:  # a Received view is still alive; the mapping dies with the process
         pass
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+import numpy as np
+
 ALIGN = 64
 
 ArraySpec = tuple[str, tuple[int, ...], int]  # (dtype name, shape, nbytes)
@@ -115,3 +117,11 @@ def plan_segments(runs: Sequence[Run], registered: Callable[[int, int], bool], s
         else:
             segments.append(Segment(dst=run.dst, n=run.n, direct=False, members=list(run.members)))
     return segments
+
+
+def block_runs(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Split block ids into runs of consecutive ids: (first id, length) per run, vectorized."""
+    breaks = np.flatnonzero(np.diff(ids) != 1) + 1
+    starts = np.concatenate(([0], breaks))
+    lengths = np.diff(np.concatenate((starts, [ids.size])))
+    return ids[starts], lengths

@@ -109,6 +109,48 @@ def copy_into(region: Any, offset: int, array: Any) -> None:
         region[offset : offset + n] = src
 
 
+def gather_into(region: Any, offset: int, arrays: Sequence[Any]) -> None:
+    """Copy ``arrays`` back to back into ``region[offset:]``.
+
+    On a GPU this is one ``torch.cat`` kernel rather than a launch per array
+    (1024 launches of ~5 us would cost more than the transfer).
+    """
+    if _is_tensor(region):
+        parts = [byte_view(a) for a in arrays]
+        n = sum(p.numel() for p in parts)
+        _torch().cat(parts, out=region[offset : offset + n])
+        return
+    for array in arrays:
+        copy_into(region, offset, array)
+        offset += byte_view(array).nbytes
+
+
+def _block_rows(pool: Any) -> Any:
+    """``pool`` as a (blocks, bytes per block) uint8 matrix (no copy)."""
+    if _is_tensor(pool):
+        return pool.reshape(pool.shape[0], -1).view(_torch().uint8)
+    return pool.reshape(pool.shape[0], -1).view(np.uint8)
+
+
+def take(pool: Any, ids: np.ndarray) -> Any:
+    """``pool[ids]`` as a new (len(ids), bytes per block) uint8 array: one gather op."""
+    rows = _block_rows(pool)
+    if _is_tensor(rows):
+        return rows.index_select(0, _torch().as_tensor(ids, device=rows.device))
+    return np.take(rows, ids, axis=0)
+
+
+def take_into(region: Any, offset: int, pool: Any, ids: np.ndarray) -> None:
+    """Gather ``pool[ids]`` into ``region[offset:]`` back to back: one op, any block count."""
+    rows = _block_rows(pool)
+    n = len(ids) * rows.shape[1]
+    if _is_tensor(rows):
+        out = region[offset : offset + n].view(len(ids), rows.shape[1])
+        _torch().index_select(rows, 0, _torch().as_tensor(ids, device=rows.device), out=out)
+    else:
+        np.take(rows, ids, axis=0, out=region[offset : offset + n].reshape(len(ids), rows.shape[1]))
+
+
 def view(region: Any, offset: int, dtype: str, shape: Sequence[int]) -> Any:
     """Typed view of ``region[offset:]`` with ``shape`` (no copy).
 

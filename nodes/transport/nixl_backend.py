@@ -157,3 +157,13 @@ def process_agent() -> NixlAgent:
         if _agent_error is not None:
             raise _agent_error
         return _agent
+
+
+def close_process_agent() -> None:
+    """Drop the process-wide agent (and its progress thread); the next use makes a new one.
+
+    Only call this once every receiver and sender of the process is closed.
+    """
+    global _agent, _agent_error
+    with _agent_lock:
+        _agent, _agent_error = None, None

@@ -16,7 +16,7 @@ from typing import Any
 from . import memory
 from .config import requested_backend
 from .errors import TransportError, TransportTimeout
-from .fallback import create_segment, log_once, node_id, release_view
+from .fallback import create_segment, log_once, node_id, close_mapping
 from .handle import EdgeHandle
 from .layout import decode_layout, pack
 from .nixl_backend import NixlUnavailable, process_agent
@@ -37,7 +37,8 @@ class _Xfer:
     n: int
     conn: int
     t0: float
-    state: str = "alloc"  # alloc -> done -> taken, or failed / abandoned
+    # spare (reserved ahead, unused) -> alloc (in use) -> done -> taken; or failed / abandoned
+    state: str = "alloc"
     meta: dict | None = None
     error: TransportError | None = None
 
@@ -204,8 +205,9 @@ class TensorReceiver:
         received = Received(self, xid, x.off, x.meta or {})
         self._verify(received)
         if copy:
-            received.arrays = [a.copy() if hasattr(a, "copy") else a.clone() for a in received.arrays]
+            owned = [a.clone() if hasattr(a, "clone") else a.copy() for a in received.arrays]
             received.release()
+            received.arrays = owned
         return received
 
     def _verify(self, received: Received) -> None:
@@ -256,7 +258,7 @@ class TensorReceiver:
 
     def _complete(self, meta: dict) -> None:
         x = self._xfers.get(meta.get("id", ""))
-        if x is None or x.state not in ("alloc", "abandoned"):
+        if x is None or x.state not in ("alloc", "abandoned", "spare"):
             log.warning("edge receiver %s: notification for unknown transfer %s", self.id, meta.get("id"))
             return
         if x.state == "abandoned":
@@ -316,12 +318,21 @@ class TensorReceiver:
     def _handle_op(self, conn: socket.socket, cid: int, header: dict) -> dict:
         op, xid = header.get("op"), str(header.get("id", ""))
         if op == "alloc":
-            return self._alloc(xid, int(header["n"]), cid)
+            self._activate(header.get("activate"), cid)
+            if not xid:  # activation only
+                return {"ok": True}
+            return self._alloc(xid, int(header["n"]), cid, spare=bool(header.get("spare")))
+        if op == "free":
+            with self._cond:
+                x = self._xfers.get(xid)
+                if x is not None and x.conn == cid and x.state == "spare":
+                    self._drop(xid)
+            return {"ok": True}
         if op in ("data", "notify"):
             meta = header["meta"]
             with self._cond:
                 x = self._xfers.get(xid)
-                if x is None or x.conn != cid or x.state not in ("alloc", "abandoned"):
+                if x is None or x.conn != cid or x.state not in ("alloc", "abandoned", "spare"):
                     return {"ok": False, "msg": f"transfer {xid} was not reserved on this connection"}
                 if int(meta["n"]) > x.n:
                     return {"ok": False, "msg": f"transfer {xid} announces {meta['n']} bytes, {x.n} reserved"}
@@ -334,7 +345,15 @@ class TensorReceiver:
             return {"ok": True}
         return {"ok": False, "msg": f"unknown side-channel op {op!r}"}
 
-    def _alloc(self, xid: str, nbytes: int, cid: int) -> dict:
+    def _activate(self, xid: str | None, cid: int) -> None:
+        """A sender starts writing into a slot it reserved ahead: it is now in flight."""
+        if xid:
+            with self._cond:
+                x = self._xfers.get(xid)
+                if x is not None and x.conn == cid and x.state == "spare":
+                    x.state, x.t0 = "alloc", time.monotonic()
+
+    def _alloc(self, xid: str, nbytes: int, cid: int, spare: bool = False) -> dict:
         if nbytes > self.capacity:
             return {"ok": False, "msg": f"{nbytes} bytes exceed the receiver's capacity_bytes={self.capacity}; create it larger"}
         with self._cond:
@@ -344,13 +363,13 @@ class TensorReceiver:
             off = self._slots.alloc(nbytes)
             if off is None:
                 return {"ok": False, "busy": True, "msg": f"receiver full ({self._slots.free_bytes} of {self.capacity} bytes free)"}
-            self._xfers[xid] = _Xfer(off=off, n=nbytes, conn=cid, t0=time.monotonic())
+            self._xfers[xid] = _Xfer(off=off, n=nbytes, conn=cid, t0=time.monotonic(), state="spare" if spare else "alloc")
         return {"ok": True, "off": off, "rx": self.id}
 
     def _sweep(self) -> None:
         now = time.monotonic()
         for xid, x in list(self._xfers.items()):
-            if x.state in ("alloc", "abandoned", "done") and now - x.t0 > self.slot_ttl_s:
+            if x.state in ("alloc", "abandoned", "done", "spare") and now - x.t0 > self.slot_ttl_s:
                 log.warning("edge receiver %s: reclaiming transfer %s (%s for %.0fs)", self.id, xid, x.state, now - x.t0)
                 self._drop(xid)
 
@@ -360,12 +379,12 @@ class TensorReceiver:
         with self._cond:
             while True:
                 self._pump()
-                mine = [xid for xid, x in self._xfers.items() if x.conn == cid and x.state in ("alloc", "abandoned")]
+                mine = [xid for xid, x in self._xfers.items() if x.conn == cid and x.state in ("alloc", "abandoned", "spare")]
                 if not mine or time.monotonic() >= deadline or self._closed:
                     break
                 self._cond.wait(0.005)
             for xid in mine:
-                if self._xfers[xid].state == "abandoned":
+                if self._xfers[xid].state in ("abandoned", "spare"):
                     self._drop(xid)
                 else:
                     self._fail(xid, TransportError(f"edge receiver {self.id}: sender disconnected before transfer {xid} completed ({reason})"))
@@ -386,8 +405,8 @@ class TensorReceiver:
             self._agent.deregister(self._reg)
             self._reg = None
         if self._shm is not None:
-            region, self._region = self._region, None
-            release_view(self._shm, region)
+            self._region = None
+            close_mapping(self._shm)
             try:
                 self._shm.unlink()
             except FileNotFoundError:

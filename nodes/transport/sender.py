@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import time
 import uuid
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
+
+import numpy as np
 
 from . import memory
 from .config import requested_backend
 from .errors import TransportError, TransportTimeout
-from .fallback import attach_segment, can_share_memory, log_once, release_view
+from .fallback import attach_segment, can_share_memory, log_once, close_mapping
 from .handle import EdgeHandle
-from .layout import Segment, coalesce, encode_layout, pack, plan_segments
+from .layout import Segment, block_runs, coalesce, encode_layout, pack, plan_segments
 from .nixl_backend import NOTIF_PREFIX, NixlUnavailable, process_agent
 from .sidechannel import Connection
 
@@ -24,6 +27,7 @@ log = logging.getLogger(__name__)
 # descriptor: ~15 us per descriptor vs the copy at memory bandwidth (measured:
 # ENGINES.md "NIXL"; bench/nixl_edge.py).
 STAGE_BELOW = {"DRAM": 256 << 10, "VRAM": 4 << 20}
+MAX_AHEAD = 4  # slots a sender keeps reserved ahead of its next sends
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,9 @@ class TensorSender:
         self._regs: list[tuple[int, int, Any]] = []
         self._staging: tuple[Any, Any, int] | None = None  # (region, registration, size)
         self._shm = self._shm_view = None
+        # Replies still to read, in order, and slots reserved ahead for the next sends.
+        self._inflight: collections.deque[tuple[str, str, int]] = collections.deque()
+        self._spares: collections.deque[Reservation] = collections.deque()
         self.backend = self._pick(requested_backend(backend))
 
     def _pick(self, choice: str) -> str:
@@ -108,7 +115,8 @@ class TensorSender:
                     raise TransportError(f"the receiver speaks NIXL but this process cannot: {exc}") from exc
                 log_once(str(exc), "TCP")
                 return "tcp"
-            self._remote = self._agent.add_remote(h.nixl_metadata())
+            # A receiver in this very process is reached by loopback under our own name.
+            self._remote = h.agent if h.agent == self._agent.name else self._agent.add_remote(h.nixl_metadata())
             return "nixl"
         if choice == "nixl":
             raise TransportError(f"backend 'nixl' forced, but the receiver offers {h.backend!r}; start it with NIXL")
@@ -135,6 +143,13 @@ class TensorSender:
         info = memory.describe(array, "registered array")
         reg = self._agent.register(info.addr, info.nbytes, info.mem, info.device)
         self._regs.append((info.addr, info.addr + info.nbytes, reg))
+
+    def unregister(self, array: Any) -> None:
+        """Undo ``register`` for this array (no-op if it was not registered)."""
+        addr = memory.describe(array, "registered array").addr
+        for entry in [r for r in self._regs if r[0] == addr]:
+            self._regs.remove(entry)
+            self._agent.deregister(entry[2])
 
     def _covered(self, addr: int, nbytes: int) -> bool:
         return any(lo <= addr and addr + nbytes <= hi for lo, hi, _ in self._regs)
@@ -169,32 +184,96 @@ class TensorSender:
         deadline = time.monotonic() + timeout
         infos = [memory.describe(a, f"array {i}") for i, a in enumerate(arrays)]
         offsets, total = pack([i.nbytes for i in infos])
-        reservation = self.reserve(total, deadline=deadline, xfer_id=xfer_id)
-        meta = {
-            "rx": reservation.receiver_id,
-            "id": reservation.xfer_id,
-            "off": reservation.offset,
-            "n": total,
-            "layout": encode_layout([(i.dtype, i.shape, i.nbytes) for i in infos]),
-            "crc": memory.crc32(arrays) if checksum else None,
-        }
+
+        def fill(region: Any, base: int) -> None:
+            for array, off in zip(arrays, offsets):
+                memory.copy_into(region, base + off, array)
+
+        return self._deliver(
+            total,
+            encode_layout([(i.dtype, i.shape, i.nbytes) for i in infos]),
+            len(infos),
+            memory.crc32(arrays) if checksum else None,
+            deadline,
+            xfer_id,
+            nixl_pairs=lambda temp: self._array_pairs(arrays, infos, offsets, temp),
+            fill=fill,
+            tcp_parts=lambda: _tcp_payload(arrays, infos, offsets),
+        )
+
+    def send_blocks(
+        self, pool: Any, block_ids: Sequence[int], *, timeout: float = 30.0, xfer_id: str | None = None, checksum: bool = False
+    ) -> Ticket:
+        """Send ``pool[block_ids]``: many equal blocks of one pool, vectorized.
+
+        The receiver gets one array of shape ``(len(block_ids), *pool.shape[1:])``.
+        Runs of consecutive ids become one descriptor each; if any run is
+        shorter than ``stage_below`` bytes, all blocks are gathered with one
+        op (``np.take`` / ``index_select``) into staging and go as one
+        descriptor. Register ``pool`` once with ``register``.
+
+        Raises:
+            TransportError: an id is out of range, or see ``send``.
+        """
+        deadline = time.monotonic() + timeout
+        info = memory.describe(pool, "block pool")
+        ids = np.asarray(block_ids, dtype=np.int64).reshape(-1)
+        nblocks = info.shape[0] if info.shape else 0
+        if ids.size == 0 or nblocks == 0 or ids.min() < 0 or ids.max() >= nblocks:
+            raise TransportError(f"block ids must be non-empty and within [0, {nblocks}) of the pool's first dimension")
+        block = info.nbytes // nblocks
+        total = ids.size * block
+        shape = (int(ids.size), *info.shape[1:])
+        return self._deliver(
+            total,
+            encode_layout([(info.dtype, shape, total)]),
+            1,
+            memory.crc32([memory.take(pool, ids)]) if checksum else None,
+            deadline,
+            xfer_id,
+            nixl_pairs=lambda temp: self._block_pairs(pool, info, ids, block, temp),
+            fill=lambda region, base: memory.take_into(region, base, pool, ids),
+            tcp_parts=lambda: [memory.host_bytes(memory.take(pool, ids))],
+        )
+
+    def _deliver(
+        self,
+        total: int,
+        layout: list,
+        count: int,
+        crc: int | None,
+        deadline: float,
+        xfer_id: str | None,
+        *,
+        nixl_pairs: Callable[[list], tuple[list[tuple[int, int, int]], str, int]],
+        fill: Callable[[Any, int], None],
+        tcp_parts: Callable[[], list],
+    ) -> Ticket:
+        """Reserve, move the bytes by this sender's backend, notify."""
+        reservation = self._slot(total, deadline, xfer_id)
+        meta = {"rx": reservation.receiver_id, "id": reservation.xfer_id, "off": reservation.offset, "n": total, "layout": layout, "crc": crc}
         try:
             if self.backend == "nixl":
-                self._write_nixl(arrays, infos, offsets, reservation, meta, deadline)
+                temp: list[Any] = []  # registrations for this send only
+                try:
+                    pairs, mem, device = nixl_pairs(temp)
+                    base = self.handle.base + reservation.offset
+                    notif = NOTIF_PREFIX + json.dumps(meta, separators=(",", ":")).encode()
+                    self._agent.write(
+                        self._remote, [(src, base + dst, n) for src, dst, n in pairs], (mem, device), (self.handle.mem, self.handle.device), notif, deadline
+                    )
+                finally:
+                    for reg in temp:
+                        self._agent.deregister(reg)
             elif self.backend == "shm":
-                for array, off in zip(arrays, offsets):
-                    memory.copy_into(self._shm_view, reservation.offset + off, array)
-                self._connection().request({"op": "notify", "id": reservation.xfer_id, "meta": meta}, deadline - time.monotonic())
+                fill(self._shm_view, reservation.offset)
+                self._request({"op": "notify", "id": reservation.xfer_id, "meta": meta}, deadline)
             else:
-                self._connection().request(
-                    {"op": "data", "id": reservation.xfer_id, "meta": meta},
-                    deadline - time.monotonic(),
-                    payload=_tcp_payload(arrays, infos, offsets),
-                )
+                self._request({"op": "data", "id": reservation.xfer_id, "meta": meta}, deadline, payload=tcp_parts())
         except TransportError:
             self._drop_connection()  # the receiver fails this transfer when we hang up
             raise
-        return Ticket(reservation.xfer_id, total, len(infos))
+        return Ticket(reservation.xfer_id, total, count)
 
     def reserve(self, nbytes: int, *, deadline: float, xfer_id: str | None = None) -> Reservation:
         """Ask the receiver for a slot, retrying while it is full until ``deadline`` (monotonic).
@@ -204,47 +283,117 @@ class TensorSender:
             TransportError: the transfer can never fit, or the receiver is gone.
         """
         xid = xfer_id or uuid.uuid4().hex
+        backoff = 5e-5
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TransportTimeout(f"edge receiver at {self.handle.host}:{self.handle.port} stayed full until the deadline")
             try:
-                reply = self._connection().request({"op": "alloc", "id": xid, "n": nbytes}, remaining)
+                reply = self._request({"op": "alloc", "id": xid, "n": nbytes}, deadline)
             except TransportError:
                 self._drop_connection()
                 raise
             if not reply.get("busy"):
                 return Reservation(xid, int(reply["off"]), nbytes, str(reply["rx"]))
-            time.sleep(min(0.005, max(remaining, 0)))
+            time.sleep(min(backoff, max(remaining, 0)))
+            backoff = min(backoff * 2, 0.005)
 
-    def _write_nixl(self, arrays: Sequence[Any], infos: list, offsets: list[int], res: Reservation, meta: dict, deadline: float) -> None:
+    def _slot(self, nbytes: int, deadline: float, xfer_id: str | None) -> Reservation:
+        """A slot for this send: one reserved ahead if it fits, else a fresh reservation.
+
+        Then top up the slots reserved ahead without waiting for answers: in a
+        stream of sends the reservation round trip (~130 us) leaves the
+        critical path. Each request also tells the receiver which reserved
+        slot we are about to write, so our death fails that transfer there.
+        """
+        while not self._spares and any(kind == "spare" for kind, _, _ in self._inflight):
+            self._settle_one(deadline)
+        activate = None
+        spare = self._spares.popleft() if self._spares else None
+        if spare is not None and xfer_id is None and spare.nbytes >= nbytes:
+            reservation, activate = Reservation(spare.xfer_id, spare.offset, nbytes, spare.receiver_id), spare.xfer_id
+        else:
+            for unused in ([spare] if spare else []) + list(self._spares):
+                self._post({"op": "free", "id": unused.xfer_id}, ("free", unused.xfer_id, 0))
+            self._spares.clear()
+            reservation = self.reserve(nbytes, deadline=deadline, xfer_id=xfer_id)
+        # Up to MAX_AHEAD slots, at most a quarter of the receiver's region.
+        want = max(1, min(MAX_AHEAD, self.handle.capacity // 4 // max(nbytes, 1)))
+        asked = len(self._spares) + sum(kind == "spare" for kind, _, _ in self._inflight)
+        for i in range(max(want - asked, 0)):
+            ahead = uuid.uuid4().hex
+            header = {"op": "alloc", "id": ahead, "n": nbytes, "spare": True, "activate": activate if i == 0 else None}
+            self._post(header, ("spare", ahead, nbytes))
+        if activate is not None and want - asked <= 0:
+            self._post({"op": "alloc", "id": "", "n": 0, "spare": True, "activate": activate}, ("spare", "", 0))
+        return reservation
+
+    def _post(self, header: dict, expect: tuple[str, str, int]) -> None:
+        try:
+            self._connection().post(header)
+        except TransportError:
+            self._drop_connection()
+            raise
+        self._inflight.append(expect)
+
+    def _settle(self, deadline: float) -> None:
+        """Read every reply still owed to us (normally already here)."""
+        while self._inflight:
+            self._settle_one(deadline)
+
+    def _settle_one(self, deadline: float) -> None:
+        kind, xid, nbytes = self._inflight[0]
+        try:
+            reply = self._connection().reply(kind, deadline - time.monotonic())
+        except TransportError:
+            self._drop_connection()
+            raise
+        self._inflight.popleft()
+        if kind == "spare" and nbytes and reply.get("ok"):
+            self._spares.append(Reservation(xid, int(reply["off"]), nbytes, str(reply["rx"])))
+
+    def _request(self, header: dict, deadline: float, payload: Any = None) -> dict:
+        self._settle(deadline)
+        return self._connection().request(header, deadline - time.monotonic(), payload=payload)
+
+    def _ensure_registered(self, addr: int, nbytes: int, mem: str, device: int, temp: list) -> None:
+        # Big unregistered sources are registered for this send only: cheaper
+        # than copying them through staging.
+        if not self._covered(addr, nbytes):
+            temp.append(self._agent.register(addr, nbytes, mem, device))
+
+    def _array_pairs(self, arrays: Sequence[Any], infos: list, offsets: list[int], temp: list) -> tuple[list, str, int]:
         mems = {(i.mem, i.device) for i in infos}
         if len(mems) != 1:
             raise TransportError(f"one send must come from one memory kind, got {sorted(mems)}; send DRAM and VRAM arrays separately")
         mem, device = mems.pop()
         stage_below = self.stage_below if self.stage_below is not None else STAGE_BELOW[mem]
         runs = coalesce([i.addr for i in infos], [i.nbytes for i in infos], offsets)
-        temp: list[Any] = []
 
         def registered(addr: int, nbytes: int) -> bool:
-            # Big unregistered runs are registered for this send only: cheaper
-            # than copying them through staging.
-            if not self._covered(addr, nbytes):
-                temp.append(self._agent.register(addr, nbytes, mem, device))
+            self._ensure_registered(addr, nbytes, mem, device, temp)
             return True
 
         segments = plan_segments(runs, registered, stage_below)
-        try:
-            pairs = self._stage(arrays, offsets, segments, mem, device)
-            base = self.handle.base + res.offset
-            pairs = [(src, base + dst, n) for src, dst, n in pairs]
-            notif = NOTIF_PREFIX + json.dumps(meta, separators=(",", ":")).encode()
-            self._agent.write(self._remote, pairs, (mem, device), (self.handle.mem, self.handle.device), notif, deadline)
-        finally:
-            for reg in temp:
-                self._agent.deregister(reg)
+        return self._stage(arrays, [i.nbytes for i in infos], offsets, segments, mem, device), mem, device
 
-    def _stage(self, arrays: Sequence[Any], offsets: list[int], segments: list[Segment], mem: str, device: int) -> list[tuple[int, int, int]]:
+    def _block_pairs(self, pool: Any, info: memory.ArrayInfo, ids: np.ndarray, block: int, temp: list) -> tuple[list, str, int]:
+        stage_below = self.stage_below if self.stage_below is not None else STAGE_BELOW[info.mem]
+        starts, lengths = block_runs(ids)
+        if int(lengths.min()) * block >= stage_below:
+            self._ensure_registered(info.addr, info.nbytes, info.mem, info.device, temp)
+            dsts = np.concatenate(([0], np.cumsum(lengths)[:-1])) * block
+            pairs = [(info.addr + int(s) * block, int(d), int(n) * block) for s, d, n in zip(starts, dsts, lengths)]
+            return pairs, info.mem, info.device
+        region = self._staging_region(ids.size * block, info.mem, info.device)
+        memory.take_into(region, 0, pool, ids)
+        if info.mem == "VRAM":
+            memory.synchronize(info.device)
+        return [(memory.region_addr(region), 0, ids.size * block)], info.mem, info.device
+
+    def _stage(
+        self, arrays: Sequence[Any], sizes: list[int], offsets: list[int], segments: list[Segment], mem: str, device: int
+    ) -> list[tuple[int, int, int]]:
         """Copy staged segments into staging; return (src address, slot offset, n) per descriptor."""
         staged = sum(s.n for s in segments if not s.direct)
         region = self._staging_region(staged, mem, device) if staged else None
@@ -253,8 +402,8 @@ class TensorSender:
             if seg.direct:
                 pairs.append((seg.src, seg.dst, seg.n))
                 continue
-            for index in seg.members:
-                memory.copy_into(region, cursor + offsets[index] - seg.dst, arrays[index])
+            for group in _contiguous_groups(seg.members, offsets, sizes):
+                memory.gather_into(region, cursor + offsets[group[0]] - seg.dst, [arrays[i] for i in group])
             pairs.append((memory.region_addr(region) + cursor, seg.dst, seg.n))
             cursor += seg.n
         if region is not None and mem == "VRAM":
@@ -269,6 +418,8 @@ class TensorSender:
         return self._conn
 
     def _drop_connection(self) -> None:
+        self._inflight.clear()
+        self._spares.clear()  # the receiver drops our reservations when we hang up
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -283,8 +434,8 @@ class TensorSender:
                 self._agent.deregister(self._staging[1])
         self._regs, self._staging = [], None
         if self._shm is not None:
-            view, self._shm_view = self._shm_view, None
-            release_view(self._shm, view)
+            self._shm_view = None
+            close_mapping(self._shm)
             self._shm = None
 
     def __enter__(self) -> "TensorSender":
@@ -292,6 +443,19 @@ class TensorSender:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _contiguous_groups(members: list[int], offsets: list[int], sizes: list[int]) -> list[list[int]]:
+    """Split staged arrays into groups that sit back to back in the slot (no padding)."""
+    groups: list[list[int]] = []
+    end = -1
+    for index in members:
+        if groups and offsets[index] == end:
+            groups[-1].append(index)
+        else:
+            groups.append([index])
+        end = offsets[index] + sizes[index]
+    return groups
 
 
 def _tcp_payload(arrays: Sequence[Any], infos: list, offsets: list[int]) -> list[Any]:

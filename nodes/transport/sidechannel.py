@@ -76,8 +76,21 @@ class Connection:
             ) from exc
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def request(self, header: dict, deadline_s: float, payload: Any = None) -> dict:
-        """Send a frame (and payload buffers), wait for the reply frame.
+    def post(self, header: dict, payload: Any = None) -> None:
+        """Send a frame (and payload buffers) without waiting; read its reply later.
+
+        Raises:
+            TransportError: the receiver closed the connection.
+        """
+        try:
+            send_frame(self.sock, header)
+            for part in payload or ():
+                self.sock.sendall(part)
+        except OSError as exc:
+            raise TransportError(f"edge receiver at {self.peer} dropped the connection: {exc}") from exc
+
+    def reply(self, op: str, deadline_s: float) -> dict:
+        """Read the next reply frame (replies come in request order).
 
         Raises:
             TransportTimeout: no reply within ``deadline_s`` seconds.
@@ -87,17 +100,19 @@ class Connection:
         """
         self.sock.settimeout(max(deadline_s, 1e-3))
         try:
-            send_frame(self.sock, header)
-            for part in payload or ():
-                self.sock.sendall(part)
             reply = recv_frame(self.sock)
         except socket.timeout as exc:
-            raise TransportTimeout(f"edge receiver at {self.peer} did not answer {header['op']!r} in time") from exc
+            raise TransportTimeout(f"edge receiver at {self.peer} did not answer {op!r} in time") from exc
         except OSError as exc:
             raise TransportError(f"edge receiver at {self.peer} dropped the connection: {exc}") from exc
         if not reply.get("ok") and not reply.get("busy"):
-            raise TransportError(f"edge receiver at {self.peer} refused {header['op']!r}: {reply.get('msg')}")
+            raise TransportError(f"edge receiver at {self.peer} refused {op!r}: {reply.get('msg')}")
         return reply
+
+    def request(self, header: dict, deadline_s: float, payload: Any = None) -> dict:
+        """``post`` then ``reply``."""
+        self.post(header, payload)
+        return self.reply(header["op"], deadline_s)
 
     def close(self) -> None:
         """Close the connection (the receiver fails our unfinished transfers)."""

@@ -1,0 +1,147 @@
+"""NVIDIA Dynamo flavour: one DynamoGraphDeployment (``-O flavor=dynamo``).
+
+Field names follow Dynamo's v1beta1 API: ``spec.components[]`` with ``name``,
+``type`` (frontend|worker|prefill|decode|planner|epp), ``replicas``,
+``multinode.nodeCount`` and ``podTemplate`` whose container ``main`` the
+operator fills with its defaults. Sources (ai-dynamo/dynamo):
+deploy/operator/api/v1beta1/dynamocomponentdeployment_types.go,
+deploy/operator/config/crd/bases/nvidia.com_dynamographdeployments.yaml and
+examples/backends/vllm/deploy/v1beta1/disagg.yaml, disagg-multinode.yaml.
+
+Dynamo's frontend discovers its workers itself and routes among them, so a
+graph node becomes one component with ``replicas`` (not one per Plan
+service), its engine runs under Dynamo's worker module, and our frontend,
+router and processor are replaced by Dynamo's frontend.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from compiler.ir import Service
+
+from .k8s_meta import k8s_expand, placeholders
+from .k8s_pods import PodContext, pod_template
+from .k8s_yaml import dump
+
+_TYPES = {"frontend": "frontend", "worker": "worker", "prefill": "prefill", "decode": "decode"}
+#: Dynamo's runtime images per engine (nvcr.io/nvidia/ai-dynamo/<x>-runtime:<version>).
+_RUNTIME_IMAGES = {"vllm": "vllm-runtime", "sglang": "sglang-runtime", "trtllm": "tensorrtllm-runtime",
+                   "mock": "vllm-runtime"}
+#: Launcher prefixes of the Plan's argv that Dynamo's worker module replaces.
+_LAUNCHERS = {"vllm": ["-m", "vllm.entrypoints.openai.api_server"], "sglang": ["-m", "sglang.launch_server"]}
+#: Flags (with their value) the Dynamo worker sets itself: its HTTP address, and for
+#: multinode components the operator's own rank/leader wiring (the v1beta1
+#: disagg-multinode.yaml example passes none of them).
+_DROPPED = {"--host", "--port"}
+_DROPPED_MULTINODE = {"--nnodes", "--node-rank", "--master-addr", "--master-port"}
+
+
+def render_dynamo(ctx: PodContext) -> dict[str, str]:
+    """``dynamographdeployment.yaml``.
+
+    Raises:
+        ValueError: a node Dynamo has no component for (router, processor, encoder, ...)
+            or an engine it cannot run from our argv (trtllm).
+    """
+    components = [_component(ctx, replicas) for replicas in _by_node(ctx)]
+    engines = sorted({s.engine for s in ctx.plan.services if s.engine and s.engine != "mock"})
+    meta: dict[str, Any] = {"name": ctx.names.prefix.rstrip("-") or ctx.plan.graph,
+                            "labels": {"app.kubernetes.io/part-of": ctx.plan.graph,
+                                       "app.kubernetes.io/managed-by": "servegraph"}}
+    if ctx.options.namespace:
+        meta["namespace"] = ctx.options.namespace
+    spec: dict[str, Any] = {"components": components}
+    if len(engines) == 1:
+        spec["backendFramework"] = engines[0]
+    doc = {"apiVersion": "nvidia.com/v1beta1", "kind": "DynamoGraphDeployment", "metadata": meta, "spec": spec}
+    return {"dynamographdeployment.yaml": dump(doc)}
+
+
+def _by_node(ctx: PodContext) -> list[list[Service]]:
+    nodes: dict[str, list[Service]] = {}
+    for s in ctx.plan.services:
+        nodes.setdefault(s.node, []).append(s)
+    return list(nodes.values())
+
+
+def _component(ctx: PodContext, replicas: list[Service]) -> dict[str, Any]:
+    s = replicas[0]
+    if s.role not in _TYPES:
+        raise ValueError(
+            f"node '{s.node}' ({s.role}) has no DynamoGraphDeployment component type (Dynamo has "
+            f"frontend, worker, prefill, decode); compile it with -O flavor=plain"
+        )
+    main = _main_container(ctx, replicas)
+    template = pod_template(ctx, s, {"app.kubernetes.io/part-of": ctx.plan.graph})
+    # The operator owns probes, ports and the shm volume of "main"; keep only what is ours.
+    template["spec"]["containers"] = [main]
+    template["spec"].pop("volumes", None)
+    template["spec"].pop("enableServiceLinks", None)
+    template["spec"].pop("terminationGracePeriodSeconds", None)
+    template["metadata"].get("annotations", {}).pop("servegraph.io/config-sha256", None)
+    if not template["metadata"].get("annotations"):
+        template["metadata"].pop("annotations", None)
+    comp: dict[str, Any] = {"name": s.node, "type": _TYPES[s.role], "replicas": len(replicas), "podTemplate": template}
+    if s.hosts > 1:
+        comp["multinode"] = {"nodeCount": s.hosts}
+    return comp
+
+
+def _main_container(ctx: PodContext, replicas: list[Service]) -> dict[str, Any]:
+    s = replicas[0]
+    o = ctx.options
+    node = ctx.settings[s.node]
+    image = node.image or f"nvcr.io/nvidia/ai-dynamo/{_RUNTIME_IMAGES.get(s.engine or 'vllm')}:{o.dynamo_version}"
+    if s.role == "frontend":
+        command, args = ["python3", "-m", "dynamo.frontend"], ["--http-port", str(s.http_port)]
+        if _kv_routed(s):
+            args += ["--router-mode", "kv"]
+    else:
+        command, args = _worker_command(s)
+    c: dict[str, Any] = {"name": "main", "image": image, "command": command, "args": args}
+    # One pod template serves every replica: keep what all replicas share (side-channel
+    # ports differ per replica; Dynamo's worker picks its own) and nothing pod-specific.
+    shared = {k: v for k, v in s.env.items() if all(r.env.get(k) == v for r in replicas) and not placeholders(v)}
+    env = [{"name": k, "value": k8s_expand(v)} for k, v in sorted(shared.items())]
+    if s.engine and o.hf_token_secret:
+        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": o.hf_token_secret, "key": o.hf_token_key}}})
+    if env:
+        c["env"] = env
+    if s.gpus:
+        c["resources"] = {"limits": {"nvidia.com/gpu": str(s.gpus)}, "requests": {"nvidia.com/gpu": str(s.gpus)}}
+    return c
+
+
+def _kv_routed(frontend: Service) -> bool:
+    """Whether our frontend's config routes a stage by KV/prefix overlap (Dynamo: --router-mode kv)."""
+    routes = (frontend.config or {}).get("routes", [])
+    return any(stage.get("policy") == "kv" for r in routes for stage in r.get("stages", []))
+
+
+def _worker_command(s: Service) -> tuple[list[str], list[str]]:
+    if s.engine == "mock":
+        return ["python3", "-m", "dynamo.mocker"], ["--model-path", s.model or "", "--model-name", s.model or ""]
+    launcher = _LAUNCHERS.get(s.engine or "")
+    if launcher is None or s.argv[1:1 + len(launcher)] != launcher:
+        raise ValueError(
+            f"node '{s.node}': engine '{s.engine}' cannot be run by Dynamo's worker from the Plan's command line "
+            f"({' '.join(s.argv[:3])} ...); compile it with -O flavor=plain"
+        )
+    rest = s.argv[1 + len(launcher):]
+    args: list[str] = []
+    i = 0
+    while i < len(rest):
+        if rest[i] in _DROPPED or (s.hosts > 1 and rest[i] in _DROPPED_MULTINODE):
+            i += 2
+            continue
+        if placeholders(rest[i]):
+            raise ValueError(f"node '{s.node}': argument '{rest[i]}' needs per-pod wiring Dynamo does itself; "
+                             f"compile it with -O flavor=plain")
+        args.append(rest[i])
+        i += 1
+    if s.engine == "vllm" and s.role in ("prefill", "decode"):
+        args += ["--disaggregation-mode", s.role]
+    return ["python3", "-m", f"dynamo.{s.engine}"], args
+
+

@@ -1,0 +1,200 @@
+"""The pod of one Plan service: container, env, probes, volumes, resources, scheduling."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from compiler.ir import SELF_HOST_VAR, Plan, Service, host_var
+
+from .k8s_meta import (
+    CONFIG_DIR,
+    LEADER_HOST_VAR,
+    NODE_RANK_VAR,
+    Names,
+    k8s_expand,
+    port_name,
+    referenced_hosts,
+)
+from .k8s_settings import NodeSettings, Options
+
+#: Probe periods; the startup probe's failure count stretches to the service's start-up timeout.
+_STARTUP_PERIOD_S = 10
+_READY_PERIOD_S = 5
+_LIVE_PERIOD_S = 10
+
+
+@dataclass(frozen=True)
+class PodContext:
+    """What every pod of a graph shares."""
+
+    plan: Plan
+    names: Names
+    options: Options
+    settings: dict[str, NodeSettings]
+    host_vars: dict[str, Service]
+
+
+def pod_template(ctx: PodContext, s: Service, labels: dict[str, str], host_role: str | None = None) -> dict[str, Any]:
+    """A PodTemplateSpec running ``s``; ``host_role`` is leader/worker for multi-host replicas."""
+    node = ctx.settings[s.node]
+    pod_labels = dict(labels)
+    if host_role:
+        pod_labels["servegraph.io/host-role"] = host_role
+    annotations = dict(node.annotations)
+    if s.config is not None:
+        # A changed config must roll the pod: ConfigMap updates alone restart nothing.
+        digest = hashlib.sha256(json.dumps(s.config, sort_keys=True).encode()).hexdigest()
+        annotations["servegraph.io/config-sha256"] = digest
+    spec: dict[str, Any] = {
+        "containers": [_container(ctx, s, node, serves_http=host_role != "worker")],
+        "enableServiceLinks": False,
+    }
+    volumes = _volumes(ctx, s)
+    if volumes:
+        spec["volumes"] = volumes
+    if node.node_selector:
+        spec["nodeSelector"] = dict(node.node_selector)
+    if node.tolerations:
+        spec["tolerations"] = [dict(t) for t in node.tolerations]
+    if node.service_account:
+        spec["serviceAccountName"] = node.service_account
+    if node.priority_class:
+        spec["priorityClassName"] = node.priority_class
+    if ctx.options.image_pull_secret:
+        spec["imagePullSecrets"] = [{"name": ctx.options.image_pull_secret}]
+    if s.engine is not None:
+        # Engines drain in-flight requests on SIGTERM; give long generations time to finish.
+        spec["terminationGracePeriodSeconds"] = 60
+    meta: dict[str, Any] = {"labels": pod_labels}
+    if annotations:
+        meta["annotations"] = annotations
+    return {"metadata": meta, "spec": spec}
+
+
+def _container(ctx: PodContext, s: Service, node: NodeSettings, serves_http: bool) -> dict[str, Any]:
+    argv = [_config_path(a, s) for a in s.argv]
+    c: dict[str, Any] = {
+        "name": s.role.replace("_", "-"),
+        "image": node.image or ctx.options.engine_image(s.engine),
+        "imagePullPolicy": node.image_pull_policy or ctx.options.image_pull_policy,
+        "command": [k8s_expand(argv[0])],
+        "args": [k8s_expand(a) for a in argv[1:]],
+        "env": _env(ctx, s),
+        "ports": [
+            {"name": port_name(name), "containerPort": port, "protocol": "TCP"} for name, port in sorted(s.ports.items())
+        ],
+    }
+    if not c["args"]:
+        del c["args"]
+    if serves_http:
+        c.update(_probes(s))
+    resources = _resources(s, node)
+    if resources:
+        c["resources"] = resources
+    mounts = _mounts(ctx, s)
+    if mounts:
+        c["volumeMounts"] = mounts
+    return c
+
+
+def _config_path(arg: str, s: Service) -> str:
+    """argv names the config file relative to the plan; in the pod it is in the ConfigMap's mount."""
+    return f"{CONFIG_DIR}/{s.config_file}" if s.config_file and arg == s.config_file else arg
+
+
+def _env(ctx: PodContext, s: Service) -> list[dict[str, Any]]:
+    # Kubernetes expands $(VAR) only from variables defined earlier in the list:
+    # addresses first, then the Plan's own variables that refer to them.
+    env: list[dict[str, Any]] = [{"name": SELF_HOST_VAR, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]
+    if s.hosts > 1:
+        # LeaderWorkerSet puts LWS_* first in every container's env (lws pkg/utils/pod AddLWSVariables).
+        env += [
+            {"name": LEADER_HOST_VAR, "value": "$(LWS_LEADER_ADDRESS)"},
+            {"name": NODE_RANK_VAR, "value": "$(LWS_WORKER_INDEX)"},
+        ]
+    text = json.dumps([s.argv, s.env, s.config])
+    for other in referenced_hosts(ctx.plan, s, text, ctx.host_vars):
+        env.append({"name": host_var(other.name), "value": ctx.names.of(other)})
+    if s.engine is not None and ctx.options.hf_token_secret:
+        env.append({
+            "name": "HF_TOKEN",
+            "valueFrom": {"secretKeyRef": {"name": ctx.options.hf_token_secret, "key": ctx.options.hf_token_key}},
+        })
+    env += [{"name": k, "value": k8s_expand(v)} for k, v in sorted(s.env.items())]
+    return env
+
+
+def _probes(s: Service) -> dict[str, Any]:
+    def probe(period: int, failures: int, timeout: int) -> dict[str, Any]:
+        # A fresh dict each: shared ones would come out as YAML anchors.
+        return {"httpGet": {"path": s.health.path, "port": "http"}, "periodSeconds": period,
+                "failureThreshold": failures, "timeoutSeconds": timeout}
+
+    # The startup probe holds the others off until the model has loaded.
+    startup_failures = max(3, math.ceil(s.health.startup_timeout_s / _STARTUP_PERIOD_S))
+    return {
+        "startupProbe": probe(_STARTUP_PERIOD_S, startup_failures, 5),
+        "readinessProbe": probe(_READY_PERIOD_S, 3, 5),
+        "livenessProbe": probe(_LIVE_PERIOD_S, 6, 10),
+    }
+
+
+def _resources(s: Service, node: NodeSettings) -> dict[str, Any]:
+    requests: dict[str, Any] = {}
+    limits: dict[str, Any] = {}
+    if s.cpu is not None:
+        requests["cpu"] = _quantity(s.cpu)
+    if s.memory is not None:
+        requests["memory"] = limits["memory"] = s.memory
+    requests.update(node.resources.get("requests", {}))
+    limits.update(node.resources.get("limits", {}))
+    if s.gpus:
+        # Extended resources must have requests equal to limits.
+        requests["nvidia.com/gpu"] = limits["nvidia.com/gpu"] = str(s.gpus)
+    out = {}
+    if requests:
+        out["requests"] = {k: _quantity(v) for k, v in sorted(requests.items())}
+    if limits:
+        out["limits"] = {k: _quantity(v) for k, v in sorted(limits.items())}
+    return out
+
+
+def _quantity(v: Any) -> str:
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    return str(v)
+
+
+def _volumes(ctx: PodContext, s: Service) -> list[dict[str, Any]]:
+    o = ctx.options
+    vols: list[dict[str, Any]] = []
+    if s.config_file:
+        vols.append({"name": "config", "configMap": {"name": ctx.names.config_map,
+                                                     "items": [{"key": s.config_file, "path": s.config_file}]}})
+    if s.engine is not None:
+        vols.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": o.shm_size}})
+        if o.model_cache_pvc:
+            vols.append({"name": "model-cache", "persistentVolumeClaim": {"claimName": o.model_cache_pvc}})
+        elif o.model_cache_host_path:
+            vols.append({"name": "model-cache", "hostPath": {"path": o.model_cache_host_path, "type": "DirectoryOrCreate"}})
+        if o.shared_cache_pvc:
+            vols.append({"name": "shared-cache", "persistentVolumeClaim": {"claimName": o.shared_cache_pvc}})
+    return vols
+
+
+def _mounts(ctx: PodContext, s: Service) -> list[dict[str, Any]]:
+    o = ctx.options
+    mounts: list[dict[str, Any]] = []
+    if s.config_file:
+        mounts.append({"name": "config", "mountPath": CONFIG_DIR, "readOnly": True})
+    if s.engine is not None:
+        mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
+        if o.model_cache_pvc or o.model_cache_host_path:
+            mounts.append({"name": "model-cache", "mountPath": o.model_cache_path})
+        if o.shared_cache_pvc:
+            mounts.append({"name": "shared-cache", "mountPath": o.shared_cache_path})
+    return mounts

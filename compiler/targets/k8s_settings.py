@@ -1,0 +1,182 @@
+"""Options of the k8s target and each node's settings: command line (-O) over ``platform["k8s"]``.
+
+A node's ``platform["k8s"]`` takes the keys of :class:`NodeSettings`; anything
+else is rejected with the node and key named. The command line's per-node maps
+(``-O node_selectors='{decode: {gpu: h100}}'``) win over the pipeline's.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from compiler.ir import Plan, Service
+
+#: Images for each engine; ``ours`` runs our own processes and the mock engine.
+DEFAULT_IMAGES = {
+    "ours": "ghcr.io/servegraph/servegraph:latest",
+    "vllm": "vllm/vllm-openai:latest",
+    "sglang": "lmsysorg/sglang:latest",
+    "trtllm": "nvcr.io/nvidia/tensorrt-llm/release:latest",
+}
+
+_DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+_SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
+
+
+@dataclass(frozen=True)
+class Options:
+    """Kubernetes target options (``-O key=value``; maps and lists in YAML/JSON).
+
+    Args:
+        flavor: ``plain`` (Deployments/LeaderWorkerSets, Services, ConfigMap) or
+            ``dynamo`` (one DynamoGraphDeployment for NVIDIA Dynamo's operator).
+        namespace: metadata.namespace of every object (None: left to kubectl/kustomize).
+        prefix: prefix of every object name; None means the graph name and a dash.
+        image: image of our own processes (frontend, router, processor) and the mock engine.
+        image_vllm, image_sglang, image_trtllm: image per engine.
+        image_pull_policy: Always, IfNotPresent or Never.
+        image_pull_secret: name of a Secret of type dockerconfigjson, if the registry needs one.
+        hf_token_secret: name of a Secret whose key ``hf_token_key`` becomes HF_TOKEN in engines.
+        hf_token_key: the key in that Secret.
+        model_cache_pvc: a PersistentVolumeClaim mounted at ``model_cache_path`` in engines.
+        model_cache_host_path: a host folder mounted there instead (single-node clusters).
+        model_cache_path: where engines look for downloaded models.
+        shared_cache_pvc: a ReadWriteMany claim mounted at ``shared_cache_path`` in engines
+            (vLLM's encoder cache must be one folder seen by encoder and prefill pods).
+        shared_cache_path: where the shared claim is mounted.
+        shm_size: size limit of the /dev/shm memory volume of engines.
+        service_monitor: also write a prometheus-operator ServiceMonitor.
+        frontend_service_type: ClusterIP, NodePort or LoadBalancer for the frontend's Service.
+        node_selectors: node name or role -> nodeSelector.
+        tolerations: node name or role -> list of tolerations.
+        resources: node name or role -> {requests: {...}, limits: {...}} (cpu, memory, ...).
+        gpus: GPUs the cluster can give this graph, checked before compiling.
+        gpus_per_host: GPUs on one Kubernetes node, checked before compiling.
+        dynamo_version: Dynamo runtime image tag (flavor dynamo).
+    """
+
+    flavor: str = "plain"
+    namespace: str | None = None
+    prefix: str | None = None
+    image: str = DEFAULT_IMAGES["ours"]
+    image_vllm: str = DEFAULT_IMAGES["vllm"]
+    image_sglang: str = DEFAULT_IMAGES["sglang"]
+    image_trtllm: str = DEFAULT_IMAGES["trtllm"]
+    image_pull_policy: str = "IfNotPresent"
+    image_pull_secret: str | None = None
+    hf_token_secret: str | None = None
+    hf_token_key: str = "token"
+    model_cache_pvc: str | None = None
+    model_cache_host_path: str | None = None
+    model_cache_path: str = "/root/.cache/huggingface"
+    shared_cache_pvc: str | None = None
+    shared_cache_path: str = "/tmp/servegraph-ec"
+    shm_size: str = "16Gi"
+    service_monitor: bool = False
+    frontend_service_type: str = "ClusterIP"
+    node_selectors: dict[str, dict[str, str]] = field(default_factory=dict)
+    tolerations: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    resources: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    gpus: int | None = None
+    gpus_per_host: int | None = None
+    dynamo_version: str = "1.6.1"
+
+    def __post_init__(self) -> None:
+        if self.flavor not in ("plain", "dynamo"):
+            raise ValueError(f"flavor '{self.flavor}' is unknown; use -O flavor=plain or -O flavor=dynamo")
+        if self.image_pull_policy not in _PULL_POLICIES:
+            raise ValueError(f"image_pull_policy '{self.image_pull_policy}' must be one of {', '.join(_PULL_POLICIES)}")
+        if self.frontend_service_type not in _SERVICE_TYPES:
+            raise ValueError(f"frontend_service_type must be one of {', '.join(_SERVICE_TYPES)}")
+        if self.model_cache_pvc and self.model_cache_host_path:
+            raise ValueError("set model_cache_pvc or model_cache_host_path, not both")
+        if self.namespace is not None and not _DNS_LABEL.match(self.namespace):
+            raise ValueError(f"namespace '{self.namespace}' is not a DNS-1123 label (lowercase letters, digits, '-')")
+        for name in ("gpus", "gpus_per_host"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                raise ValueError(f"{name} must be a whole number of GPUs, not {value!r}")
+        for name in ("node_selectors", "tolerations", "resources"):
+            if not isinstance(getattr(self, name), dict):
+                raise ValueError(f"{name} must be a map of node name -> value, e.g. -O {name}='{{decode: ...}}'")
+
+    def engine_image(self, engine: str | None) -> str:
+        """The image a service of ``engine`` runs (ours for our processes and the mock engine)."""
+        return {"vllm": self.image_vllm, "sglang": self.image_sglang, "trtllm": self.image_trtllm}.get(
+            engine or "", self.image
+        )
+
+
+class NodeSettings(BaseModel):
+    """What a node may set under ``platform["k8s"]`` (all optional)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    image: str | None = None
+    image_pull_policy: str | None = None
+    node_selector: dict[str, str] = {}
+    tolerations: list[dict[str, Any]] = []
+    resources: dict[str, dict[str, Any]] = {}
+    annotations: dict[str, str] = {}
+    service_account: str | None = None
+    priority_class: str | None = None
+
+
+def node_settings(plan: Plan, options: Options) -> dict[str, NodeSettings]:
+    """Each graph node's settings, pipeline's ``platform["k8s"]`` overlaid by the command line.
+
+    Raises:
+        ValueError: an unknown key or a badly typed value, naming the node and the key;
+            a command-line map naming a node or role the graph lacks.
+    """
+    nodes: dict[str, Service] = {}
+    for s in plan.services:
+        nodes.setdefault(s.node, s)
+    roles = {s.role for s in nodes.values()}
+    for opt in ("node_selectors", "tolerations", "resources"):
+        unknown = sorted(set(getattr(options, opt)) - set(nodes) - roles)
+        if unknown:
+            raise ValueError(
+                f"-O {opt} names '{unknown[0]}', which is neither a node nor a role of graph '{plan.graph}' "
+                f"(nodes: {', '.join(sorted(nodes))})"
+            )
+    out = {}
+    for node, s in nodes.items():
+        raw = dict(s.platform.get("k8s", {}))
+        for opt, key in (("node_selectors", "node_selector"), ("tolerations", "tolerations"), ("resources", "resources")):
+            given = getattr(options, opt)
+            value = given.get(node, given.get(s.role))
+            if value is not None:
+                raw[key] = value
+        try:
+            settings = NodeSettings(**raw)
+        except ValidationError as exc:
+            raise ValueError(_settings_error(node, exc)) from None
+        if settings.image_pull_policy is not None and settings.image_pull_policy not in _PULL_POLICIES:
+            raise ValueError(f"node '{node}': platform['k8s']['image_pull_policy'] must be one of {', '.join(_PULL_POLICIES)}")
+        for kind in settings.resources:
+            if kind not in ("requests", "limits"):
+                raise ValueError(f"node '{node}': resources has '{kind}'; only 'requests' and 'limits' are allowed")
+            if "nvidia.com/gpu" in settings.resources[kind]:
+                raise ValueError(
+                    f"node '{node}': resources sets nvidia.com/gpu; GPUs come from the graph, set gpus= on the node instead"
+                )
+        out[node] = settings
+    return out
+
+
+def _settings_error(node: str, exc: ValidationError) -> str:
+    known = ", ".join(sorted(NodeSettings.model_fields))
+    problems = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            problems.append(f"platform['k8s'] key '{key}' is unknown (known: {known})")
+        else:
+            problems.append(f"platform['k8s']['{key}']: {err['msg']}")
+    return f"node '{node}': " + "; ".join(problems)

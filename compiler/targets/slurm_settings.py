@@ -1,0 +1,195 @@
+"""Options of the slurm target and each service's step settings: command line (-O) over ``platform["slurm"]``.
+
+A node's ``platform["slurm"]`` takes the keys of :class:`NodeSettings`; anything
+else is rejected with the node and the key named. Command-line images win over
+the pipeline's only where the pipeline names none (a node's own image is the
+more specific choice).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from compiler.ir import Plan, Service
+
+_TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$|^\d+-\d+$")
+_MEM = re.compile(r"^\d+[KMGT]?$")
+_ENGINES = ("vllm", "sglang", "trtllm")
+
+
+@dataclass(frozen=True)
+class Options:
+    """Slurm target options (``-O key=value``; maps and lists in YAML/JSON).
+
+    Args:
+        partition: ``#SBATCH --partition`` (None: the cluster's default partition).
+        account: ``#SBATCH --account``.
+        qos: ``#SBATCH --qos``.
+        time: wall-clock limit, Slurm's format (``HH:MM:SS``, ``D-HH:MM:SS``).
+        job_name: the job's name (None: the graph's name).
+        gpus_per_node: GPUs on one node of the partition; services are packed onto
+            nodes of this size and no single-host service may need more.
+        nodes: nodes to allocate (None: as few as the placement needs).
+        max_nodes: nodes the partition can give this job; with it the GPU budget
+            (max_nodes x gpus_per_node) is checked at compile time.
+        cpus_per_gpu: CPU cores per GPU for a real engine's step (a node's
+            ``platform["slurm"]["cpus"]`` or its ``cpu`` field wins; mock engines get 1).
+        mem_per_cpu: ``#SBATCH --mem-per-cpu`` (e.g. 8G); None: the cluster's default.
+        exclusive: ``#SBATCH --exclusive`` (whole nodes).
+        sbatch_args: extra ``#SBATCH`` options, e.g. ``[--constraint=h100]``.
+        setup: shell lines run before anything starts (``module load ...``,
+            ``source venv/bin/activate``); steps inherit the environment.
+        run_dir: folder for config files and logs (default ``$SLURM_SUBMIT_DIR/<job>-<id>``);
+            it must be visible from every node. ``$SG_RUN_DIR`` at submit time wins.
+        container_image: pyxis image of our own processes and the mock engine.
+        container_image_vllm, container_image_sglang, container_image_trtllm: image per engine.
+        container_mounts: pyxis ``--container-mounts`` for every containerized step
+            (the run folder is always mounted).
+        mock_gpus: node name -> GPUs per host for mock engines (the Plan gives mock
+            engines none); rehearses a real graph's GPU placement and isolation on a
+            cluster without real engines.
+        health_interval_s: seconds between health probes while waiting for a service.
+        stop_timeout_s: seconds a step gets after SIGTERM before SIGKILL at teardown.
+    """
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time: str = "04:00:00"
+    job_name: str | None = None
+    gpus_per_node: int = 8
+    nodes: int | None = None
+    max_nodes: int | None = None
+    cpus_per_gpu: int = 4
+    mem_per_cpu: str | None = None
+    exclusive: bool = False
+    sbatch_args: list[str] = field(default_factory=list)
+    setup: str | None = None
+    run_dir: str | None = None
+    container_image: str | None = None
+    container_image_vllm: str | None = None
+    container_image_sglang: str | None = None
+    container_image_trtllm: str | None = None
+    container_mounts: str | None = None
+    mock_gpus: dict[str, int] = field(default_factory=dict)
+    health_interval_s: float = 0.5
+    stop_timeout_s: int = 20
+
+    def __post_init__(self) -> None:
+        for name in ("gpus_per_node", "cpus_per_gpu", "stop_timeout_s"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+        for name in ("nodes", "max_nodes"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+        if self.nodes and self.max_nodes and self.nodes > self.max_nodes:
+            raise ValueError(f"nodes={self.nodes} is more than max_nodes={self.max_nodes}")
+        if not _TIME.match(str(self.time)):
+            raise ValueError(f"time '{self.time}' is not Slurm's format; e.g. -O time=04:00:00 or -O time=1-00:00:00")
+        if self.mem_per_cpu is not None and not _MEM.match(str(self.mem_per_cpu)):
+            raise ValueError(f"mem_per_cpu '{self.mem_per_cpu}' is not a Slurm size; e.g. -O mem_per_cpu=8G")
+        if not isinstance(self.sbatch_args, list) or not all(
+            isinstance(a, str) and a.startswith("--") for a in self.sbatch_args
+        ):
+            raise ValueError("sbatch_args must be a list of --options, e.g. -O sbatch_args='[--constraint=h100]'")
+        if not isinstance(self.mock_gpus, dict) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in self.mock_gpus.values()
+        ):
+            raise ValueError("mock_gpus must map node names to GPU counts, e.g. -O mock_gpus='{prefill: 1, decode: 2}'")
+        if self.health_interval_s <= 0:
+            raise ValueError("health_interval_s must be > 0")
+
+    def engine_image(self, engine: str | None) -> str | None:
+        """The command line's container image for a service of ``engine`` (ours for our processes and mocks)."""
+        if engine in _ENGINES:
+            return getattr(self, f"container_image_{engine}")
+        return self.container_image
+
+
+class NodeSettings(BaseModel):
+    """What a node may set under ``platform["slurm"]`` (all optional)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    container_image: str | None = None
+    container_mounts: str | None = None
+    cpus: int | None = None
+    srun_args: list[str] = []
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    """How one service's ``srun`` step is shaped."""
+
+    gpus: int
+    cpus: int
+    container_image: str | None
+    container_mounts: str | None
+    srun_args: tuple[str, ...]
+
+    @property
+    def exclusive(self) -> bool:
+        """GPU steps own their cores and GPUs; the others overlap (they are light and must see no GPU)."""
+        return self.gpus > 0
+
+
+def step_settings(plan: Plan, options: Options) -> dict[str, StepSettings]:
+    """Each service's step settings.
+
+    Raises:
+        ValueError: an unknown ``platform["slurm"]`` key or a badly typed value (node and key named);
+            ``mock_gpus`` naming a node that is not a mock engine of this graph.
+    """
+    nodes = {s.node: s for s in plan.services}
+    for node in sorted(options.mock_gpus):
+        if node not in nodes or nodes[node].engine != "mock":
+            mocks = sorted(n for n, s in nodes.items() if s.engine == "mock")
+            raise ValueError(
+                f"-O mock_gpus names '{node}', which is not a mock engine node of graph '{plan.graph}' "
+                f"(mock engine nodes: {', '.join(mocks) or 'none; compile with --mock'})"
+            )
+    node_settings = {node: _node_settings(node, s) for node, s in nodes.items()}
+    return {s.name: _step(s, node_settings[s.node], options) for s in plan.services}
+
+
+def _node_settings(node: str, service: Service) -> NodeSettings:
+    try:
+        settings = NodeSettings(**service.platform.get("slurm", {}))
+    except ValidationError as exc:
+        known = ", ".join(sorted(NodeSettings.model_fields))
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            if err["type"] == "extra_forbidden":
+                problems.append(f"platform['slurm'] key '{key}' is unknown (known: {known})")
+            else:
+                problems.append(f"platform['slurm']['{key}']: {err['msg']}")
+        raise ValueError(f"node '{node}': " + "; ".join(problems)) from None
+    if settings.cpus is not None and settings.cpus < 1:
+        raise ValueError(f"node '{node}': platform['slurm']['cpus'] must be >= 1, got {settings.cpus}")
+    return settings
+
+
+def _step(service: Service, node: NodeSettings, options: Options) -> StepSettings:
+    gpus = options.mock_gpus.get(service.node, service.gpus) if service.engine == "mock" else service.gpus
+    if node.cpus is not None:
+        cpus = node.cpus
+    elif service.cpu is not None:
+        cpus = max(1, math.ceil(service.cpu))
+    elif service.engine in _ENGINES:
+        cpus = max(1, gpus * options.cpus_per_gpu)
+    else:
+        cpus = 1
+    return StepSettings(
+        gpus=gpus,
+        cpus=cpus,
+        container_image=node.container_image or options.engine_image(service.engine),
+        container_mounts=node.container_mounts or options.container_mounts,
+        srun_args=tuple(node.srun_args),
+    )

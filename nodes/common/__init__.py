@@ -1,0 +1,1 @@
+"""Helpers shared by our own processes (frontend, processor, router, mock)."""

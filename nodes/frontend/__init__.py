@@ -1,0 +1,1 @@
+"""The OpenAI-compatible frontend: executes a graph's request path across engines."""

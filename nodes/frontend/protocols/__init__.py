@@ -1,0 +1,12 @@
+"""How the frontend talks to each engine: one module per engine's disaggregation protocol."""
+
+from __future__ import annotations
+
+from .base import Outcome, Protocol, StageRuntime
+from .sglang import SglangProtocol
+from .trtllm import TrtllmProtocol
+from .vllm import VllmProtocol
+
+PROTOCOLS: dict[str, type[Protocol]] = {"vllm": VllmProtocol, "sglang": SglangProtocol, "trtllm": TrtllmProtocol}
+
+__all__ = ["Outcome", "PROTOCOLS", "Protocol", "StageRuntime"]

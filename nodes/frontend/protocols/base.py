@@ -1,0 +1,172 @@
+"""What every protocol shares: calling a stage's replica, with metrics, load tracking and failover."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, TypeVar
+
+from compiler.ir import StageConfig, Upstream
+
+from ..metrics import UPSTREAM, UPSTREAM_SECONDS
+from ..requests import ClientRequest, media_parts
+from ..routing import Picker, make_picker
+from ..upstream import Reply, Streamed, UpstreamError, UpstreamPool
+
+T = TypeVar("T", Reply, Streamed)
+
+
+@dataclass
+class StageRuntime:
+    """A stage of a route with its routing policy."""
+
+    config: StageConfig
+    picker: Picker = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.picker = make_picker(self.config)
+
+    @property
+    def name(self) -> str:
+        return self.config.node
+
+
+@dataclass
+class Outcome:
+    """The final stage's answer: complete, or an open stream."""
+
+    reply: Reply | None = None
+    stream: Streamed | None = None
+    service: str = ""
+    body: dict[str, Any] | None = None
+    stage: StageRuntime | None = None
+
+
+class Protocol:
+    """Base of the per-engine protocols. Subclasses implement the stage handshakes."""
+
+    name = "base"
+    #: A decode replica of this engine can serve a whole request without a prefill.
+    decode_can_prefill = False
+
+    def __init__(self, pool: UpstreamPool, timeout_s: float) -> None:
+        self.pool = pool
+        self.timeout_s = timeout_s
+
+    # --- what subclasses implement -------------------------------------------------
+
+    async def encode(self, req: ClientRequest, stage: StageRuntime) -> dict[str, Any]:
+        """Run the encoder stage; returns fields to add to the next stage's request."""
+        body = {
+            "model": req.model,
+            "messages": [{"role": "user", "content": media_parts(req.body)}],
+            "max_tokens": 1,
+            "stream": False,
+        }
+        reply = await self.call(stage, req, "/v1/chat/completions", body)
+        params = reply.json().get("ec_transfer_params")
+        return {"ec_transfer_params": params} if params is not None else {}
+
+    async def disaggregated(
+        self, req: ClientRequest, prefill: StageRuntime, decode: StageRuntime, extra: dict[str, Any]
+    ) -> Outcome:
+        raise NotImplementedError
+
+    async def aggregated(self, req: ClientRequest, stage: StageRuntime, extra: dict[str, Any]) -> Outcome:
+        """One engine does the rest of the work."""
+        return await self.final(stage, req, {**req.body, **extra})
+
+    # --- shared mechanics --------------------------------------------------------------
+
+    async def call(self, stage: StageRuntime, req: ClientRequest, path: str, body: dict[str, Any],
+                   upstream: Upstream | None = None) -> Reply:
+        """POST to a replica of ``stage`` and read the whole answer.
+
+        Raises:
+            UpstreamError: no replica answered, or the answer is an error status.
+        """
+        async def send(u: Upstream) -> Reply:
+            stage.picker.started(u)
+            try:
+                return await self.pool.post(u.service, u.url + path, body, self.timeout_s)
+            finally:
+                stage.picker.finished(u)
+
+        reply = await self._with_failover(stage, req, upstream, send)
+        if reply.status != 200:
+            raise UpstreamError(stage.name, f"HTTP {reply.status}", reply.status, reply.body)
+        return reply
+
+    async def final(self, stage: StageRuntime, req: ClientRequest, body: dict[str, Any],
+                    upstream: Upstream | None = None) -> Outcome:
+        """The last call of a request: streamed if the client asked for a stream."""
+        if req.stream:
+            async def open_stream(u: Upstream) -> Streamed:
+                stage.picker.started(u)
+                try:
+                    streamed = await self.pool.stream(u.service, u.url + req.path, body, self.timeout_s)
+                except BaseException:
+                    stage.picker.finished(u)
+                    raise
+                streamed.on_close(lambda: stage.picker.finished(u))
+                return streamed
+
+            streamed = await self._with_failover(stage, req, upstream, open_stream)
+            return Outcome(stream=streamed, service=streamed.service, body=body, stage=stage)
+        reply = await self.call_raw(stage, req, req.path, body, upstream)
+        return Outcome(reply=reply, service=stage.name, body=body, stage=stage)
+
+    async def call_raw(self, stage: StageRuntime, req: ClientRequest, path: str, body: dict[str, Any],
+                       upstream: Upstream | None = None) -> Reply:
+        """Like :meth:`call` but any HTTP status comes back as a reply (5xx still fail over)."""
+        async def send(u: Upstream) -> Reply:
+            stage.picker.started(u)
+            try:
+                return await self.pool.post(u.service, u.url + path, body, self.timeout_s)
+            finally:
+                stage.picker.finished(u)
+
+        return await self._with_failover(stage, req, upstream, send)
+
+    async def _with_failover(self, stage: StageRuntime, req: ClientRequest, upstream: Upstream | None,
+                             send: Callable[[Upstream], Awaitable[T]]) -> T:
+        """Try replicas until one answers; unreachable ones and 5xx answers move on to the next."""
+        tried: set[str] = set()
+        attempts = 1 if upstream else max(len(stage.config.upstreams), 1)
+        last: UpstreamError | None = None
+        for _ in range(attempts):
+            target = upstream or stage.picker.pick(frozenset(tried), req.prompt_text)
+            tried.add(target.service)
+            start = time.perf_counter()
+            try:
+                result = await send(target)
+            except UpstreamError as exc:
+                retryable = exc.status is None or exc.status >= 500
+                UPSTREAM.labels(stage.config.stage, stage.name, target.service, str(exc.status or "unreachable")).inc()
+                if exc.status is None:
+                    stage.picker.failed(target)
+                if retryable:
+                    last = exc
+                    continue
+                raise
+            status = getattr(result, "status", 200)
+            UPSTREAM.labels(stage.config.stage, stage.name, target.service, str(status)).inc()
+            UPSTREAM_SECONDS.labels(stage.config.stage, stage.name).observe(time.perf_counter() - start)
+            if status >= 500 and len(tried) < attempts:
+                last = UpstreamError(target.service, f"HTTP {status}", status, getattr(result, "body", b""))
+                continue
+            stage.picker.recovered(target)
+            return result
+        assert last is not None
+        raise last
+
+
+def without_stream(body: dict[str, Any], kind: str, max_tokens: int | None) -> dict[str, Any]:
+    """A copy of ``body`` answered in one piece, optionally with ``max_tokens`` forced."""
+    out = {k: v for k, v in body.items() if k != "stream_options"}
+    out["stream"] = False
+    if max_tokens is not None:
+        out["max_tokens"] = max_tokens
+        if kind == "chat" and "max_completion_tokens" in out:
+            out["max_completion_tokens"] = max_tokens
+    return out

@@ -1,0 +1,151 @@
+"""Relay an engine's SSE stream to the client, whole events at a time, and keep it alive.
+
+If the engine's stream breaks or stalls mid-way, the request migrates: the
+prompt plus the text already sent is resubmitted as a continuation (to another
+replica: the failed one sits out) and the client's stream goes on seamlessly.
+When no replica can continue, the stream ends with an OpenAI error event, which
+the ``openai`` client raises on — a failed stream never ends looking like success.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import AsyncIterator, Awaitable, Callable
+
+import orjson
+
+from ..common.openai_errors import RequestError
+from . import metrics
+from .protocols import Outcome
+from .requests import ClientRequest
+from .upstream import UpstreamError
+
+log = logging.getLogger("servegraph.frontend")
+
+DONE = b"data: [DONE]\n\n"
+#: How many times one stream may move to another replica.
+MIGRATION_LIMIT = 3
+
+Resume = Callable[[ClientRequest], Awaitable[Outcome]]
+
+
+async def relay(req: ClientRequest, outcome: Outcome, resume: Resume, model: str, start: float,
+                idle_timeout_s: float) -> AsyncIterator[bytes]:
+    """Yield complete SSE events from ``outcome``'s stream; migrate on failure."""
+    sent: list[bytes] = []
+    migrations = 0
+    first = True
+    last = start
+    current = outcome
+    while True:
+        assert current.stream is not None
+        buffer = b""
+        try:
+            async for chunk in current.stream.chunks(idle_timeout_s):
+                buffer += chunk
+                cut = buffer.rfind(b"\n\n")
+                if cut < 0:
+                    continue
+                events, buffer = buffer[: cut + 2], buffer[cut + 2:]
+                now = time.perf_counter()
+                if first:
+                    metrics.TTFT.labels(model).observe(now - start)
+                    first = False
+                else:
+                    metrics.ITL.labels(model).observe(now - last)
+                last = now
+                if migrations:
+                    events = _fix_usage(events, sent)
+                sent.append(events)
+                yield events
+                if events.endswith(DONE):
+                    return
+            raise UpstreamError(current.service, "stream ended without [DONE]")
+        except UpstreamError as exc:
+            failed = exc.service
+            if current.stage is not None:
+                for u in current.stage.config.upstreams:
+                    if u.service == failed:
+                        current.stage.picker.failed(u)
+            if migrations >= MIGRATION_LIMIT:
+                yield _give_up(model, failed, exc)
+                return
+            migrations += 1
+            metrics.MIGRATIONS.labels(model, failed).inc()
+            log.warning("stream from %s failed (%s); migrating (%d/%d)", failed, exc, migrations, MIGRATION_LIMIT)
+            try:
+                current = await resume(continuation(req, sent))
+            except (UpstreamError, RequestError) as again:
+                yield _give_up(model, failed, again)
+                return
+        except asyncio.CancelledError:
+            current.stream.close()
+            raise
+
+
+def _give_up(model: str, service: str, exc: Exception) -> bytes:
+    metrics.STREAM_ERRORS.labels(model, service).inc()
+    return RequestError(502, f"stream failed and could not be resumed: {exc}").sse()
+
+
+def _events(data: list[bytes]) -> list[dict]:
+    out = []
+    for block in b"".join(data).split(b"\n\n"):
+        if block.startswith(b"data: {"):
+            try:
+                out.append(orjson.loads(block[6:]))
+            except orjson.JSONDecodeError:
+                continue
+    return out
+
+
+def generated_so_far(kind: str, sent: list[bytes]) -> tuple[str, int]:
+    """The text already streamed and the number of content events carrying it."""
+    text, count = [], 0
+    for event in _events(sent):
+        for choice in event.get("choices") or ():
+            piece = (choice.get("delta") or {}).get("content") if kind == "chat" else choice.get("text")
+            if piece:
+                text.append(piece)
+                count += 1
+    return "".join(text), count
+
+
+def continuation(req: ClientRequest, sent: list[bytes]) -> ClientRequest:
+    """The request that continues a stream after ``sent``: prompt + what was already generated."""
+    partial, count = generated_so_far(req.kind, sent)
+    body = {k: v for k, v in req.body.items() if k not in ("kv_transfer_params", "ec_transfer_params")}
+    for key in ("max_tokens", "max_completion_tokens"):
+        if isinstance(body.get(key), int):
+            body[key] = max(body[key] - count, 1)
+    if req.kind == "chat":
+        body["messages"] = [*body["messages"], {"role": "assistant", "content": partial}]
+        body["continue_final_message"] = True
+        body["add_generation_prompt"] = False
+    elif isinstance(body.get("prompt"), str):
+        body["prompt"] = body["prompt"] + partial
+    return ClientRequest(req.kind, req.path, body)
+
+
+def _fix_usage(events: bytes, sent: list[bytes]) -> bytes:
+    """After a migration, usage counts the tokens sent before it as completion, not prompt."""
+    if b'"usage":{' not in events and b'"usage": {' not in events:
+        return events
+    _, before = generated_so_far("chat", sent) if b'"delta"' in events else generated_so_far("completions", sent)
+    out = []
+    for block in events.split(b"\n\n"):
+        if block.startswith(b"data: {") and b"usage" in block:
+            try:
+                data = orjson.loads(block[6:])
+            except orjson.JSONDecodeError:
+                out.append(block)
+                continue
+            usage = data.get("usage")
+            if isinstance(usage, dict):
+                usage["prompt_tokens"] = max(usage.get("prompt_tokens", 0) - before, 0)
+                usage["completion_tokens"] = usage.get("completion_tokens", 0) + before
+                block = b"data: " + orjson.dumps(data)
+        out.append(block)
+    return b"\n\n".join(out)

@@ -1,0 +1,5 @@
+"""``python -m nodes.mock --help``."""
+
+from .server import main
+
+main()

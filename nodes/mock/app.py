@@ -1,0 +1,288 @@
+"""The mock's HTTP surface: a raw ASGI app (no framework on the hot path).
+
+Routes are looked up in one dict by (method, path); responses are orjson bytes
+with pre-built headers. Every error is OpenAI-shaped (``{"error": {...}}``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import Any, Awaitable, Callable
+from urllib.parse import parse_qs
+
+import orjson
+
+from ..common.openai_errors import RequestError
+from .engine import Engine, GenRequest
+from .openai_api import StreamFormatter, full_response, parse_chat, parse_completion, parse_generate
+
+log = logging.getLogger("nodes.mock")
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+
+_JSON = [(b"content-type", b"application/json")]
+_SSE_START = {"type": "http.response.start", "status": 200,
+              "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]}
+_MAX_BODY = 64 << 20
+_OWNER = {"vllm": "vllm", "sglang": "sglang", "trtllm": "tensorrt_llm"}
+_ROOM_PREFIX = "/mock/sglang/room/"
+
+
+class MockApp:
+    """ASGI callable serving one ``Engine``."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.cfg = engine.cfg
+        self.recorded: deque[dict[str, Any]] = deque(maxlen=max(self.cfg.record_requests, 1))
+        self._record = self.cfg.record_requests > 0
+        gen = {"/v1/chat/completions": parse_chat, "/v1/completions": parse_completion}
+        if self.cfg.imitate == "sglang":
+            gen["/generate"] = parse_generate
+        self._generate = gen
+        info = (self._server_info, self._model_info)
+        self._get: dict[str, Callable[[], Any]] = {
+            "/health": self._health, "/health_generate": self._health, "/ping": self._health,
+            "/v1/models": self._models, "/metrics": self._metrics, "/prometheus/metrics": self._metrics,
+            "/server_info": info[0], "/get_server_info": info[0], "/model_info": info[1],
+            "/get_model_info": info[1], "/version": self._version,
+            "/mock/requests": self._requests, "/mock/kv": self._kv, "/mock/faults": self._faults,
+            "/mock/state": self._state,
+        }
+        self._post: dict[str, Callable[[Any], Any]] = {
+            "/tokenize": self._tokenize, "/detokenize": self._detokenize,
+            "/mock/kv/pull": engine.registry.take_kv, "/mock/ec/pull": engine.registry.take_ec,
+            "/mock/faults": self._set_faults,
+        }
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                await self.engine.start()
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                await self.engine.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        path, method = scope["path"], scope["method"]
+        try:
+            if method == "POST":
+                parser = self._generate.get(path)
+                body = await _read_json(receive)
+                if self._record and not path.startswith("/mock/"):
+                    self.recorded.append({"path": path, "time": time.time(), "body": body})
+                if parser is not None:
+                    if not isinstance(body, dict):
+                        raise RequestError(400, "the request body must be a JSON object")
+                    await self._serve_generation(parser(self.engine, body), receive, send)
+                    return
+                handler = self._post.get(path)
+                if handler is not None:
+                    await _send_json(send, 200, handler(body))
+                    return
+            elif method == "GET":
+                handler0 = self._get.get(path)
+                if handler0 is not None:
+                    result = handler0()
+                    if isinstance(result, tuple):
+                        await _send_raw(send, *result)
+                    else:
+                        await _send_json(send, 200, result)
+                    return
+                if path.startswith(_ROOM_PREFIX):
+                    await self._room(path[len(_ROOM_PREFIX):], scope, send)
+                    return
+            elif method == "DELETE" and path == "/mock/requests":
+                self.recorded.clear()
+                await _send_json(send, 200, {"cleared": True})
+                return
+            known = path in self._get or path in self._post or path in self._generate
+            raise RequestError(405 if known else 404,
+                               f"{method} {path} is not supported" if known else f"no route {path}")
+        except RequestError as exc:
+            self.engine.metrics.errors[str(exc.status)] += 1
+            await _send_json(send, exc.status, exc.body())
+
+    async def _serve_generation(self, req: GenRequest, receive: Receive, send: Send) -> None:
+        engine = self.engine
+        watch = None
+        if req.stream or engine.faults.stall_after_tokens is not None:
+            watch = asyncio.get_running_loop().create_task(_cancel_on_disconnect(receive, asyncio.current_task()))
+        try:
+            prep = await engine.prepare(req)
+            rid = engine.next_id()
+            try:
+                if req.stream:
+                    await self._stream(prep, rid, send)
+                else:
+                    ids = await engine.wait_output(prep)
+                    body = full_response(engine, prep, rid, ids, "length")
+                    engine.finish(prep, len(ids))
+                    await _send_raw(send, 200, body, _JSON)
+            finally:
+                engine.abort(prep)
+        except asyncio.CancelledError:
+            return  # the client went away; blocks and slot are freed above
+        finally:
+            if watch is not None:
+                watch.cancel()
+
+    async def _stream(self, prep: Any, rid: str, send: Send) -> None:
+        engine = self.engine
+        fmt = StreamFormatter(engine, prep, rid)
+        decoder = engine.tok.stream_decoder()
+        await send(_SSE_START)
+        first = fmt.start()
+        if first:
+            await send({"type": "http.response.body", "body": first, "more_body": True})
+        n = 0
+        async for tid in engine.tokens(prep):
+            await send({"type": "http.response.body", "body": fmt.token(tid, decoder.step(tid), n), "more_body": True})
+            n += 1
+        engine.finish(prep, n)
+        await send({"type": "http.response.body", "body": fmt.end(n, "length"), "more_body": False})
+
+    async def _room(self, tail: str, scope: dict[str, Any], send: Send) -> None:
+        try:
+            room = int(tail)
+            query = parse_qs(scope.get("query_string", b"").decode())
+            timeout = float(query.get("timeout_s", [self.cfg.bootstrap_timeout_s])[0])
+        except ValueError:
+            raise RequestError(400, f"bad room path or timeout: {tail}") from None
+        info = await self.engine.registry.wait_room(room, timeout)
+        if info is None:
+            await _send_json(send, 408, RequestError(408, f"room {room} not filled within {timeout:g}s").body())
+        else:
+            await _send_json(send, 200, info)
+
+    # --- small endpoints -----------------------------------------------------------------
+
+    def _health(self) -> tuple[int, bytes, list]:
+        cfg = self.cfg
+        if self.engine.faults.health_fail:
+            return 503, b'{"status":"unhealthy","reason":"health_fail fault"}', _JSON
+        if time.monotonic() - self.engine.started < cfg.startup_delay_s:
+            return 503, b'{"status":"starting"}', _JSON
+        return 200, b"", []
+
+    def _models(self) -> dict[str, Any]:
+        cfg = self.cfg
+        return {"object": "list", "data": [{
+            "id": cfg.model_name, "object": "model", "created": int(self.engine.started),
+            "owned_by": _OWNER[cfg.imitate], "root": cfg.model, "parent": None, "max_model_len": cfg.max_model_len,
+        }]}
+
+    def _metrics(self) -> tuple[int, bytes, list]:
+        self.engine.metrics.cached_blocks = self.engine.pool.cached_count
+        return 200, self.engine.metrics.render(), [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")]
+
+    def _server_info(self) -> dict[str, Any]:
+        cfg = self.cfg
+        mode = {"prefill": "prefill", "encode_prefill": "prefill", "decode": "decode"}.get(cfg.role, "null")
+        return {"model_path": cfg.model, "tokenizer_path": cfg.tokenizer or cfg.model,
+                "served_model_name": cfg.model_name, "disaggregation_mode": mode, "tp_size": 1, "dp_size": 1,
+                "page_size": cfg.block_size, "disaggregation_bootstrap_port": cfg.bootstrap_port,
+                "max_total_num_tokens": cfg.kv_blocks * cfg.block_size, "context_length": cfg.max_model_len,
+                "version": "mock", "mock": {"role": cfg.role, "imitate": cfg.imitate,
+                                            "engine_id": self.engine.engine_id}}
+
+    def _model_info(self) -> dict[str, Any]:
+        cfg = self.cfg
+        return {"model_path": cfg.model, "tokenizer_path": cfg.tokenizer or cfg.model, "is_generation": True,
+                "preferred_sampling_params": None, "weight_version": "default",
+                "has_image_understanding": True, "has_audio_understanding": True, "model_type": "mock"}
+
+    def _version(self) -> dict[str, Any]:
+        return {"version": "mock"}
+
+    def _requests(self) -> list[dict[str, Any]]:
+        return list(self.recorded)
+
+    def _kv(self) -> dict[str, Any]:
+        pool = self.engine.pool
+        return {"engine_id": self.engine.engine_id, "block_size": pool.block_size, "capacity": pool.capacity,
+                "usage": pool.usage, "hash": "nodes.common.kvhash.block_hashes", "blocks": pool.cached_hashes}
+
+    def _faults(self) -> dict[str, Any]:
+        return self.engine.faults.as_dict()
+
+    def _set_faults(self, body: Any) -> dict[str, Any]:
+        self.engine.faults.update(body)
+        log.warning("%s: faults now %s", self.cfg.name, self.engine.faults.as_dict())
+        return self.engine.faults.as_dict()
+
+    def _state(self) -> dict[str, Any]:
+        e = self.engine
+        return {"engine_id": e.engine_id, "role": self.cfg.role, "imitate": self.cfg.imitate,
+                "transfers": e.registry.snapshot(), "kv_usage": e.pool.usage,
+                "cached_blocks": len(e.pool.cached_hashes)}
+
+    def _tokenize(self, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise RequestError(400, "the request body must be a JSON object")
+        if "messages" in body:
+            ids = parse_chat(self.engine, {**body, "stream": False, "max_tokens": 1}).prompt_ids
+        else:
+            ids = parse_completion(self.engine, {**body, "max_tokens": 1}).prompt_ids
+        return {"count": len(ids), "max_model_len": self.cfg.max_model_len, "tokens": ids, "token_strs": None}
+
+    def _detokenize(self, body: Any) -> dict[str, Any]:
+        tokens = body.get("tokens") if isinstance(body, dict) else None
+        if not isinstance(tokens, list) or not all(type(t) is int for t in tokens):
+            raise RequestError(400, "'tokens' must be a list of token ids", "tokens")
+        return {"prompt": self.engine.tok.decode(tokens)}
+
+
+async def _read_json(receive: Receive) -> Any:
+    msg = await receive()
+    body = msg.get("body", b"")
+    if msg.get("more_body"):
+        parts = [body]
+        size = len(body)
+        while msg.get("more_body"):
+            msg = await receive()
+            chunk = msg.get("body", b"")
+            size += len(chunk)
+            if size > _MAX_BODY:
+                raise RequestError(413, f"request body larger than {_MAX_BODY} bytes")
+            parts.append(chunk)
+        body = b"".join(parts)
+    if not body:
+        raise RequestError(400, "the request body is empty; send a JSON object")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise RequestError(400, f"the request body is not valid JSON: {exc}") from None
+
+
+async def _send_json(send: Send, status: int, obj: Any) -> None:
+    await _send_raw(send, status, orjson.dumps(obj), _JSON)
+
+
+async def _send_raw(send: Send, status: int, body: bytes, headers: list) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": headers + [(b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _cancel_on_disconnect(receive: Receive, task: "asyncio.Task[Any] | None") -> None:
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            if task is not None:
+                task.cancel()
+            return

@@ -1,0 +1,84 @@
+"""Our frontend starts from the generated ConfigMap's config with only its pod's env, as in the cluster."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Any
+
+import pytest
+import yaml
+
+from compiler.targets import k8s
+from tests.test_k8s_manifests import ROOT, compile_plan, docs_of
+
+pytest.importorskip("nodes.frontend.app", reason="nodes/frontend is not built yet")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pod_env(container: dict[str, Any]) -> dict[str, str]:
+    """The container's env as the kubelet would set it (downward API: this host)."""
+    env = {}
+    for e in container["env"]:
+        env[e["name"]] = e["value"] if "value" in e else "127.0.0.1"
+    return env
+
+
+def _frontend(tmp_path: pathlib.Path, stem: str) -> tuple[list[str], dict[str, str]]:
+    files = k8s.render(compile_plan(ROOT / "pipelines" / f"{stem}.py", mock=True))
+    docs = docs_of(files)
+    config = next(d for d in docs if d["kind"] == "ConfigMap")
+    dep = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("frontend-0"))
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    mount = container["volumeMounts"][0]["mountPath"]
+    for item in dep["spec"]["template"]["spec"]["volumes"][0]["configMap"]["items"]:
+        (tmp_path / item["path"]).write_text(config["data"][item["key"]])
+    # The pod's argv, with the mount folder standing in for /etc/servegraph.
+    argv = [a.replace(mount, str(tmp_path)) for a in container["command"] + container["args"]]
+    assert argv[:3] == ["python", "-m", "nodes.frontend"]
+    return [sys.executable] + argv[1:], _pod_env(container)
+
+
+def test_frontend_starts_from_generated_config(tmp_path: pathlib.Path) -> None:
+    # E/P/D: the frontend's config names the most upstreams (processor, encoders, prefill, decodes).
+    argv, env = _frontend(tmp_path, "e_p_d")
+    port = _free_port()
+    proc = subprocess.Popen(argv + ["--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), **env})
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"frontend exited {proc.returncode}: {proc.stdout.read().decode()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail("frontend did not answer /health within 30 s")
+                time.sleep(0.2)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2) as r:
+            models = yaml.safe_load(r.read())
+        assert models["data"], models
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_frontend_refuses_config_without_the_pods_addresses(tmp_path: pathlib.Path) -> None:
+    argv, env = _frontend(tmp_path, "pd")
+    env = {k: v for k, v in env.items() if not k.startswith("SG_HOST_")}
+    res = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=30,
+                         env={"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), **env})
+    assert res.returncode != 0 and "SG_HOST_" in res.stderr

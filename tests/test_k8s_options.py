@@ -1,0 +1,186 @@
+"""k8s target options: -O on the command line, platform["k8s"] in the pipeline, and their errors."""
+
+from __future__ import annotations
+
+import copy
+import pathlib
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from compiler.cli import app
+from compiler.plan import PlanOptions, plan
+from compiler.targets import k8s
+from graph import Decode, Frontend, Graph, Prefill, ValidateOptions, load_graph, resolve, validate_spec
+from tests.test_k8s_manifests import (
+    ROOT,
+    compile_plan,
+    docs_of,
+    semantic_problems,
+    validate_all,
+    validate_core,
+    validate_lws,
+)
+
+PD = ROOT / "pipelines" / "pd.py"
+
+
+def _pd_plan(**platform: Any):
+    with Graph("opt-pd") as g:
+        Frontend() >> Prefill(engine="vllm", model="m", platform={"k8s": platform} if platform else {}) >> Decode(
+            engine="vllm", model="m", replicas=2)
+    return plan(resolve(g), PlanOptions())
+
+
+def _deployment(files: dict[str, str], service: str) -> dict[str, Any]:
+    return next(d for d in docs_of(files) if d["kind"] == "Deployment" and d["metadata"]["name"].endswith(service))
+
+
+def _container(files: dict[str, str], service: str) -> dict[str, Any]:
+    return _deployment(files, service)["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_cluster_options_reach_every_object() -> None:
+    opts = k8s.Options(namespace="llm", hf_token_secret="hf", model_cache_pvc="models", image_vllm="reg/vllm:1",
+                       image_pull_policy="Always", image_pull_secret="regcred", service_monitor=True,
+                       frontend_service_type="LoadBalancer", shared_cache_pvc="ec")
+    the_plan = _pd_plan()
+    files = k8s.render(the_plan, opts)
+    validate_all(files)
+    assert semantic_problems(the_plan, files) == []
+    docs = docs_of(files)
+    assert {d["metadata"].get("namespace") for d in docs} == {"llm"}
+    assert "servicemonitor.yaml" in files and "servicemonitor.yaml" in yaml.safe_load(files["kustomization.yaml"])["resources"]
+    c = _container(files, "decode-1")
+    assert c["image"] == "reg/vllm:1" and c["imagePullPolicy"] == "Always"
+    token = next(e for e in c["env"] if e["name"] == "HF_TOKEN")
+    assert token == {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    assert mounts == {"dshm": "/dev/shm", "model-cache": opts.model_cache_path, "shared-cache": opts.shared_cache_path}
+    fe = _container(files, "frontend-0")
+    assert "HF_TOKEN" not in {e["name"] for e in fe["env"]} and fe["image"] == opts.image
+    svc = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"].endswith("frontend-0"))
+    assert svc["spec"]["type"] == "LoadBalancer"
+    # No secret value is ever inline.
+    assert "secretKeyRef" in files["nodes/decode.yaml"] and "kind: Secret" not in "".join(files.values())
+
+
+def test_model_cache_on_a_host_path() -> None:
+    files = k8s.render(_pd_plan(), k8s.Options(model_cache_host_path="/data/hf"))
+    validate_all(files)
+    spec = _deployment(files, "prefill-0")["spec"]["template"]["spec"]
+    vol = next(v for v in spec["volumes"] if v["name"] == "model-cache")
+    assert vol["hostPath"] == {"path": "/data/hf", "type": "DirectoryOrCreate"}
+    with pytest.raises(ValueError, match="not both"):
+        k8s.Options(model_cache_host_path="/a", model_cache_pvc="b")
+
+
+def test_platform_settings_and_command_line_per_node() -> None:
+    the_plan = _pd_plan(node_selector={"gpu": "a100"}, tolerations=[{"key": "gpu", "operator": "Exists"}],
+                        resources={"requests": {"cpu": "8", "memory": "64Gi"}}, annotations={"team": "llm"})
+    opts = k8s.Options(node_selectors={"decode": {"gpu": "h100"}, "prefill": {"gpu": "h200"}})
+    files = k8s.render(the_plan, opts)
+    validate_all(files)
+    pre = _deployment(files, "prefill-0")["spec"]["template"]
+    # The command line wins over the pipeline.
+    assert pre["spec"]["nodeSelector"] == {"gpu": "h200"}
+    assert pre["spec"]["tolerations"] == [{"key": "gpu", "operator": "Exists"}]
+    assert pre["metadata"]["annotations"]["team"] == "llm"
+    res = pre["spec"]["containers"][0]["resources"]
+    assert res["requests"] == {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": "1"}
+    assert res["limits"] == {"nvidia.com/gpu": "1"}
+    assert _deployment(files, "decode-0")["spec"]["template"]["spec"]["nodeSelector"] == {"gpu": "h100"}
+
+
+def test_unknown_platform_key_names_node_and_key() -> None:
+    with pytest.raises(ValueError, match=r"node 'prefill': platform\['k8s'\] key 'nodeSelector' is unknown"):
+        k8s.render(_pd_plan(nodeSelector={"a": "b"}))
+
+
+def test_badly_typed_platform_value_is_named() -> None:
+    with pytest.raises(ValueError, match=r"node 'prefill': platform\['k8s'\]\['tolerations'\]"):
+        k8s.render(_pd_plan(tolerations="all"))
+
+
+def test_gpu_override_is_refused() -> None:
+    with pytest.raises(ValueError, match="GPUs come from the graph"):
+        k8s.render(_pd_plan(resources={"limits": {"nvidia.com/gpu": 4}}))
+
+
+def test_command_line_map_naming_unknown_node() -> None:
+    with pytest.raises(ValueError, match="'decoder', which is neither a node nor a role"):
+        k8s.render(_pd_plan(), k8s.Options(tolerations={"decoder": []}))
+
+
+def test_names_too_long_for_kubernetes() -> None:
+    with pytest.raises(ValueError, match="-O prefix="):
+        k8s.render(_pd_plan(), k8s.Options(prefix="x" * 60 + "-"))
+
+
+def test_prefix_renames_services_and_their_addresses() -> None:
+    files = k8s.render(_pd_plan(), k8s.Options(prefix="a-"))
+    env = {e["name"]: e.get("value") for e in _container(files, "frontend-0")["env"]}
+    assert env["SG_HOST_DECODE_1"] == "a-decode-1"
+    assert {d["metadata"]["name"] for d in docs_of(files) if d["kind"] == "Service"} == {
+        "a-frontend-0", "a-prefill-0", "a-decode-0", "a-decode-1"}
+
+
+def test_gpu_budget_feeds_validation() -> None:
+    spec = resolve(load_graph(str(PD)))  # prefill 1 GPU + decode tp=2: 3 GPUs
+    errors = validate_spec(spec, ValidateOptions(**k8s.gpu_budget(k8s.Options(gpus=2))))
+    assert [e for e in errors if "GPU" in e.message], [e.message for e in errors]
+    assert not validate_spec(spec, ValidateOptions(**k8s.gpu_budget(k8s.Options(gpus=64))))
+
+
+def test_cli_compiles_with_options(tmp_path: pathlib.Path) -> None:
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["compile", str(PD), "--target", "k8s", "-o", str(out), "--mock",
+                                   "-O", "namespace=prod", "-O", "node_selectors={decode: {pool: gpu}}"])
+    assert res.exit_code == 0, res.output
+    files = {str(p.relative_to(out)): p.read_text() for p in out.rglob("*") if p.is_file()}
+    validate_all(files)
+    dec = next(d for d in docs_of(files) if d["kind"] == "Deployment" and "decode" in d["metadata"]["name"])
+    assert dec["metadata"]["namespace"] == "prod"
+    assert dec["spec"]["template"]["spec"]["nodeSelector"] == {"pool": "gpu"}
+
+
+def test_cli_rejects_bad_option(tmp_path: pathlib.Path) -> None:
+    res = CliRunner().invoke(app, ["compile", str(PD), "--target", "k8s", "-o", str(tmp_path / "o"),
+                                   "-O", "image_pull_policy=Sometimes"])
+    assert res.exit_code != 0 and not (tmp_path / "o").exists()
+
+
+# The checks themselves must catch what they are there for.
+
+
+def test_strict_schema_rejects_unknown_field() -> None:
+    files = k8s.render(compile_plan(PD))
+    dep = copy.deepcopy(_deployment(files, "decode-0"))
+    dep["spec"]["template"]["spec"]["containers"][0]["gpus"] = 1
+    with pytest.raises(AssertionError, match="gpus"):
+        validate_core(dep)
+
+
+def test_lws_schema_rejects_unknown_field() -> None:
+    files = k8s.render(compile_plan(ROOT / "pipelines" / "multinode_pd.py"))
+    lws = copy.deepcopy(next(d for d in docs_of(files) if d["kind"] == "LeaderWorkerSet"))
+    validate_lws(lws)
+    lws["spec"]["leaderWorkerTemplate"]["sizes"] = 2
+    with pytest.raises(AssertionError, match="sizes"):
+        validate_lws(lws)
+
+
+def test_semantic_checks_catch_broken_wiring() -> None:
+    the_plan = compile_plan(PD)
+    files = k8s.render(the_plan)
+    broken = dict(files)
+    broken["nodes/decode.yaml"] = files["nodes/decode.yaml"].replace("targetPort: http", "targetPort: web", 1)
+    broken["nodes/frontend.yaml"] = files["nodes/frontend.yaml"].replace(
+        f"value: {the_plan.graph}-prefill-0", f"value: {the_plan.graph}-prefil-0")
+    broken["nodes/prefill.yaml"] = files["nodes/prefill.yaml"].replace("nvidia.com/gpu: '1'", "nvidia.com/gpu: '2'", 1)
+    problems = "\n".join(semantic_problems(the_plan, broken))
+    assert "targets port web" in problems
+    assert "SG_HOST_PREFILL_0" in problems and "names no Service" in problems
+    assert "requests" in problems and "GPUs" in problems

@@ -1,0 +1,130 @@
+"""The Plan: what each engine adapter emits per role, ports, wiring and the local target's goldens."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import pytest
+
+from compiler.ir import Plan
+from compiler.plan import PlanOptions, plan
+from compiler.targets import local
+from graph import Decode, Encoder, Frontend, Graph, Prefill, PrefillDecode, Processor, Worker, load_graph, resolve
+from graph.overrides import apply_overrides
+from tests.goldens import assert_golden
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PIPELINES = sorted((ROOT / "pipelines").glob("*.py"))
+OPTIONS = PlanOptions(python="python", cpu_cores=2, single_host=True)
+
+
+def _plan(path: pathlib.Path, mock: bool = False, **options: object) -> Plan:
+    spec = apply_overrides(resolve(load_graph(str(path))), mock=mock)
+    return plan(spec, PlanOptions(**{**OPTIONS.__dict__, **options}))
+
+
+@pytest.mark.parametrize("mock", [False, True], ids=["engine", "mock"])
+@pytest.mark.parametrize("path", PIPELINES, ids=lambda p: p.stem)
+def test_local_target_matches_golden(request: pytest.FixtureRequest, path: pathlib.Path, mock: bool) -> None:
+    files = local.render(_plan(path, mock))
+    assert_golden(request, f"{path.stem}/local{'-mock' if mock else ''}", files)
+
+
+@pytest.mark.parametrize("path", PIPELINES, ids=lambda p: p.stem)
+def test_plan_is_deterministic_and_ports_unique(path: pathlib.Path) -> None:
+    first, second = _plan(path), _plan(path)
+    assert first.model_dump_json() == second.model_dump_json()
+    ports = [p for s in first.services for p in s.ports.values()]
+    assert len(ports) == len(set(ports)), f"port reused in {path.stem}: {sorted(ports)}"
+
+
+def _graph_pd(engine: str) -> Plan:
+    with Graph("t") as g:
+        Frontend() >> Prefill(engine=engine, model="m") >> Decode(engine=engine, model="m", tp=2)
+    return plan(resolve(g), OPTIONS)
+
+
+def test_vllm_pd_roles_and_side_channels() -> None:
+    p = _graph_pd("vllm")
+    pre, dec = p.service("prefill-0"), p.service("decode-0")
+    assert '"kv_role":"kv_producer"' in " ".join(pre.argv)
+    assert '"kv_role":"kv_consumer"' in " ".join(dec.argv)
+    assert pre.env["VLLM_NIXL_SIDE_CHANNEL_PORT"] != dec.env["VLLM_NIXL_SIDE_CHANNEL_PORT"]
+    assert pre.env["VLLM_NIXL_SIDE_CHANNEL_HOST"] == "${SG_SELF_HOST}"
+    assert dec.argv[dec.argv.index("--tensor-parallel-size") + 1] == "2" and dec.gpus == 2
+    route = p.service("frontend-0").config["routes"][0]
+    assert [s["stage"] for s in route["stages"]] == ["prefill", "decode"]
+    assert route["stages"][0]["upstreams"][0]["url"] == f"http://${{SG_HOST_PREFILL_0}}:{pre.http_port}"
+    # The frontend starts only after every engine is healthy.
+    assert set(p.service("frontend-0").depends_on) == {"prefill-0", "decode-0"}
+
+
+def test_sglang_prefill_gets_bootstrap_port_and_decode_tp() -> None:
+    p = _graph_pd("sglang")
+    pre = p.service("prefill-0")
+    argv = pre.argv
+    assert argv[argv.index("--disaggregation-mode") + 1] == "prefill"
+    assert int(argv[argv.index("--disaggregation-bootstrap-port") + 1]) == pre.ports["bootstrap"]
+    assert argv[argv.index("--disaggregation-decode-tp") + 1] == "2"
+    stage = p.service("frontend-0").config["routes"][0]["stages"][0]
+    assert stage["upstreams"][0]["bootstrap_port"] == pre.ports["bootstrap"]
+
+
+def test_trtllm_context_server_yaml() -> None:
+    p = _graph_pd("trtllm")
+    pre, dec = p.service("prefill-0"), p.service("decode-0")
+    assert pre.config["cache_transceiver_config"]["backend"] == "NIXL"
+    assert pre.config["disable_overlap_scheduler"] is True
+    assert "disable_overlap_scheduler" not in dec.config
+    assert pre.argv[pre.argv.index("--extra_llm_api_options") + 1] == pre.config_file
+
+
+def test_cpu_engines_get_disjoint_cores() -> None:
+    with Graph("t") as g:
+        Frontend() >> Prefill(model="m") >> Decode(model="m")
+    p = plan(resolve(g), PlanOptions(device="cpu", cpu_cores=2, single_host=True))
+    binds = [p.service(n).env["VLLM_CPU_OMP_THREADS_BIND"] for n in ("prefill-0", "decode-0")]
+    assert binds == ["0", "1"]
+    assert '"kv_buffer_device":"cpu"' in " ".join(p.service("prefill-0").argv)
+    assert p.service("prefill-0").env["UCX_TLS"] == "tcp,sm,self"
+
+
+def test_e_p_d_wiring() -> None:
+    with Graph("t") as g:
+        Frontend() >> Processor() >> Encoder(model="m") >> Prefill(model="m") >> Decode(model="m")
+    p = plan(resolve(g), OPTIONS)
+    enc, pre = " ".join(p.service("encoder-0").argv), " ".join(p.service("prefill-0").argv)
+    assert "--mm-encoder-only" in enc and '"ec_role":"ec_producer"' in enc
+    assert '"ec_role":"ec_consumer"' in pre and '"kv_role":"kv_producer"' in pre
+    route = p.service("frontend-0").config["routes"][0]
+    assert [s["stage"] for s in route["stages"]] == ["encode", "prefill", "decode"]
+    assert route["processor"][0]["service"] == "processor-0"
+    kinds = {(e.src, e.dst): e.transport for e in p.edges}
+    assert kinds[("encoder", "prefill")] == "nixl" and kinds[("processor", "encoder")] == "http"
+
+
+def test_e_pd_consumer_is_aggregate_stage() -> None:
+    with Graph("t") as g:
+        Frontend() >> Processor() >> Encoder(model="m") >> PrefillDecode(model="m")
+    p = plan(resolve(g), OPTIONS)
+    route = p.service("frontend-0").config["routes"][0]
+    assert [s["stage"] for s in route["stages"]] == ["encode", "aggregate"]
+    assert '"ec_role":"ec_consumer"' in " ".join(p.service("prefill-decode-0").argv)
+
+
+def test_mock_override_keeps_protocol_and_drops_gpus() -> None:
+    with Graph("t") as g:
+        Frontend() >> Worker(engine="sglang", model="m", tp=4)
+    spec = apply_overrides(resolve(g), mock=True)
+    p = plan(spec, OPTIONS)
+    w = p.service("worker-0")
+    assert w.argv[:3] == ["python", "-m", "nodes.mock"]
+    assert w.argv[w.argv.index("--imitate") + 1] == "sglang"
+    assert w.gpus == 0 and w.protocol == "sglang"
+
+
+def test_plan_json_roundtrip() -> None:
+    p = _plan(ROOT / "pipelines" / "e_p_d.py")
+    again = Plan.model_validate(json.loads(p.model_dump_json()))
+    assert again == p

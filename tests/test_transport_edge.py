@@ -1,0 +1,234 @@
+"""The tensor edge between two real processes, over NIXL and both fallbacks.
+
+The receiver lives in the test process; senders (or receivers, for the
+dead-receiver case) are spawned children that are really SIGKILLed.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any, Iterator
+
+import numpy as np
+import pytest
+
+from nodes.transport import (  # noqa: I001
+    TensorReceiver,
+    TensorSender,
+    TransportError,
+    TransportTimeout,
+    recv_embeddings,
+    send_embeddings,
+)
+
+# (bytes, dtype): every dtype at 1 KiB and 4 MiB, one 64 MiB transfer
+CASES = [(size, dtype) for size in (1 << 10, 4 << 20) for dtype in ("float16", "float32", "int8")] + [(64 << 20, "int8")]
+DEADLINE_S = 3.0
+SLACK_S = 2.0  # scheduling noise on a loaded 2-core CI box
+CTX = mp.get_context("spawn")
+
+
+
+
+def pattern(nbytes: int, dtype: str, seed: int) -> np.ndarray:
+    """Deterministic test data of ``nbytes`` bytes that both processes can rebuild."""
+    return np.frombuffer(np.random.default_rng(seed).bytes(nbytes), dtype=dtype)
+
+
+def assert_same_bytes(got: np.ndarray, want: np.ndarray) -> None:
+    """Same dtype, shape and bit pattern (NaNs in random floats compare too)."""
+    assert (got.dtype, got.shape) == (want.dtype, want.shape)
+    assert np.array_equal(got.view(np.uint8), want.view(np.uint8))
+
+
+# -- children ---------------------------------------------------------------------
+
+
+def child_send_all(handle: dict, backend: str, out: Any) -> None:
+    """Send every size x dtype, a mixed multi-array transfer, and one embeddings hop."""
+    with TensorSender(handle, backend=backend) as tx:
+        out.put(("backend", tx.backend))
+        for seed, (size, dtype) in enumerate(CASES):
+            ticket = tx.send([pattern(size, dtype, seed)], timeout=30, checksum=True)
+            out.put(("single", size, dtype, seed, ticket.to_dict()))
+        mixed = [pattern(1000, "float32", 1), pattern(77, "int8", 2), pattern(4 << 20, "float16", 3)]
+        out.put(("mixed", tx.send(mixed, timeout=30, checksum=True).to_dict()))
+    # the frontend relays the handle as JSON: do exactly that
+    relayed = json.loads(json.dumps(handle))
+    out.put(("embeddings", json.loads(json.dumps(send_embeddings(relayed, pattern(1 << 20, "float32", 9))))))
+
+
+def child_reserve_then_hang(handle: dict, backend: str, out: Any) -> None:
+    """Reserve a slot and go silent: the receiver must not wait forever."""
+    tx = TensorSender(handle, backend=backend)
+    res = tx.reserve(1 << 20, deadline=time.monotonic() + 10)
+    out.put(res.xfer_id)
+    time.sleep(600)
+
+
+def child_send_forever(handle: dict, backend: str, out: Any) -> None:
+    """Stream 16 MiB transfers until killed."""
+    tx = TensorSender(handle, backend=backend)
+    data = pattern(16 << 20, "int8", 0)
+    tx.register(data)
+    out.put("sending")
+    while True:
+        tx.send([data], timeout=30)
+
+
+def child_receive_then_hang(backend: str, out: Any) -> None:
+    """A receiver that publishes its handle and is then killed by the test."""
+    rx = TensorReceiver(8 << 20, backend=backend)
+    out.put(rx.handle().to_dict())
+    time.sleep(600)
+
+
+@pytest.fixture
+def spawn() -> Iterator[Any]:
+    """Start children; SIGKILL any still alive at the end."""
+    procs: list[Any] = []
+
+    def start(target: Any, *args: Any) -> tuple[Any, Any]:
+        out = CTX.Queue()
+        proc = CTX.Process(target=target, args=(*args, out), daemon=True)
+        proc.start()
+        procs.append(proc)
+        return proc, out
+
+    yield start
+    for proc in procs:
+        if proc.is_alive():
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.join(5)
+
+
+@pytest.fixture(scope="module")
+def nixl_agent() -> Iterator[None]:
+    """Start NIXL once for this module and drop it (its progress thread spins) afterwards."""
+    from nodes.transport.nixl_backend import NixlUnavailable, close_process_agent, process_agent
+
+    try:
+        process_agent()
+    except NixlUnavailable as exc:
+        pytest.skip(f"NIXL not usable here ({exc}); install nixl-cu12==1.5.1 and nixl==1.5.1")
+    yield
+    close_process_agent()
+
+
+@pytest.fixture(params=["nixl", "shm", "tcp"])
+def backend(request: Any) -> str:
+    """Each edge test runs over NIXL and over both fallbacks (forced by name)."""
+    if request.param == "nixl":
+        request.getfixturevalue("nixl_agent")
+    return request.param
+
+
+@pytest.fixture
+def rx(backend: str) -> Iterator[TensorReceiver]:
+    with TensorReceiver(80 << 20, backend=backend, peer_grace_s=0.5) as receiver:
+        assert receiver.backend == backend
+        yield receiver
+
+
+# -- tests --------------------------------------------------------------------------
+
+
+def test_bytes_arrive_intact_for_every_size_and_dtype(rx: TensorReceiver, backend: str, spawn: Any) -> None:
+    proc, out = spawn(child_send_all, rx.handle().to_dict(), backend)
+    assert out.get(timeout=30) == ("backend", backend)
+    for _ in CASES:
+        _, size, dtype, seed, ticket = out.get(timeout=60)
+        # the notification names the transfer; its arrays are exactly what was sent
+        with rx.recv(ticket["xfer_id"], timeout=30) as got:
+            assert got.xfer_id == ticket["xfer_id"] and got.meta["id"] == ticket["xfer_id"]
+            (array,) = got.arrays
+            assert_same_bytes(array, pattern(size, dtype, seed))
+    _, ticket = out.get(timeout=60)
+    with rx.recv(ticket["xfer_id"], timeout=30) as got:
+        expected = [pattern(1000, "float32", 1), pattern(77, "int8", 2), pattern(4 << 20, "float16", 3)]
+        assert len(got.arrays) == len(expected)
+        for array, want in zip(got.arrays, expected):
+            assert_same_bytes(array, want)
+    _, ticket = out.get(timeout=60)
+    assert_same_bytes(recv_embeddings(rx, ticket, timeout=30), pattern(1 << 20, "float32", 9))
+    proc.join(30)
+    assert proc.exitcode == 0
+
+
+def test_silent_then_killed_sender_fails_the_receiver_within_its_deadline(rx: TensorReceiver, backend: str, spawn: Any) -> None:
+    proc, out = spawn(child_reserve_then_hang, rx.handle().to_dict(), backend)
+    xfer_id = out.get(timeout=30)
+    t0 = time.monotonic()
+    with pytest.raises(TransportTimeout, match="is the sender alive"):
+        rx.recv(xfer_id, timeout=1.0)  # alive but silent
+    assert time.monotonic() - t0 < 1.0 + SLACK_S
+    os.kill(proc.pid, signal.SIGKILL)  # dies before ever notifying
+    t0 = time.monotonic()
+    with pytest.raises(TransportError):
+        rx.recv(xfer_id, timeout=DEADLINE_S)
+    assert time.monotonic() - t0 < DEADLINE_S + SLACK_S
+
+
+def test_sender_killed_mid_stream_fails_the_receiver_within_its_deadline(rx: TensorReceiver, backend: str, spawn: Any) -> None:
+    proc, out = spawn(child_send_forever, rx.handle().to_dict(), backend)
+    assert out.get(timeout=30) == "sending"
+    deadline = time.monotonic() + 20
+    while rx.pending() == 0:  # a slot is reserved: a transfer is in flight
+        assert time.monotonic() < deadline, "sender never started a transfer"
+        time.sleep(0.001)
+    os.kill(proc.pid, signal.SIGKILL)
+    t0 = time.monotonic()
+    completed = 0
+    with pytest.raises(TransportError) as info:
+        while True:  # transfers finished before the kill still arrive; then the failure
+            rx.recv(timeout=DEADLINE_S).release()
+            completed += 1
+    assert time.monotonic() - t0 < DEADLINE_S + SLACK_S
+    assert completed <= 2, f"{completed} transfers after the kill: {info.value}"
+    assert rx.pending() == 0  # the dead sender's slot was given back
+
+
+def test_dead_receiver_fails_the_sender_within_its_deadline(backend: str, spawn: Any) -> None:
+    proc, out = spawn(child_receive_then_hang, backend)
+    handle = out.get(timeout=30)
+    tx = TensorSender(handle, backend=backend)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join(5)
+    t0 = time.monotonic()
+    with pytest.raises(TransportError):
+        tx.send([np.zeros(1 << 20, np.uint8)], timeout=DEADLINE_S)
+    assert time.monotonic() - t0 < DEADLINE_S + SLACK_S
+    tx.close()
+
+
+def test_oversized_transfer_is_refused_with_the_fix(rx: TensorReceiver, backend: str) -> None:
+    with TensorSender(rx.handle(), backend=backend) as tx:
+        with pytest.raises(TransportError, match="capacity_bytes"):
+            tx.send([np.zeros(rx.capacity + 1, np.uint8)], timeout=DEADLINE_S)
+
+
+def test_without_nixl_auto_falls_back_and_says_so_once() -> None:
+    code = """
+import logging, sys
+sys.modules["nixl"] = None  # as if not installed: import raises ImportError
+logging.basicConfig(level=logging.WARNING, format="%(message)s")
+import numpy as np
+from nodes.transport import TensorReceiver, TensorSender
+with TensorReceiver(1 << 20) as a, TensorReceiver(1 << 20) as b:
+    with TensorSender(a.handle()) as tx:
+        tx.send([np.arange(10)])
+    print("backends", a.backend, b.backend, tx.backend)
+"""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if k != "SERVEGRAPH_TRANSPORT"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "backends shm shm shm" in done.stdout
+    lines = [line for line in done.stderr.splitlines() if line.startswith("NIXL not available (")]
+    assert len(lines) == 1 and lines[0].endswith("; using shared memory + TCP"), done.stderr
