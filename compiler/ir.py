@@ -180,6 +180,7 @@ class FrontendConfig(_Model):
     host: str = "0.0.0.0"
     port: int = 8000
     request_timeout_s: float = 600.0
+    stage_timeout_s: float = 120.0
     routes: list[RouteConfig]
 
 

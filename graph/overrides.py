@@ -52,16 +52,39 @@ def _apply_set(nodes: list[NodeSpec], item: str) -> list[NodeSpec]:
     names = [n.name for n in nodes]
     if name not in names:
         raise GraphError("bad-override", f"--set '{item}': no node '{name}'", f"nodes: {', '.join(names)}", node=name)
-    if field not in NodeSpec.model_fields or field in ("name", "role", "where"):
-        raise GraphError("bad-override", f"--set '{item}': node field '{field}' cannot be set", "see `graph inspect` for fields", node=name, field=field)
+    node = nodes[names.index(name)]
+    in_options = field in node.options
+    if not in_options and (field not in NodeSpec.model_fields or field in ("name", "role", "where", "options")):
+        settable = sorted(set(NodeSpec.model_fields) - {"name", "role", "where", "options"} | set(node.options))
+        raise GraphError("bad-override", f"--set '{item}': node '{name}' has no settable field '{field}'",
+                         f"settable: {', '.join(settable)}", node=name, field=field)
     value = yaml.safe_load(raw) if raw else None
-    out = []
-    for n in nodes:
-        if n.name == name:
-            try:
-                n = NodeSpec.model_validate({**n.model_dump(), field: value})
-            except ValidationError as exc:
-                msg = exc.errors()[0].get("msg", "invalid")
-                raise GraphError("bad-override", f"--set '{item}': {msg}", "", node=name, field=field) from None
-        out.append(n)
-    return out
+    data = node.model_dump()
+    if in_options:
+        data["options"] = {**data["options"], field: value}
+    else:
+        data[field] = value
+    try:
+        updated = NodeSpec.model_validate(data)
+    except ValidationError as exc:
+        msg = exc.errors()[0].get("msg", "invalid")
+        raise GraphError("bad-override", f"--set '{item}': {msg}", "", node=name, field=field) from None
+    if in_options:
+        _check_option(node, field, value, item)
+    return [updated if n is node else n for n in nodes]
+
+
+def _check_option(node: NodeSpec, field: str, value: object, item: str) -> None:
+    """Role-specific settings are checked against the role's own field types."""
+    from typing import Annotated
+
+    from pydantic import TypeAdapter
+
+    from .nodes import ROLES
+
+    info = ROLES[node.role].model_fields[field]
+    try:
+        TypeAdapter(Annotated[info.annotation, *info.metadata]).validate_python(value)
+    except ValidationError as exc:
+        msg = exc.errors()[0].get("msg", "invalid")
+        raise GraphError("bad-override", f"--set '{item}': {msg}", "", node=node.name, field=field) from None

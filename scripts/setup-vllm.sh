@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the real vLLM CPU build + NIXL into a virtualenv, idempotently.
 #
-# Usage: scripts/setup-vllm.sh [VENV]     (default: /work/main/.venv)
+# Usage: scripts/setup-vllm.sh [VENV]     (default: the repo's .venv, e.g. /work/main/.venv)
 #
 # What it does (see /work/shared/ENGINES.md, section "vLLM", and notes/vllm.md):
 #   1. creates VENV with `python3 -m venv` if it does not exist;
@@ -20,7 +20,8 @@
 # version, so a second run takes seconds.
 set -euo pipefail
 
-VENV="${1:-/work/main/.venv}"
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${1:-$REPO/.venv}"
 TORCH_VERSION="2.13.0"
 VLLM_VERSION="0.32.0"
 NIXL_VERSION="1.5.1"

@@ -1,8 +1,9 @@
 """The k8s target on every example: goldens, upstream schemas, kustomize, and checks a schema can't make.
 
 Schemas: core kinds through kubernetes-validate (strict: unknown fields are
-errors), LeaderWorkerSet through its CRD's openAPIV3Schema shipped in
-tests/k8s_schemas/ (made strict the same way).
+errors); LeaderWorkerSet, ServiceMonitor and DynamoGraphDeployment through
+their CRDs' openAPIV3Schema shipped in tests/k8s_schemas/ (made strict the same
+way; pod templates inside them also through kubernetes-validate).
 """
 
 from __future__ import annotations
@@ -65,10 +66,28 @@ def validate_core(doc: dict[str, Any]) -> None:
         raise AssertionError(f"{doc['kind']} {doc['metadata']['name']}: {exc.message} at {list(exc.path)}") from None
 
 
+#: Custom resources -> the schema shipped for them in tests/k8s_schemas/.
+CRD_SCHEMAS = {
+    ("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet"): "leaderworkerset.x-k8s.io_v1.json",
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): "monitoring.coreos.com_v1_servicemonitor.json",
+    ("nvidia.com/v1beta1", "DynamoGraphDeployment"): "nvidia.com_v1beta1_dynamographdeployment.json",
+}
+
+
 @functools.cache
-def _lws_validator() -> jsonschema.Draft7Validator:
-    shipped = json.loads((SCHEMAS / "leaderworkerset.x-k8s.io_v1.json").read_text())
+def crd_validator(api_version: str, kind: str) -> jsonschema.Draft7Validator:
+    """A strict validator for a custom resource, from the CRD schema shipped in tests/k8s_schemas/."""
+    shipped = json.loads((SCHEMAS / CRD_SCHEMAS[(api_version, kind)]).read_text())
+    assert shipped["kind"] == kind and api_version.endswith("/" + shipped["version"])
     return jsonschema.Draft7Validator(_strict(shipped["openAPIV3Schema"]))
+
+
+def validate_crd(doc: dict[str, Any]) -> None:
+    """A custom resource against its shipped CRD schema (unknown fields are errors)."""
+    errors = sorted(crd_validator(doc["apiVersion"], doc["kind"]).iter_errors(doc), key=lambda e: list(e.path))
+    assert not errors, f"{doc['kind']} {doc['metadata']['name']}: " + "; ".join(
+        f"{list(e.path)}: {e.message}" for e in errors[:5]
+    )
 
 
 def _strict(schema: Any) -> Any:
@@ -89,10 +108,7 @@ def _strict(schema: Any) -> Any:
 
 def validate_lws(doc: dict[str, Any]) -> None:
     """A LeaderWorkerSet against the shipped CRD schema (its pod templates: also kubernetes-validate)."""
-    errors = sorted(_lws_validator().iter_errors(doc), key=lambda e: list(e.path))
-    assert not errors, f"LeaderWorkerSet {doc['metadata']['name']}: " + "; ".join(
-        f"{list(e.path)}: {e.message}" for e in errors[:5]
-    )
+    validate_crd(doc)
     for key in ("leaderTemplate", "workerTemplate"):
         validate_pod_template(doc["spec"]["leaderWorkerTemplate"][key], doc["metadata"]["name"])
 
@@ -107,17 +123,10 @@ def validate_all(files: dict[str, str]) -> None:
     for doc in docs_of(files):
         if doc["kind"] == "LeaderWorkerSet":
             validate_lws(doc)
-        elif doc["apiVersion"].startswith("monitoring.coreos.com/"):
-            _check_service_monitor(doc)
+        elif (doc["apiVersion"], doc["kind"]) in CRD_SCHEMAS:
+            validate_crd(doc)
         else:
             validate_core(doc)
-
-
-def _check_service_monitor(doc: dict[str, Any]) -> None:
-    # No prometheus-operator schema is shipped; check the fields it needs by hand.
-    assert doc["kind"] == "ServiceMonitor" and doc["apiVersion"] == "monitoring.coreos.com/v1"
-    assert set(doc["spec"]) == {"selector", "endpoints"}
-    assert all(set(e) <= {"port", "path", "interval"} for e in doc["spec"]["endpoints"])
 
 
 def workloads(docs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
@@ -310,7 +319,8 @@ def test_probes_hit_paths_our_processes_serve(rendered) -> None:
         for d in docs_of(files):
             for _, templates in workloads([d]):
                 for c in templates[0]["spec"]["containers"]:
-                    svc = the_plan.service(d["metadata"]["labels"]["app.kubernetes.io/instance"][len(the_plan.graph) + 1:])
+                    instance = d["metadata"]["labels"]["app.kubernetes.io/instance"]
+                    svc = the_plan.service(instance[len(the_plan.graph) + 1:])
                     assert c["readinessProbe"]["httpGet"]["path"] == svc.health.path
     if not checked:
         pytest.skip("nodes.frontend / nodes.processor apps not importable; probe paths not cross-checked")

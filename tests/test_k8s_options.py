@@ -21,6 +21,7 @@ from tests.test_k8s_manifests import (
     semantic_problems,
     validate_all,
     validate_core,
+    validate_crd,
     validate_lws,
 )
 
@@ -52,7 +53,7 @@ def test_cluster_options_reach_every_object() -> None:
     assert semantic_problems(the_plan, files) == []
     docs = docs_of(files)
     assert {d["metadata"].get("namespace") for d in docs} == {"llm"}
-    assert "servicemonitor.yaml" in files and "servicemonitor.yaml" in yaml.safe_load(files["kustomization.yaml"])["resources"]
+    assert "servicemonitor.yaml" in yaml.safe_load(files["kustomization.yaml"])["resources"]
     c = _container(files, "decode-1")
     assert c["image"] == "reg/vllm:1" and c["imagePullPolicy"] == "Always"
     token = next(e for e in c["env"] if e["name"] == "HF_TOKEN")
@@ -161,6 +162,15 @@ def test_strict_schema_rejects_unknown_field() -> None:
     dep["spec"]["template"]["spec"]["containers"][0]["gpus"] = 1
     with pytest.raises(AssertionError, match="gpus"):
         validate_core(dep)
+
+
+def test_service_monitor_schema_rejects_unknown_field() -> None:
+    files = k8s.render(compile_plan(PD), k8s.Options(service_monitor=True))
+    sm = copy.deepcopy(next(d for d in docs_of(files) if d["kind"] == "ServiceMonitor"))
+    validate_crd(sm)
+    sm["spec"]["endpoints"][0]["scrapePath"] = "/metrics"
+    with pytest.raises(AssertionError, match="scrapePath"):
+        validate_crd(sm)
 
 
 def test_lws_schema_rejects_unknown_field() -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from rich.console import Console
+from rich.markup import escape
 
 from graph import GraphError, GraphSpec, PipelineLoadError, ValidateOptions, load_graph, resolve, validate_spec
 from graph.overrides import apply_overrides
@@ -28,7 +29,7 @@ class Overrides:
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print an error for a person and exit."""
-    err_console.print(f"[bold red]error:[/] {message}")
+    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise SystemExit(code)
 
 
@@ -60,10 +61,10 @@ def print_errors(path: str, errors: list[GraphError]) -> None:
     n = len(errors)
     err_console.print(f"[bold red]{path}: {n} problem{'s' if n != 1 else ''}[/]")
     for e in errors:
-        where = f"[cyan]{e.where}[/] " if e.where else ""
-        err_console.print(f"{where}[bold]\\[{e.code}][/] {e.message}", soft_wrap=True)
+        where = f"[cyan]{escape(str(e.where))}[/] " if e.where else ""
+        err_console.print(f"{where}[bold]\\[{e.code}][/] {escape(e.message)}", soft_wrap=True)
         if e.hint:
-            err_console.print(f"    [green]fix:[/] {e.hint}", soft_wrap=True)
+            err_console.print(f"    [green]fix:[/] {escape(e.hint)}", soft_wrap=True)
 
 
 def print_json(data: Any) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 from compiler.ir import Service
 
 from .k8s_meta import k8s_expand, placeholders
-from .k8s_pods import PodContext, pod_template
+from .k8s_pods import PodContext, hf_token_env, pod_template
 from .k8s_yaml import dump
 
 _TYPES = {"frontend": "frontend", "worker": "worker", "prefill": "prefill", "decode": "decode"}
@@ -104,8 +104,8 @@ def _main_container(ctx: PodContext, replicas: list[Service]) -> dict[str, Any]:
     # ports differ per replica; Dynamo's worker picks its own) and nothing pod-specific.
     shared = {k: v for k, v in s.env.items() if all(r.env.get(k) == v for r in replicas) and not placeholders(v)}
     env = [{"name": k, "value": k8s_expand(v)} for k, v in sorted(shared.items())]
-    if s.engine and o.hf_token_secret:
-        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": o.hf_token_secret, "key": o.hf_token_key}}})
+    if s.engine:
+        env += hf_token_env(o)
     if env:
         c["env"] = env
     if s.gpus:

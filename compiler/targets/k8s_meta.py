@@ -105,6 +105,8 @@ def referenced_hosts(plan: Plan, service: Service, text: str, by_var: dict[str, 
         if var in (SELF_HOST_VAR, LEADER_HOST_VAR, NODE_RANK_VAR):
             continue
         if var not in by_var:
-            raise ValueError(f"service '{service.name}' refers to ${{{var}}}, which names no service of graph '{plan.graph}'")
+            raise ValueError(
+                f"service '{service.name}' refers to ${{{var}}}, which names no service of graph '{plan.graph}'"
+            )
         out.append(by_var[var])
     return out

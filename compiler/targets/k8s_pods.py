@@ -85,7 +85,8 @@ def _container(ctx: PodContext, s: Service, node: NodeSettings, serves_http: boo
         "args": [k8s_expand(a) for a in argv[1:]],
         "env": _env(ctx, s),
         "ports": [
-            {"name": port_name(name), "containerPort": port, "protocol": "TCP"} for name, port in sorted(s.ports.items())
+            {"name": port_name(name), "containerPort": port, "protocol": "TCP"}
+            for name, port in sorted(s.ports.items())
         ],
     }
     if not c["args"]:
@@ -119,13 +120,18 @@ def _env(ctx: PodContext, s: Service) -> list[dict[str, Any]]:
     text = json.dumps([s.argv, s.env, s.config])
     for other in referenced_hosts(ctx.plan, s, text, ctx.host_vars):
         env.append({"name": host_var(other.name), "value": ctx.names.of(other)})
-    if s.engine is not None and ctx.options.hf_token_secret:
-        env.append({
-            "name": "HF_TOKEN",
-            "valueFrom": {"secretKeyRef": {"name": ctx.options.hf_token_secret, "key": ctx.options.hf_token_key}},
-        })
+    if s.engine is not None:
+        env += hf_token_env(ctx.options)
     env += [{"name": k, "value": k8s_expand(v)} for k, v in sorted(s.env.items())]
     return env
+
+
+def hf_token_env(options: Options) -> list[dict[str, Any]]:
+    """HF_TOKEN by reference to the user's Secret (never a value in the manifests), if one is named."""
+    if not options.hf_token_secret:
+        return []
+    ref = {"name": options.hf_token_secret, "key": options.hf_token_key}
+    return [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": ref}}]
 
 
 def _probes(s: Service) -> dict[str, Any]:
@@ -180,7 +186,8 @@ def _volumes(ctx: PodContext, s: Service) -> list[dict[str, Any]]:
         if o.model_cache_pvc:
             vols.append({"name": "model-cache", "persistentVolumeClaim": {"claimName": o.model_cache_pvc}})
         elif o.model_cache_host_path:
-            vols.append({"name": "model-cache", "hostPath": {"path": o.model_cache_host_path, "type": "DirectoryOrCreate"}})
+            host_path = {"path": o.model_cache_host_path, "type": "DirectoryOrCreate"}
+            vols.append({"name": "model-cache", "hostPath": host_path})
         if o.shared_cache_pvc:
             vols.append({"name": "shared-cache", "persistentVolumeClaim": {"claimName": o.shared_cache_pvc}})
     return vols

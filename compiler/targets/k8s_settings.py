@@ -127,6 +127,10 @@ class NodeSettings(BaseModel):
     priority_class: str | None = None
 
 
+#: Command-line maps (node or role -> value) and the platform["k8s"] key each one sets.
+_PER_NODE_OPTIONS = (("node_selectors", "node_selector"), ("tolerations", "tolerations"), ("resources", "resources"))
+
+
 def node_settings(plan: Plan, options: Options) -> dict[str, NodeSettings]:
     """Each graph node's settings, pipeline's ``platform["k8s"]`` overlaid by the command line.
 
@@ -138,7 +142,7 @@ def node_settings(plan: Plan, options: Options) -> dict[str, NodeSettings]:
     for s in plan.services:
         nodes.setdefault(s.node, s)
     roles = {s.role for s in nodes.values()}
-    for opt in ("node_selectors", "tolerations", "resources"):
+    for opt, _ in _PER_NODE_OPTIONS:
         unknown = sorted(set(getattr(options, opt)) - set(nodes) - roles)
         if unknown:
             raise ValueError(
@@ -148,7 +152,7 @@ def node_settings(plan: Plan, options: Options) -> dict[str, NodeSettings]:
     out = {}
     for node, s in nodes.items():
         raw = dict(s.platform.get("k8s", {}))
-        for opt, key in (("node_selectors", "node_selector"), ("tolerations", "tolerations"), ("resources", "resources")):
+        for opt, key in _PER_NODE_OPTIONS:
             given = getattr(options, opt)
             value = given.get(node, given.get(s.role))
             if value is not None:
@@ -158,13 +162,16 @@ def node_settings(plan: Plan, options: Options) -> dict[str, NodeSettings]:
         except ValidationError as exc:
             raise ValueError(_settings_error(node, exc)) from None
         if settings.image_pull_policy is not None and settings.image_pull_policy not in _PULL_POLICIES:
-            raise ValueError(f"node '{node}': platform['k8s']['image_pull_policy'] must be one of {', '.join(_PULL_POLICIES)}")
+            raise ValueError(
+                f"node '{node}': platform['k8s']['image_pull_policy'] must be one of {', '.join(_PULL_POLICIES)}"
+            )
         for kind in settings.resources:
             if kind not in ("requests", "limits"):
                 raise ValueError(f"node '{node}': resources has '{kind}'; only 'requests' and 'limits' are allowed")
             if "nvidia.com/gpu" in settings.resources[kind]:
                 raise ValueError(
-                    f"node '{node}': resources sets nvidia.com/gpu; GPUs come from the graph, set gpus= on the node instead"
+                    f"node '{node}': resources sets nvidia.com/gpu; GPUs come from the graph, "
+                    f"set gpus= on the node instead"
                 )
         out[node] = settings
     return out

@@ -34,7 +34,7 @@ log = logging.getLogger("servegraph.frontend")
 def create_app(config: FrontendConfig) -> FastAPI:
     """The frontend app for one graph."""
     pool = UpstreamPool()
-    routes = {r.model: Route(r, pool, config.request_timeout_s) for r in config.routes}
+    routes = {r.model: Route(r, pool, config.request_timeout_s, config.stage_timeout_s) for r in config.routes}
     created = int(time.time())
 
     @asynccontextmanager

@@ -18,20 +18,21 @@ from .upstream import UpstreamError, UpstreamPool
 class Route:
     """A served model's path through the graph, with its routing state."""
 
-    def __init__(self, config: RouteConfig, pool: UpstreamPool, timeout_s: float) -> None:
+    def __init__(self, config: RouteConfig, pool: UpstreamPool, timeout_s: float, stage_timeout_s: float) -> None:
         self.config = config
         self.pool = pool
         self.timeout_s = timeout_s
+        self.stage_timeout_s = min(stage_timeout_s, timeout_s)
         self.stages = {s.stage: StageRuntime(s) for s in config.stages}
         self.processor = RoundRobin(config.processor) if config.processor else None
         #: A stream silent for longer than this has stalled.
-        self.idle_timeout_s = min(timeout_s, 60.0)
+        self.idle_timeout_s = self.stage_timeout_s
         self._protocols: dict[str, Protocol] = {}
 
     def protocol(self, stage: StageRuntime) -> Protocol:
         name = stage.config.protocol
         if name not in self._protocols:
-            self._protocols[name] = PROTOCOLS[name](self.pool, self.timeout_s)
+            self._protocols[name] = PROTOCOLS[name](self.pool, self.timeout_s, self.stage_timeout_s)
         return self._protocols[name]
 
     async def execute(self, req: ClientRequest) -> Outcome:
@@ -69,7 +70,7 @@ class Route:
             target = self.processor.pick(frozenset(tried))
             tried.add(target.service)
             try:
-                reply = await self.pool.post(target.service, target.url + "/v1/process", body, self.timeout_s)
+                reply = await self.pool.post(target.service, target.url + "/v1/process", body, self.stage_timeout_s)
             except UpstreamError as exc:
                 self.processor.failed(target)
                 last = exc

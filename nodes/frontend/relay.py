@@ -36,6 +36,7 @@ async def relay(req: ClientRequest, outcome: Outcome, resume: Resume, model: str
     """Yield complete SSE events from ``outcome``'s stream; migrate on failure."""
     sent: list[bytes] = []
     migrations = 0
+    carried = 0  # content events streamed before the current stream took over
     first = True
     last = start
     current = outcome
@@ -56,8 +57,8 @@ async def relay(req: ClientRequest, outcome: Outcome, resume: Resume, model: str
                 else:
                     metrics.ITL.labels(model).observe(now - last)
                 last = now
-                if migrations:
-                    events = _fix_usage(events, sent)
+                if carried:
+                    events = _fix_usage(events, carried)
                 sent.append(events)
                 yield events
                 if events.endswith(DONE):
@@ -75,6 +76,7 @@ async def relay(req: ClientRequest, outcome: Outcome, resume: Resume, model: str
             migrations += 1
             metrics.MIGRATIONS.labels(model, failed).inc()
             log.warning("stream from %s failed (%s); migrating (%d/%d)", failed, exc, migrations, MIGRATION_LIMIT)
+            carried = generated_so_far(req.kind, sent)[1]
             try:
                 current = await resume(continuation(req, sent))
             except (UpstreamError, RequestError) as again:
@@ -129,11 +131,10 @@ def continuation(req: ClientRequest, sent: list[bytes]) -> ClientRequest:
     return ClientRequest(req.kind, req.path, body)
 
 
-def _fix_usage(events: bytes, sent: list[bytes]) -> bytes:
-    """After a migration, usage counts the tokens sent before it as completion, not prompt."""
+def _fix_usage(events: bytes, before: int) -> bytes:
+    """After a migration, the ``before`` tokens streamed earlier count as completion, not prompt."""
     if b'"usage":{' not in events and b'"usage": {' not in events:
         return events
-    _, before = generated_so_far("chat", sent) if b'"delta"' in events else generated_so_far("completions", sent)
     out = []
     for block in events.split(b"\n\n"):
         if block.startswith(b"data: {") and b"usage" in block:

@@ -55,9 +55,9 @@ class MockApp:
         }
         self._post: dict[str, Callable[[Any], Any]] = {
             "/tokenize": self._tokenize, "/detokenize": self._detokenize,
-            "/mock/kv/pull": engine.registry.take_kv, "/mock/ec/pull": engine.registry.take_ec,
-            "/mock/faults": self._set_faults,
+            "/mock/kv/pull": engine.registry.take_kv, "/mock/faults": self._set_faults,
         }
+        self._post_async = {"/mock/ec/pull": engine.serve_ec_pull}
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -94,6 +94,12 @@ class MockApp:
                 if handler is not None:
                     await _send_json(send, 200, handler(body))
                     return
+                async_handler = self._post_async.get(path)
+                if async_handler is not None:
+                    if not isinstance(body, dict):
+                        raise RequestError(400, "the request body must be a JSON object")
+                    await _send_json(send, 200, await async_handler(body))
+                    return
             elif method == "GET":
                 handler0 = self._get.get(path)
                 if handler0 is not None:
@@ -110,7 +116,7 @@ class MockApp:
                 self.recorded.clear()
                 await _send_json(send, 200, {"cleared": True})
                 return
-            known = path in self._get or path in self._post or path in self._generate
+            known = path in self._get or path in self._post or path in self._generate or path in self._post_async
             raise RequestError(405 if known else 404,
                                f"{method} {path} is not supported" if known else f"no route {path}")
         except RequestError as exc:

@@ -29,6 +29,7 @@ from ..common.kvhash import block_hashes
 from ..common.openai_errors import RequestError
 from .blocks import Allocation, BlockPool
 from .config import MockConfig
+from .embeddings import HIDDEN, EmbeddingEdge, embedding_for
 from .faults import Faults
 from .media import MediaItem
 from .metrics import MockMetrics
@@ -38,6 +39,8 @@ from .transfers import PeerClient, TransferRegistry, peer_error_message
 log = logging.getLogger("nodes.mock")
 
 _PREFILL_ROLES = ("prefill", "encode_prefill", "prefill_decode", "worker")
+#: SGLang's default --disaggregation-bootstrap-port.
+SGLANG_BOOTSTRAP_PORT = 8998
 #: Delays shorter than this are summed and slept together (asyncio timers cost ~20 us).
 _MIN_SLEEP = 0.0005
 
@@ -86,8 +89,10 @@ class Engine:
         self.faults = Faults(cfg.fail_rate, cfg.stall_after_tokens, cfg.exit_after_requests, cfg.health_fail)
         self.registry = TransferRegistry(self.engine_id, cfg.transfer_ttl_s, self._release)
         self.peers = PeerClient()
+        self.edge = EmbeddingEdge(cfg.host, cfg.public_host)
         self._slots: asyncio.Semaphore | None = None
         self._kv_freed: asyncio.Condition | None = None
+        self._kv_waiters = 0
         self._ids = itertools.count(1)
         self._seed_bytes = cfg.seed.to_bytes(8, "little", signed=True)
         self._out = tokenizer.output_ids
@@ -106,6 +111,7 @@ class Engine:
         """Stop background work and close peer connections."""
         self._expiry.cancel()
         await self.peers.close()
+        self.edge.close()
 
     async def _expire_loop(self) -> None:
         while True:
@@ -178,7 +184,8 @@ class Engine:
                                f"However, you requested {n + req.max_tokens} tokens ({n} in the messages, "
                                f"{req.max_tokens} in the completion).", "max_tokens")
         seed = self._seed(req.prompt_ids)
-        n_out = 1 if mode in ("encode",) or (mode == "prefill" and self.cfg.imitate != "vllm") else req.max_tokens
+        # SGLang and TRT-LLM prefill servers stop after the first token; vLLM's honours max_tokens (1 from a proxy).
+        n_out = 1 if mode == "encode" or (mode == "prefill" and self.cfg.imitate != "vllm") else req.max_tokens
         prep = Prepared(req, mode, seed, n_out, time.perf_counter(), exit_midway=exit_midway)
         assert self._slots is not None
         if self._slots.locked():
@@ -239,18 +246,20 @@ class Engine:
             return alloc
         assert self._kv_freed is not None
         self.metrics.waiting += 1
+        self._kv_waiters += 1
         try:
             async with self._kv_freed:
                 while (alloc := self.pool.allocate(hashes, extra)) is None:
                     await self._kv_freed.wait()
         finally:
             self.metrics.waiting -= 1
+            self._kv_waiters -= 1
         return alloc
 
     def _release(self, alloc: Allocation) -> None:
         self.pool.release(alloc)
         self.metrics.kv_usage = self.pool.usage
-        if self._kv_freed is not None and self._kv_freed._waiters:  # type: ignore[attr-defined]
+        if self._kv_waiters:
             asyncio.get_running_loop().create_task(self._notify_freed())
 
     async def _notify_freed(self) -> None:
@@ -382,12 +391,22 @@ class Engine:
         ec_id = self.next_id()
         hashes = [m.digest for m in media]
         self.registry.offer_ec(ec_id, hashes, [cfg.mm_tokens] * len(media))
-        # TODO(transport): move the embedding bytes over nodes.transport instead of a digest.
         prep.extra["ec_transfer_params"] = {
             "engine_id": self.engine_id, "request_id": ec_id, "host": cfg.public_host,
             "port": cfg.side_channel_port, "mm_hashes": hashes, "num_tokens": [cfg.mm_tokens] * len(media),
-            "shape": [cfg.mm_tokens * len(media), 64], "dtype": "float16",
+            "shape": [cfg.mm_tokens * len(media), HIDDEN], "dtype": "float16",
+            "transport": "nodes.transport" if self.edge.available else None,
         }
+
+    async def serve_ec_pull(self, payload: Any) -> dict[str, Any]:
+        """POST /mock/ec/pull on an encoder: check the handle, then send the bytes if a receiver is given."""
+        answer = self.registry.take_ec(payload)
+        receiver = payload.get("receiver")
+        if receiver is not None and self.edge.available:
+            array = embedding_for(answer["mm_hashes"], self.cfg.mm_tokens)
+            answer["ticket"] = await self.edge.send(receiver, array, self.cfg.transfer_timeout_s)
+            answer["nbytes"] = int(array.nbytes)
+        return answer
 
     # --- handshakes: receiver side --------------------------------------------------------
 
@@ -400,9 +419,11 @@ class Engine:
             raise RequestError(400, "ec_transfer_params must be the object an encoder returned",
                                "ec_transfer_params")
         url = f"http://{params.get('host')}:{params.get('port')}/mock/ec/pull"
-        status, body = await self.peers.call(
-            "POST", url, "embeddings pull from the encoder", self.cfg.transfer_timeout_s,
-            {"engine_id": params.get("engine_id"), "request_id": params.get("request_id")})
+        pull: dict[str, Any] = {"engine_id": params.get("engine_id"), "request_id": params.get("request_id")}
+        if params.get("transport") and self.edge.available:
+            pull["receiver"] = await self.edge.receiver_handle()
+        status, body = await self.peers.call("POST", url, "embeddings pull from the encoder",
+                                             self.cfg.transfer_timeout_s, pull)
         if status != 200:
             raise RequestError(400, f"ec_transfer_params rejected by the encoder at {url}: "
                                f"{peer_error_message(body)}", "ec_transfer_params")
@@ -411,6 +432,13 @@ class Engine:
             raise RequestError(400, "ec_transfer_params were produced for other media than this request's "
                                f"({len(body.get('mm_hashes') or [])} encoded vs {len(mine)} here, hashes differ)",
                                "ec_transfer_params")
+        if "ticket" in body:
+            got = await self.edge.receive(body["ticket"], self.cfg.transfer_timeout_s)
+            want = embedding_for(mine, self.cfg.mm_tokens)
+            if got.shape != want.shape or got.tobytes() != want.tobytes():
+                raise RequestError(400, "the embedding bytes from the encoder differ from what these media encode to",
+                                   "ec_transfer_params")
+            self.metrics.ec_bytes_received += int(got.nbytes)
         self.metrics.ec_received += 1
         return 0.0
 
@@ -460,7 +488,9 @@ class Engine:
 
     async def _wait_room(self, body: dict[str, Any]) -> dict[str, Any]:
         room = _room_of(body)
-        host, port = body.get("bootstrap_host"), body.get("bootstrap_port")
+        host = body.get("bootstrap_host")
+        # sglang-router sends null when it was given no bootstrap port: SGLang's default applies.
+        port = body.get("bootstrap_port") if body.get("bootstrap_port") is not None else SGLANG_BOOTSTRAP_PORT
         if not isinstance(host, str) or not isinstance(port, int) or isinstance(port, bool):
             raise RequestError(400, "bootstrap_host (string) and bootstrap_port (int) must name the prefill's "
                                "bootstrap server", "bootstrap_port")

@@ -7,7 +7,8 @@ Sender side (a prefill or encoder) keeps what it produced until a peer takes it:
   them with POST /mock/kv/pull, or until ``--transfer-ttl-s`` passes.
 * SGLang bootstrap rooms: the decode long-polls GET /mock/sglang/room/<room>
   on the prefill's bootstrap port until the prefill fills the room.
-* Embedding handles of an encoder, pulled with POST /mock/ec/pull.
+* Embedding handles of an encoder, pulled with POST /mock/ec/pull (readable
+  until they expire, so a retried prefill can read them again).
 
 Receiver side (``PeerClient``) calls those endpoints with one pooled aiohttp
 session and turns every failure into an OpenAI-shaped error that says which
@@ -152,10 +153,13 @@ class TransferRegistry:
         if payload.get("engine_id") != self.engine_id:
             raise RequestError(404, f"encoder id {payload.get('engine_id')!r} is not this encoder's "
                                f"({self.engine_id})", "ec_transfer_params.engine_id")
-        entry = self._ec.pop(str(payload.get("request_id")), None)
+        # Not single-use: like vLLM's encoder cache files, a handle stays readable until it expires,
+        # so a retried or re-routed prefill can read it again.
+        entry = self._ec.get(str(payload.get("request_id")))
         if entry is None:
-            raise RequestError(404, f"no embeddings waiting for {payload.get('request_id')!r}: already used or "
-                               "expired", "ec_transfer_params.request_id")
+            raise RequestError(404, f"no embeddings under {payload.get('request_id')!r}: expired "
+                               f"(--transfer-ttl-s {self.ttl_s:g}) or never encoded here",
+                               "ec_transfer_params.request_id")
         return {"mm_hashes": entry.mm_hashes, "num_tokens": entry.num_tokens}
 
     # --- housekeeping ----------------------------------------------------------------------

@@ -49,9 +49,12 @@ class Protocol:
     #: A decode replica of this engine can serve a whole request without a prefill.
     decode_can_prefill = False
 
-    def __init__(self, pool: UpstreamPool, timeout_s: float) -> None:
+    def __init__(self, pool: UpstreamPool, timeout_s: float, stage_timeout_s: float) -> None:
         self.pool = pool
+        #: Deadline for a whole answer from the final stage.
         self.timeout_s = timeout_s
+        #: Deadline for an intermediate stage's answer (encoder, prefill) and for a stream to start.
+        self.stage_timeout_s = stage_timeout_s
 
     # --- what subclasses implement -------------------------------------------------
 
@@ -88,7 +91,7 @@ class Protocol:
         async def send(u: Upstream) -> Reply:
             stage.picker.started(u)
             try:
-                return await self.pool.post(u.service, u.url + path, body, self.timeout_s)
+                return await self.pool.post(u.service, u.url + path, body, self.stage_timeout_s)
             finally:
                 stage.picker.finished(u)
 
@@ -104,7 +107,7 @@ class Protocol:
             async def open_stream(u: Upstream) -> Streamed:
                 stage.picker.started(u)
                 try:
-                    streamed = await self.pool.stream(u.service, u.url + req.path, body, self.timeout_s)
+                    streamed = await self.pool.stream(u.service, u.url + req.path, body, self.stage_timeout_s)
                 except BaseException:
                     stage.picker.finished(u)
                     raise

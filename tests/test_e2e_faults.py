@@ -1,0 +1,146 @@
+"""No silent hangs: mock engines made to fail, stall or die mid-request; every client gets an
+answer or a clear error within its deadline, streams survive a dying worker, and metrics count it."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import pathlib
+import re
+import signal
+import time
+
+import openai
+import pytest
+
+from tests.e2e import RunningGraph, http_json, start_graph
+
+pytestmark = pytest.mark.e2e_mock
+
+LLAMA = "meta-llama/Llama-3.1-8B-Instruct"
+LLAVA = "llava-hf/llava-1.5-7b-hf"
+FAST = ("--set", "frontend.stage_timeout_s=2")
+
+
+def faults(g: RunningGraph, service: str, **knobs: object) -> None:
+    status, data = http_json("POST", g.service_url(service) + "/mock/faults", knobs)
+    assert status == 200, data
+
+
+def metric(g: RunningGraph, name: str, **labels: str) -> float:
+    _, text = http_json("GET", g.url.removesuffix("/v1") + "/metrics")
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def client(g: RunningGraph, timeout: float = 20) -> openai.OpenAI:
+    return openai.OpenAI(base_url=g.url, api_key="x", max_retries=0, timeout=timeout)
+
+
+def stream_text(c: openai.OpenAI, n: int) -> tuple[str, int]:
+    chunks = list(c.chat.completions.create(model=LLAMA, messages=[{"role": "user", "content": "go on"}],
+                                            max_tokens=n, stream=True, stream_options={"include_usage": True}))
+    text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    usage = [ch.usage for ch in chunks if ch.usage]
+    return text, usage[-1].completion_tokens if usage else -1
+
+
+@pytest.fixture()
+def pd(tmp_path: pathlib.Path) -> RunningGraph:
+    g = start_graph("pipelines/pd.py", tmp_path / "work", "--mock", *FAST)
+    yield g
+    g.stop()
+
+
+@pytest.fixture()
+def agg(tmp_path: pathlib.Path) -> RunningGraph:
+    g = start_graph("pipelines/agg.py", tmp_path / "work", "--mock", *FAST,
+                    "--set", "worker.mock={itl_ms: 20}")
+    yield g
+    g.stop()
+
+
+def test_failing_prefill_falls_back_to_decode(pd: RunningGraph) -> None:
+    faults(pd, "prefill-0", fail_rate=1.0)
+    c = client(pd)
+    for _ in range(3):
+        assert c.chat.completions.create(model=LLAMA, messages=[{"role": "user", "content": "hi"}], max_tokens=4).choices
+    assert metric(pd, "servegraph_disagg_skipped_total", reason="prefill_failed") == 3
+
+
+def test_stalled_prefill_times_out_then_falls_back(pd: RunningGraph) -> None:
+    faults(pd, "prefill-0", stall_after_tokens=0)
+    start = time.monotonic()
+    reply = client(pd).chat.completions.create(model=LLAMA, messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+    took = time.monotonic() - start
+    assert reply.choices[0].message.content
+    assert 1.5 < took < 10, f"fallback took {took:.1f} s; the stage deadline is 2 s"
+
+
+def test_stream_survives_a_worker_dying_mid_way(agg: RunningGraph) -> None:
+    """Twenty concurrent streams; one worker exits in the middle of one: every stream completes."""
+    faults(agg, "worker-0", exit_after_requests=3)
+    c = client(agg)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: stream_text(c, 24), range(20)))
+    assert all(text for text, _ in results), "a stream came back empty"
+    assert [n for _, n in results] == [24] * 20, "a stream lost tokens"
+    assert metric(agg, "servegraph_stream_migrations_total") >= 1
+    assert metric(agg, "servegraph_stream_errors_total") == 0
+
+
+def test_stalled_stream_migrates(agg: RunningGraph) -> None:
+    faults(agg, "worker-0", stall_after_tokens=5)
+    faults(agg, "worker-1", stall_after_tokens=None)
+    c = client(agg)
+    results = [stream_text(c, 12) for _ in range(2)]  # round-robin: one of them hits worker-0
+    assert [n for _, n in results] == [12, 12]
+    assert metric(agg, "servegraph_stream_migrations_total") >= 1
+
+
+def test_failed_stream_is_an_error_not_success(agg: RunningGraph) -> None:
+    for w in ("worker-0", "worker-1"):
+        faults(agg, w, stall_after_tokens=3)
+    start = time.monotonic()
+    with pytest.raises(openai.APIError) as err:
+        stream_text(client(agg), 16)
+    assert time.monotonic() - start < 30, "the client waited far past the deadlines"
+    assert "could not be resumed" in str(err.value)
+    assert metric(agg, "servegraph_stream_errors_total") >= 1
+
+
+def test_dead_worker_leaves_rotation(agg: RunningGraph) -> None:
+    state = json.loads((agg.workdir / "state.json").read_text())
+    os.kill(state["services"]["worker-0"]["pid"], signal.SIGKILL)
+    time.sleep(0.2)
+    c = client(agg)
+    errors = 0
+    for _ in range(20):
+        try:
+            c.chat.completions.create(model=LLAMA, messages=[{"role": "user", "content": "x"}], max_tokens=2)
+        except openai.APIError:
+            errors += 1
+    assert errors == 0, f"{errors} of 20 requests failed while a worker was down"
+    unreachable = metric(agg, "servegraph_upstream_requests_total", service="worker-0", status="unreachable")
+    assert unreachable <= 2, f"the dead worker was tried {unreachable} times"
+
+
+def test_failing_encoder_replica_is_skipped(tmp_path: pathlib.Path) -> None:
+    from tests.test_e2e_mock import image_url
+
+    g = start_graph("pipelines/e_p_d.py", tmp_path / "work", "--mock", *FAST)
+    try:
+        faults(g, "encoder-0", fail_rate=1.0)
+        c = client(g)
+        for i in range(4):
+            content = [{"type": "text", "text": "x"}, {"type": "image_url", "image_url": {"url": image_url((i, 9, 9))}}]
+            assert c.chat.completions.create(model=LLAVA, messages=[{"role": "user", "content": content}], max_tokens=3).choices
+        assert metric(g, "servegraph_upstream_requests_total", service="encoder-1", status="200") == 4
+    finally:
+        g.stop()
