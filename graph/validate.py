@@ -95,14 +95,21 @@ def validate_spec(
     """
     options = options or ValidateOptions()
     errors = list(recorded)
-    quiet = {
-        n for e in errors if e.code in _EDGE_CODES for n in (e.node, getattr(e, "src", None), getattr(e, "dst", None)) if n
-    }
+    quiet = {n for e in errors if e.code in _EDGE_CODES for n in _edge_ends(e) if n}
     if quiet:
         options = dataclasses.replace(options, quiet_nodes=options.quiet_nodes | quiet)
     for fn in CHECKS:
         errors.extend(fn(spec, options))
-    return sorted(errors, key=lambda e: (e.where is not None, e.where.file if e.where else "", e.where.line if e.where else 0))
+    return sorted(errors, key=_report_order)
+
+
+def _edge_ends(error: GraphError) -> tuple[str | None, ...]:
+    return error.node, getattr(error, "src", None), getattr(error, "dst", None)
+
+
+def _report_order(error: GraphError) -> tuple[bool, str, int]:
+    where = error.where
+    return (where is not None, where.file if where else "", where.line if where else 0)
 
 
 def _err(code: str, message: str, hint: str, node: NodeSpec | None = None, **kw: object) -> GraphError:

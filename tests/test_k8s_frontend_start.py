@@ -82,3 +82,28 @@ def test_frontend_refuses_config_without_the_pods_addresses(tmp_path: pathlib.Pa
     res = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=30,
                          env={"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), **env})
     assert res.returncode != 0 and "SG_HOST_" in res.stderr
+
+
+def test_wait_for_dependencies_holds_until_healthy(tmp_path: pathlib.Path) -> None:
+    """The frontend pod's init container, run here: it returns only once its upstream answers /health."""
+    files = k8s.render(compile_plan(ROOT / "pipelines" / "pd.py", mock=True))
+    dep = next(d for d in docs_of(files) if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("frontend-0"))
+    init = dep["spec"]["template"]["spec"]["initContainers"][0]
+    assert [u.rsplit(":", 1)[0] for u in init["args"]] == ["http://llama-pd-prefill-0", "http://llama-pd-decode-0"]
+    port = _free_port()
+    (tmp_path / "health").write_text("ok")
+    argv = [sys.executable] + init["command"][1:] + [f"http://127.0.0.1:{port}/health"]
+    waiter = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    server = None
+    try:
+        time.sleep(3)
+        assert waiter.poll() is None, "returned before anything was listening"
+        server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+                                  cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert waiter.wait(timeout=30) == 0
+        assert "healthy:" in waiter.stdout.read()
+    finally:
+        waiter.kill()
+        if server:
+            server.terminate()
+            server.wait(timeout=10)

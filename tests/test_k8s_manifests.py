@@ -179,6 +179,12 @@ def _pod_problems(wname: str, kind: str, template: dict[str, Any], services: dic
     problems = []
     spec = template["spec"]
     volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    for init in spec.get("initContainers", []):
+        for url in init["args"]:
+            m = re.fullmatch(r"http://([a-z0-9-]+):(\d+)(/\S*)", url)
+            svc = services.get(m.group(1)) if m else None
+            if svc is None or int(m.group(2)) not in {p["port"] for p in svc["spec"]["ports"]}:
+                problems.append(f"{wname}: waits on {url}, which no Service of the output serves")
     for c in spec["containers"]:
         defined = {"LWS_LEADER_ADDRESS", "LWS_WORKER_INDEX", "LWS_GROUP_SIZE"} if kind == "LeaderWorkerSet" else set()
         for e in c.get("env", []):

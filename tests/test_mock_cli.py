@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pathlib
+
 import pytest
 
 from compiler.engines.base import EngineInput
@@ -45,3 +47,21 @@ def test_bad_flags_exit_with_a_message(capsys, argv, message):
     with pytest.raises(SystemExit):
         parse_args(argv)
     assert message in capsys.readouterr().err
+
+
+PIPELINES = sorted((pathlib.Path(__file__).resolve().parent.parent / "pipelines").glob("*.py"))
+
+
+@pytest.mark.parametrize("path", PIPELINES, ids=lambda p: p.stem)
+def test_every_example_pipeline_compiles_to_mock_argv_the_mock_accepts(path):
+    from compiler.plan import plan
+    from graph import load_graph, resolve
+    from graph.overrides import apply_overrides
+
+    compiled = plan(apply_overrides(resolve(load_graph(str(path))), mock=True))
+    mocks = [s for s in compiled.services if s.argv[1:3] == ["-m", "nodes.mock"]]
+    assert mocks
+    for service in mocks:
+        cfg = parse_args(service.argv[3:])
+        assert cfg.role == service.role and cfg.port == service.http_port
+        assert cfg.bootstrap_port == service.ports.get("bootstrap")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from nodes.mock.config import parse_args
-from nodes.mock.engine import Engine, GenRequest
+from nodes.mock.engine import Engine
+from nodes.mock.request import GenRequest
 from nodes.mock.tokenizer import SimTokenizer
 
 

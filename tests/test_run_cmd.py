@@ -88,6 +88,15 @@ def test_workdir_that_is_not_a_previous_run_is_refused(tmp_path: Path) -> None:
     assert keep.read_text() == "mine"
 
 
+def test_workdir_of_a_running_graph_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "plan.json").write_text("{}")
+    (tmp_path / "state.json").write_text(json.dumps({"phase": "running", "supervisor_pid": os.getpid()}))
+    done = graph_run(PD, "--mock", "--workdir", str(tmp_path))
+    assert done.returncode == 2
+    assert f"is in use by a running `graph run` (pid {os.getpid()})" in done.stderr
+    assert (tmp_path / "state.json").exists()
+
+
 def test_bad_base_port_is_refused() -> None:
     done = graph_run(PD, "--mock", "--base-port", "80")
     assert done.returncode == 2 and "--base-port 80 is out of range" in done.stderr

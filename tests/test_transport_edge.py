@@ -41,6 +41,15 @@ def pattern(nbytes: int, dtype: str, seed: int) -> np.ndarray:
     return np.frombuffer(np.random.default_rng(seed).bytes(nbytes), dtype=dtype)
 
 
+def block_pool() -> np.ndarray:
+    """A KV-like pool: 512 blocks of 32 x 64 float16 (4 KiB each)."""
+    return pattern(512 * 4096, "float16", 7).reshape(512, 32, 64)
+
+
+# scattered small blocks (staged, one descriptor), one long run (zero-copy), a mix
+BLOCK_IDS = [list(range(0, 512, 2)), list(range(100, 400)), [5, 6, 7, 300, 9, 511]]
+
+
 def assert_same_bytes(got: np.ndarray, want: np.ndarray) -> None:
     """Same dtype, shape and bit pattern (NaNs in random floats compare too)."""
     assert (got.dtype, got.shape) == (want.dtype, want.shape)
@@ -59,6 +68,10 @@ def child_send_all(handle: dict, backend: str, out: Any) -> None:
             out.put(("single", size, dtype, seed, ticket.to_dict()))
         mixed = [pattern(1000, "float32", 1), pattern(77, "int8", 2), pattern(4 << 20, "float16", 3)]
         out.put(("mixed", tx.send(mixed, timeout=30, checksum=True).to_dict()))
+        pool = block_pool()
+        tx.register(pool)
+        for ids in BLOCK_IDS:
+            out.put(("blocks", tx.send_blocks(pool, ids, timeout=30, checksum=True).to_dict()))
     # the frontend relays the handle as JSON: do exactly that
     relayed = json.loads(json.dumps(handle))
     out.put(("embeddings", json.loads(json.dumps(send_embeddings(relayed, pattern(1 << 20, "float32", 9))))))
@@ -155,6 +168,11 @@ def test_bytes_arrive_intact_for_every_size_and_dtype(rx: TensorReceiver, backen
         assert len(got.arrays) == len(expected)
         for array, want in zip(got.arrays, expected):
             assert_same_bytes(array, want)
+    pool = block_pool()
+    for ids in BLOCK_IDS:
+        _, ticket = out.get(timeout=60)
+        with rx.recv(ticket["xfer_id"], timeout=30) as got:
+            assert_same_bytes(got.arrays[0], pool[ids])
     _, ticket = out.get(timeout=60)
     assert_same_bytes(recv_embeddings(rx, ticket, timeout=30), pattern(1 << 20, "float32", 9))
     proc.join(30)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from nodes.transport import EdgeHandle, TransportError
-from nodes.transport.layout import ALIGN, coalesce, decode_layout, encode_layout, pack, plan_segments
+from nodes.transport.layout import ALIGN, block_runs, coalesce, decode_layout, encode_layout, pack, plan_segments
 from nodes.transport.slots import SLOT_ALIGN, SlotAllocator
 
 
@@ -74,3 +75,8 @@ def test_handle_of_another_version_is_rejected_with_a_fix() -> None:
         EdgeHandle.from_dict(data)
     with pytest.raises(TransportError, match="base64"):
         EdgeHandle.from_b64("not base64 !!")
+
+
+def test_block_runs_finds_consecutive_ids() -> None:
+    starts, lengths = block_runs(np.array([4, 5, 6, 9, 2, 3]))
+    assert starts.tolist() == [4, 9, 2] and lengths.tolist() == [3, 1, 2]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 import pathlib
 import shutil
+import subprocess
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -123,3 +126,35 @@ def test_viz_command_refuses_invalid_graph_and_bad_format(monkeypatch: pytest.Mo
     assert result.exit_code == 1 and "[cycle]" in result.output
     result = CliRunner().invoke(app, ["viz", "pipelines/pd.py", "--format", "png"])
     assert result.exit_code == 2 and "--format must be one of" in " ".join(result.output.split())
+
+
+# Parses each chart with Mermaid's own parser (mermaid 11 under jsdom); a broken chart must fail.
+_MERMAID_PARSE = """
+import { JSDOM } from "jsdom";
+const dom = new JSDOM("<!DOCTYPE html><body></body>");
+globalThis.window = dom.window; globalThis.document = dom.window.document;
+const { default: mermaid } = await import("mermaid");
+mermaid.initialize({ startOnLoad: false });
+const out = {};
+for (const [name, text] of Object.entries(JSON.parse(process.env.CHARTS))) {
+  try { out[name] = (await mermaid.parse(text)).diagramType; } catch (e) { out[name] = "error: " + (e.message || e); }
+}
+console.log(JSON.stringify(out));
+"""
+
+
+@pytest.mark.skipif(
+    not os.environ.get("SERVEGRAPH_MERMAID_DIR") or shutil.which("node") is None,
+    reason="opt-in: set SERVEGRAPH_MERMAID_DIR to a folder where `npm install mermaid@11 jsdom@25` was run",
+)
+def test_mermaid_parses_with_mermaid_itself() -> None:
+    charts = {p.stem: render(_spec(p), "mermaid") for p in PIPELINES}
+    charts["broken"] = 'flowchart LR\n  a -->|"x| b ]['
+    proc = subprocess.run(
+        ["node", "--input-type=module", "-e", _MERMAID_PARSE], cwd=os.environ["SERVEGRAPH_MERMAID_DIR"],
+        env={**os.environ, "CHARTS": json.dumps(charts)}, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    parsed = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert parsed.pop("broken").startswith("error:")
+    assert parsed == {name: "flowchart-v2" for name in charts if name != "broken"}

@@ -142,6 +142,38 @@ def run(
 
 
 @app.command()
+def submit(
+    pipeline: str = PIPELINE,
+    out: str = typer.Option("slurm-out", "--output", "-o", help="folder for the sbatch script (replaced)"),
+    opt: Optional[List[str]] = typer.Option(None, "--opt", "-O", help="slurm option KEY=VALUE (see `graph targets`)"),
+    device: str = typer.Option("gpu", "--device", help="gpu, or cpu to run engines on CPU"),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="keep following after the URL; Ctrl-C cancels the job"),
+    port: Optional[int] = typer.Option(None, "--port", help="frontend port (default: the graph's)"),
+    base_port: int = typer.Option(8100, "--base-port", help="first port for the other services"),
+    mock: bool = MOCK,
+    model: Optional[str] = MODEL,
+    set_: Optional[List[str]] = SET,
+    graph: Optional[str] = GRAPH,
+) -> None:
+    """Run the graph on Slurm: compile, sbatch, follow the job, print the frontend URL when it answers."""
+    from .slurm_cmd import submit as run_submit
+
+    run_submit(pipeline, _overrides(mock, model, set_, graph), out, list(opt or []), device, wait,
+               port=port, base_port=base_port)
+
+
+@app.command()
+def cancel(
+    job: Optional[str] = typer.Argument(None, help="Slurm job id (default: the last `graph submit`)"),
+    last: bool = typer.Option(False, "--last", help="cancel the last job `graph submit` started"),
+) -> None:
+    """Cancel a graph's Slurm job and wait until it has left the queue."""
+    from .slurm_cmd import cancel as run_cancel
+
+    run_cancel(None if last else job)
+
+
+@app.command()
 def doctor(json_out: bool = typer.Option(False, "--json", help="print findings as JSON")) -> None:
     """Which engines, NIXL backends, GPUs and target tools this machine has, and how to get the rest."""
     from .doctor_cmd import run as run_doctor

@@ -46,7 +46,7 @@ def run(path: str, overrides: Overrides, target: str, out: str, opts: list[str],
         fail(f"--device must be gpu or cpu, not '{device}'")
     module = get_target(target)
     options = parse_target_options(module, opts)
-    budget = getattr(module, "validate_options", lambda o: ValidateOptions())(options)
+    budget = ValidateOptions(**getattr(module, "gpu_budget", lambda o: {})(options))
     spec = checked_spec(path, overrides, budget)
     the_plan = plan(spec, PlanOptions(device=device, single_host=(target == "local")))
     try:
@@ -68,5 +68,10 @@ def list_targets() -> None:
             continue
         console.print(f"[bold]{name}[/]: {(module.__doc__ or '').strip().splitlines()[0]}")
         for f in dataclasses.fields(module.Options):
-            default = f.default if f.default is not dataclasses.MISSING else "(required)"
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            else:
+                default = "(required)"
             console.print(f"  -O {f.name}=...  default {default!r}")

@@ -11,6 +11,7 @@ from graph import GraphError, validate_spec
 from graph.overrides import apply_overrides
 from nodes.supervisor import PortInUseError, Supervisor
 from nodes.supervisor.ports import bind_error
+from nodes.supervisor.state import read_state
 
 from ..ir import Plan
 from ..plan import PlanOptions, plan
@@ -76,7 +77,29 @@ def _workdir(workdir: str | None, graph: str) -> tuple[str, bool]:
                  "so name a new or empty folder (or one a previous `graph run` used)")
         if os.path.commonpath([folder, os.getcwd()]) == folder:
             fail(f"--workdir {workdir} is the current folder or above it; name a subfolder such as run/")
+        owner = _running_supervisor(folder)
+        if owner:
+            fail(f"--workdir {workdir} is in use by a running `graph run` (pid {owner}); stop it first "
+                 f"(Ctrl-C there, or kill -INT {owner}) or name another folder")
     return folder, False
+
+
+def _running_supervisor(folder: str) -> int | None:
+    """The pid of a live supervisor that state.json in ``folder`` names, if any."""
+    try:
+        state = read_state(os.path.join(folder, "state.json"))
+        pid = int(state["supervisor_pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if state.get("phase") == "stopped":
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return pid
 
 
 def _explain_ports(exc: PortInUseError, the_plan: Plan, base_port: int) -> None:

@@ -69,6 +69,9 @@ class VllmAdapter:
             argv += ["--nnodes", str(spec.hosts), "--node-rank", "${SG_NODE_RANK}",
                      "--master-addr", "${SG_LEADER_HOST}", "--master-port", str(spec.extra_ports.get("dist", 29500))]
         if spec.device == "cpu":
+            # Eager: torch.compile adds ~1 min per server on CPU and, in bf16 on AVX2, picks
+            # different greedy tokens than eager; engines handing KV to each other must agree.
+            argv += ["--enforce-eager"]
             env["VLLM_CPU_KVCACHE_SPACE"] = "1"
             if spec.cpu_cores is not None:
                 env["VLLM_CPU_OMP_THREADS_BIND"] = spec.cpu_cores

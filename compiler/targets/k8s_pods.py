@@ -25,6 +25,19 @@ from .k8s_settings import NodeSettings, Options
 _STARTUP_PERIOD_S = 10
 _READY_PERIOD_S = 5
 _LIVE_PERIOD_S = 10
+#: The init container that holds a pod until what it depends on answers its health check
+#: (the Plan's depends_on; the local supervisor and the Slurm script wait the same way).
+_WAIT_SCRIPT = (
+    "import sys, time, urllib.request\n"
+    "for url in sys.argv[1:]:\n"
+    "    while True:\n"
+    "        try:\n"
+    "            urllib.request.urlopen(url, timeout=5).close()\n"
+    "            print('healthy:', url, flush=True)\n"
+    "            break\n"
+    "        except Exception:\n"
+    "            time.sleep(2)\n"
+)
 
 
 @dataclass(frozen=True)
@@ -53,6 +66,8 @@ def pod_template(ctx: PodContext, s: Service, labels: dict[str, str], host_role:
         "containers": [_container(ctx, s, node, serves_http=host_role != "worker")],
         "enableServiceLinks": False,
     }
+    if s.depends_on:
+        spec["initContainers"] = [_wait_container(ctx, s)]
     volumes = _volumes(ctx, s)
     if volumes:
         spec["volumes"] = volumes
@@ -100,6 +115,20 @@ def _container(ctx: PodContext, s: Service, node: NodeSettings, serves_http: boo
     if mounts:
         c["volumeMounts"] = mounts
     return c
+
+
+def _wait_container(ctx: PodContext, s: Service) -> dict[str, Any]:
+    urls = []
+    for name in s.depends_on:
+        dep = ctx.host_vars[host_var(name)]
+        urls.append(f"http://{ctx.names.of(dep)}:{dep.health.port}{dep.health.path}")
+    return {
+        "name": "wait-for-dependencies",
+        "image": ctx.options.image,
+        "imagePullPolicy": ctx.options.image_pull_policy,
+        "command": ["python", "-c", _WAIT_SCRIPT],
+        "args": urls,
+    }
 
 
 def _config_path(arg: str, s: Service) -> str:

@@ -63,12 +63,14 @@ def _svg(view: View, lay: Layout) -> str:
         f'<svg width="{lay.width}" height="{lay.height}" viewBox="0 0 {lay.width} {lay.height}" role="img" '
         f'aria-label="{escape(view.caption)}">',
         "<defs>",
-        *(f'<marker id="arrow-{kind}" viewBox="0 0 10 10" refX="10" refY="5" markerUnits="userSpaceOnUse" markerWidth="10" markerHeight="10" '
-          f'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="{color}"/></marker>'
+        *(f'<marker id="arrow-{kind}" viewBox="0 0 10 10" refX="10" refY="5" markerUnits="userSpaceOnUse" '
+          f'markerWidth="10" markerHeight="10" orient="auto-start-reverse">'
+          f'<path d="M0,0 L10,5 L0,10 z" fill="{color}"/></marker>'
           for kind, color in (("http", HTTP_COLOR), ("nixl", NIXL_COLOR))),
         "</defs>",
     ]
-    out += [_edge(e, lay.boxes[e.src], lay.boxes[e.dst]) for e in view.edges if e.src in lay.boxes and e.dst in lay.boxes]
+    boxes = lay.boxes
+    out += [_edge(e, boxes[e.src], boxes[e.dst]) for e in view.edges if e.src in boxes and e.dst in boxes]
     out += [_box(b) for b in lay.boxes.values()]
     out.append("</svg>")
     return "\n".join(out)

@@ -16,7 +16,8 @@ from urllib.parse import parse_qs
 import orjson
 
 from ..common.openai_errors import RequestError
-from .engine import Engine, GenRequest
+from .engine import Engine
+from .request import GenRequest
 from .openai_api import StreamFormatter, full_response, parse_chat, parse_completion, parse_generate
 
 log = logging.getLogger("nodes.mock")
@@ -57,7 +58,7 @@ class MockApp:
             "/tokenize": self._tokenize, "/detokenize": self._detokenize,
             "/mock/kv/pull": engine.registry.take_kv, "/mock/faults": self._set_faults,
         }
-        self._post_async = {"/mock/ec/pull": engine.serve_ec_pull}
+        self._post_async = {"/mock/ec/pull": engine.handshakes.serve_ec_pull}
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         kind = scope["type"]

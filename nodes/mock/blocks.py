@@ -88,10 +88,14 @@ class BlockPool:
             The allocation, or None when too few blocks are free or evictable now
             (the caller waits for a release).
         """
-        reuse = [self._cached.get(h) for h in hashes]
-        new_needed = sum(1 for b in reuse if b is None) + extra
-        evictable = len(self._evictable) - sum(1 for b in reuse if b is not None and b.ref == 0)
-        if new_needed > len(self._free_ids) + evictable:
+        reuse = list(map(self._cached.get, hashes))
+        new_needed, idle_reused = extra, 0
+        for b in reuse:
+            if b is None:
+                new_needed += 1
+            elif b.ref == 0:
+                idle_reused += 1
+        if new_needed > len(self._free_ids) + len(self._evictable) - idle_reused:
             return None
         alloc = Allocation()
         for block in reuse:  # pin reused blocks first, so taking new ones cannot evict them

@@ -37,7 +37,7 @@ class MockConfig:
     mm_tokens: int = 16
     max_media_bytes: int = 20 << 20
     seed: int = 0
-    record_requests: int = 1000
+    record_requests: int = 200
     bootstrap_timeout_s: float = 30.0
     transfer_timeout_s: float = 10.0
     transfer_ttl_s: float = 120.0
@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--mm-tokens", type=int, default=16, help="prompt tokens per media item")
     a("--max-media-bytes", type=int, default=20 << 20)
     a("--seed", type=int, default=0, help="mixed into every output (P and D must agree)")
-    a("--record-requests", type=int, default=1000, help="request bodies kept for GET /mock/requests")
+    a("--record-requests", type=int, default=200, help="request bodies kept for GET /mock/requests (0: none)")
     a("--bootstrap-timeout-s", type=float, default=30.0, help="how long a decode waits for its bootstrap room")
     a("--transfer-timeout-s", type=float, default=10.0, help="deadline of a KV/embeddings pull from a peer")
     a("--transfer-ttl-s", type=float, default=120.0, help="how long a prefill keeps KV nobody pulled")

@@ -14,7 +14,8 @@ from typing import Any
 import orjson
 
 from ..common.openai_errors import RequestError
-from .engine import Engine, GenRequest, Prepared
+from .engine import Engine
+from .request import GenRequest, Prepared
 from .media import flatten_messages
 from .tokenizer import encode_with_media
 

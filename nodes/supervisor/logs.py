@@ -8,6 +8,9 @@ from collections import deque
 from rich.console import Console
 from rich.text import Text
 
+#: Starts the lines the supervisor itself writes into a service's log.
+NOTE_PREFIX = "[servegraph]"
+
 #: Prefix colours, assigned to services in start order.
 PALETTE = ("cyan", "magenta", "green", "yellow", "blue", "bright_red", "bright_cyan", "bright_magenta",
            "bright_green", "bright_yellow", "bright_blue")
@@ -68,7 +71,7 @@ class LogSink:
 
     def note(self, text: str) -> None:
         """A line from the supervisor about this service, so the log file tells the whole story."""
-        self._file.write(f"[servegraph] {text}\n")
+        self._file.write(f"{NOTE_PREFIX} {text}\n")
         self._file.flush()
 
     def close(self) -> None:

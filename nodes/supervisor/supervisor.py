@@ -32,9 +32,10 @@ from compiler.ir import Plan, Service
 from .display import StartupView
 from .env import child_argv, child_env
 from .health import probe
-from .logs import PALETTE, Echo, LogSink, tail
+from .logs import PALETTE, Echo, LogSink
 from .ports import check_ports
 from .process import Child
+from .report import print_failure, print_ready
 from .state import write_state
 
 
@@ -152,14 +153,16 @@ class Supervisor:
             if failure is None and not self._stop.is_set():
                 self._phase = "running"
                 self._write_state()
-                self._print_ready()
+                print_ready(self.console, self.plan, self.url, os.path.join(self.workdir, "logs"), self.state_path)
                 await self._stop.wait()
         finally:
             await self._shutdown()
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
         if failure is not None:
-            self._print_failure(failure)
+            reason = failure.first_gate.result()[1]
+            argv = failure.child.argv if failure.child else failure.service.argv
+            print_failure(self.console, failure.name, reason, argv, failure.sink.path, self.options.log_tail_lines)
             return 1
         return 0
 
@@ -380,39 +383,6 @@ class Supervisor:
 
     def _say(self, message: str, style: str = "") -> None:
         self.console.print(Text("servegraph: ", style="bold") + Text(message, style=style), highlight=False)
-
-    def _print_ready(self) -> None:
-        fe = self.plan.service(self.plan.frontend)
-        models = [r.get("model") for r in (fe.config or {}).get("routes", []) if r.get("model")]
-        model = models[0] if models else "MODEL"
-        c = self.console
-        c.print()
-        c.print(Text.assemble(("ready: ", "bold green"), f"graph '{self.plan.graph}' ({self.plan.shape}) at ",
-                              (self.url, "bold underline")), highlight=False)
-        if models:
-            c.print(f"  models: {', '.join(models)}", highlight=False)
-        c.print("  try:", highlight=False)
-        body = '{"model": "%s", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 32}' % model
-        c.print(Text(f"    curl {self.url}/chat/completions -H 'Content-Type: application/json' \\\n"
-                     f"      -d '{body}'"), highlight=False, soft_wrap=True)
-        c.print(f"  logs: {os.path.join(self.workdir, 'logs')}/   state: {self.state_path}", highlight=False)
-        c.print("  Ctrl-C stops everything.", highlight=False)
-        c.print()
-
-    def _print_failure(self, unit: _Unit) -> None:
-        reason = unit.first_gate.result()[1] if unit.first_gate.done() else unit.status
-        c = self.console
-        c.print(Text.assemble(("error: ", "bold red"), (unit.name, "bold"), f" failed to start: {reason}"),
-                highlight=False)
-        c.print(f"  command: {' '.join(unit.child.argv) if unit.child else ' '.join(unit.service.argv)}",
-                highlight=False, soft_wrap=True)
-        lines = [ln for ln in tail(unit.sink.path, self.options.log_tail_lines * 3) if not ln.startswith("[servegraph]")]
-        lines = lines[-self.options.log_tail_lines:]
-        c.print(f"  last {len(lines)} lines of {unit.sink.path}:", highlight=False)
-        for line in lines:
-            c.print(Text(f"    {line}"), highlight=False, soft_wrap=True)
-        if not lines:
-            c.print("    (it printed nothing)", highlight=False)
 
     def _write_state(self) -> None:
         state = {

@@ -313,6 +313,9 @@ class TensorSender:
         if spare is not None and xfer_id is None and spare.nbytes >= nbytes:
             reservation, activate = Reservation(spare.xfer_id, spare.offset, nbytes, spare.receiver_id), spare.xfer_id
         else:
+            # Give back every slot reserved ahead (answered or not) before
+            # asking for a different size, or they could crowd it out.
+            self._settle(deadline)
             for unused in ([spare] if spare else []) + list(self._spares):
                 self._post({"op": "free", "id": unused.xfer_id}, ("free", unused.xfer_id, 0))
             self._spares.clear()
