@@ -198,7 +198,7 @@ def _upstreams(services: list[Service], node: str) -> list[Upstream]:
     ]
 
 
-def _routes(spec: GraphSpec, services: list[Service]) -> list[RouteConfig]:
+def _routes(spec: GraphSpec, services: list[Service], options: PlanOptions) -> list[RouteConfig]:
     routers = spec.by_role("router")
     policy = routers[0].options.get("policy", "round_robin") if routers else "round_robin"
     router_options = dict(routers[0].options) if routers else {}
@@ -213,11 +213,23 @@ def _routes(spec: GraphSpec, services: list[Service]) -> list[RouteConfig]:
                 if STAGE_OF_ROLE[n.role] == stage:
                     stages.append(StageConfig(
                         stage=stage, node=n.name, role=n.role, protocol=n.protocol or "vllm",
-                        upstreams=_upstreams(services, n.name), policy=policy, options=router_options,
+                        upstreams=_upstreams(services, n.name), policy=policy,
+                        options={**router_options, **_encoder_cache_option(spec, n, options)},
                     ))
         shape = spec.shape
         routes.append(RouteConfig(model=model, shape=shape, stages=stages, processor=processors))
     return routes
+
+
+def _encoder_cache_option(spec: GraphSpec, node: NodeSpec, options: PlanOptions) -> dict[str, str]:
+    """Where a vLLM encoder's cache files land, when the frontend shares that disk.
+
+    vLLM's EC connector writes the file without temp+rename and the consumer only
+    checks that it exists, so the frontend waits for a complete file before prefill.
+    """
+    if options.single_host and node.role == "encoder" and node.engine == "vllm":
+        return {"encoder_cache_dir": f"{options.encoder_cache_dir}/{spec.name}"}
+    return {}
 
 
 def _frontend_service(spec: GraphSpec, node: NodeSpec, others: list[Service], options: PlanOptions) -> Service:
@@ -226,7 +238,7 @@ def _frontend_service(spec: GraphSpec, node: NodeSpec, others: list[Service], op
     config = FrontendConfig(
         graph=spec.name, host=node.options.get("host", "0.0.0.0"), port=port,
         request_timeout_s=node.options.get("request_timeout_s", 600.0),
-        stage_timeout_s=node.options.get("stage_timeout_s", 120.0), routes=_routes(spec, others),
+        stage_timeout_s=node.options.get("stage_timeout_s", 120.0), routes=_routes(spec, others, options),
     )
     config_file = f"{name}.json"
     return Service(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from ._where import caller_location
 from .errors import GraphError, SourceLocation
@@ -12,6 +13,22 @@ from .nodes import Node, PortRef
 from .ports import Port, PortType
 
 _ACTIVE: contextvars.ContextVar["Graph | None"] = contextvars.ContextVar("servegraph_active_graph", default=None)
+_COLLECTOR: contextvars.ContextVar["list[Graph] | None"] = contextvars.ContextVar("servegraph_collector", default=None)
+
+
+@contextlib.contextmanager
+def collect_graphs() -> Iterator[list["Graph"]]:
+    """Every Graph created inside the block, in creation order.
+
+    For the loader: ``with Graph("x"):`` (no ``as g``) binds no module variable,
+    yet the file clearly defines that graph.
+    """
+    found: list[Graph] = []
+    token = _COLLECTOR.set(found)
+    try:
+        yield found
+    finally:
+        _COLLECTOR.reset(token)
 
 # Edges that are not possible because a combined role already does the other half.
 # Each key is (producer role, consumer role); the value is the hint.
@@ -65,6 +82,9 @@ class Graph:
         self._token: contextvars.Token | None = None
         self._failed: list[_FailedEdge] = []
         self._extra_problems: list[GraphError] = []
+        collector = _COLLECTOR.get()
+        if collector is not None:
+            collector.append(self)
 
     def __enter__(self) -> "Graph":
         self._token = _ACTIVE.set(self)

@@ -9,7 +9,7 @@ import traceback
 import uuid
 
 from .errors import GraphError, PipelineLoadError, SourceLocation
-from .graph import Graph
+from .graph import Graph, collect_graphs
 
 
 def load_graph(path: str, name: str | None = None) -> Graph:
@@ -30,11 +30,13 @@ def load_graph(path: str, name: str | None = None) -> Graph:
         raise PipelineLoadError(f"'{path}' is not a Python file")
     module = importlib.util.module_from_spec(spec)
     try:
-        spec.loader.exec_module(module)
+        with collect_graphs() as created:
+            spec.loader.exec_module(module)
     except GraphError as exc:
         raise PipelineLoadError(exc.message, exc.where, detail=f"    hint: {exc.hint}" if exc.hint else "") from None
     except SyntaxError as exc:
-        where = SourceLocation(exc.filename or path, exc.lineno or 0)
+        where = SourceLocation(path if exc.filename and os.path.abspath(exc.filename) == os.path.abspath(path)
+                               else (exc.filename or path), exc.lineno or 0)
         raise PipelineLoadError(f"SyntaxError: {exc.msg}", where, detail=(exc.text or "").rstrip()) from None
     except BaseException as exc:  # noqa: BLE001 - any error in user code is reported, not crashed on
         if isinstance(exc, KeyboardInterrupt):
@@ -42,8 +44,7 @@ def load_graph(path: str, name: str | None = None) -> Graph:
         raise _user_error(exc, path) from None
     finally:
         sys.modules.pop(module_name, None)
-    graphs = [v for v in vars(module).values() if isinstance(v, Graph)]
-    graphs = list(dict.fromkeys(graphs))
+    graphs = list(dict.fromkeys([v for v in vars(module).values() if isinstance(v, Graph)] + created))
     if name is not None:
         chosen = [g for g in graphs if g.name == name]
         if not chosen:

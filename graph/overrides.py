@@ -69,22 +69,24 @@ def _apply_set(nodes: list[NodeSpec], item: str) -> list[NodeSpec]:
     except ValidationError as exc:
         msg = exc.errors()[0].get("msg", "invalid")
         raise GraphError("bad-override", f"--set '{item}': {msg}", "", node=name, field=field) from None
-    if in_options:
-        _check_option(node, field, value, item)
+    _check_role_field(node, field, value, item)
     return [updated if n is node else n for n in nodes]
 
 
-def _check_option(node: NodeSpec, field: str, value: object, item: str) -> None:
-    """Role-specific settings are checked against the role's own field types."""
+def _check_role_field(node: NodeSpec, field: str, value: object, item: str) -> None:
+    """A value is checked against the role's own field type and bounds (e.g. replicas >= 1)."""
     from typing import Annotated
 
     from pydantic import TypeAdapter
 
     from .nodes import ROLES
 
-    info = ROLES[node.role].model_fields[field]
+    info = ROLES[node.role].model_fields.get(field)
+    if info is None:
+        return
     try:
-        TypeAdapter(Annotated[info.annotation, *info.metadata]).validate_python(value)
+        kind = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
+        TypeAdapter(kind).validate_python(value)
     except ValidationError as exc:
         msg = exc.errors()[0].get("msg", "invalid")
         raise GraphError("bad-override", f"--set '{item}': {msg}", "", node=node.name, field=field) from None

@@ -129,3 +129,16 @@ def test_validation_is_repeatable() -> None:
     first = [e.format() for e in validate(g)[1]]
     assert first == [e.format() for e in validate(g)[1]]
     assert [e.split("]")[0].split("[")[1] for e in first] == ["port-type-mismatch", "dangling", "no-model"]
+
+
+def test_collect_graphs_sees_graphs_bound_to_no_variable() -> None:
+    from graph.graph import collect_graphs
+
+    with collect_graphs() as found:
+        with Graph("a"):
+            Frontend() >> Worker(model="m")
+        with Graph("b"):
+            pass
+    with Graph("outside"):
+        pass
+    assert [g.name for g in found] == ["a", "b"]

@@ -15,6 +15,7 @@ FORBIDDEN = {
     "compiler.engines": ("graph", "nodes", "compiler.plan", "compiler.targets", "compiler.cli", "pipelines"),
     "compiler.targets": ("graph", "nodes", "compiler.engines", "compiler.plan", "compiler.cli", "pipelines"),
     "compiler.ir": ("graph", "nodes", "pipelines"),
+    "compiler.viz": ("nodes", "compiler.plan", "compiler.engines", "compiler.targets", "compiler.cli", "pipelines"),
     "compiler.plan": ("nodes", "compiler.targets", "compiler.cli", "pipelines"),
     "nodes": ("graph", "pipelines", "compiler.plan", "compiler.engines", "compiler.targets", "compiler.cli",
               "compiler.transport"),

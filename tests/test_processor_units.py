@@ -106,6 +106,17 @@ def test_video_limits() -> None:
     assert "no video stream" in _refusal(sample_video, media.audio("mka"), VIDEO, "p")
 
 
+@pytest.mark.parametrize("changes", [{"max_frames": 1}, {"fps": 0.1}])
+def test_sampling_extremes(changes: dict[str, float]) -> None:
+    assert sample_video(media.video("mp4", 1.0, 8), _with(VIDEO, **changes), "p").count == 1
+
+
+def test_video_stream_without_codec() -> None:
+    """Found by fuzzing: an MP4 cut inside its track header has a video stream with no decoder."""
+    clip = media.video("mp4", 1.0, 8, (32, 24))
+    assert "codec is unknown" in _refusal(sample_video, clip[:clip.index(b"dref")], VIDEO, "p")
+
+
 def test_video_decode_deadline() -> None:
     clip = media.video("mp4", 3.0, 10)
     assert "decoding took longer" in _refusal(sample_video, clip, _with(VIDEO, decode_timeout_s=1e-9), "p")

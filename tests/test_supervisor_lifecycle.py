@@ -286,3 +286,21 @@ def test_running_service_that_stops_answering_is_reported_not_killed(supervise) 
     w = sp.state()["services"]["sick-0"]
     assert w["pid"] == pid and w["restarts"] == 0, "a slow-to-answer service must not be restarted"
     assert sp.interrupt() == 0
+
+
+def test_restart_that_never_gets_healthy_is_retried_with_backoff(supervise, tmp_path: Path) -> None:
+    flaky, fe = free_ports(2)
+    once = tmp_path / "first-instance-ran"
+    plan = make_plan([
+        fake("flaky-0", flaky, "--crash-after", "0.2", "--healthy-once", str(once), startup_timeout_s=2.0),
+        fake("frontend-0", fe, role="frontend"),
+    ], "frontend-0")
+    sp = supervise(plan, "--backoff-initial", "0.1", "--backoff-max", "0.4")
+    sp.wait_phase("running")
+    wait_for(lambda: sp.output.count("flaky-0 did not become healthy again: not healthy after 2 s") >= 2, 20,
+             "two failed restarts")
+    assert re.findall(r"flaky-0 .*; restart \d+ in ([\d.]+) s", sp.output)[:3] == ["0.1", "0.2", "0.4"]
+    assert health(fe) == 200, "one service's crash loop must not touch the others"
+    once.unlink()  # the next instance behaves again
+    wait_for(lambda: "flaky-0 is healthy again" in sp.output, 20, "flaky-0 back")
+    assert sp.interrupt() == 0

@@ -1,4 +1,4 @@
-"""Kubernetes manifests: Deployments/LeaderWorkerSets, Services, a ConfigMap and kustomization.yaml.
+"""Kubernetes manifests: Deployments/LeaderWorkerSets, Services, ConfigMaps, kustomization.yaml.
 
 ``graph compile x.py -t k8s -o out/`` writes ``nodes/<node>.yaml`` per graph
 node holding, for each of its replicas (each Plan service), a Service and a

@@ -83,6 +83,7 @@ class Handshakes:
     # --- sender side ------------------------------------------------------------------
 
     def publish_kv(self, prep: Prepared, hashes: list[int]) -> None:
+        """After a prefill for a remote decode: keep the blocks and say where the decode gets them."""
         assert prep.alloc is not None
         cfg, req = self.cfg, prep.req
         n = len(req.prompt_ids)
@@ -119,6 +120,7 @@ class Handshakes:
             }
 
     def publish_embeddings(self, prep: Prepared) -> None:
+        """After encoding: keep the embeddings and return their handle as ``ec_transfer_params``."""
         cfg, media = self.cfg, prep.req.media
         ec_id = self.engine.next_id()
         hashes = [m.digest for m in media]
@@ -175,6 +177,11 @@ class Handshakes:
         return 0.0
 
     async def receive_kv(self, req: GenRequest, hashes: list[int], n: int) -> dict[str, Any]:
+        """A decode's half: get the prefill's block hashes and check they are this prompt's.
+
+        Raises:
+            RequestError: 400 forged/foreign handle, 502/504 the prefill can't be reached or never filled.
+        """
         if self.cfg.imitate == "sglang":
             got = await self._wait_room(req.body)
         else:
@@ -239,6 +246,7 @@ class Handshakes:
         return answer
 
     def check_first_token(self, prep: Prepared) -> None:
+        """TRT-LLM generation_only: the context's first token must be this prompt's first token."""
         first = prep.req.body["disaggregated_params"].get("first_gen_tokens")
         if first is not None and (not isinstance(first, list) or first[:1] != [self.engine.token_at(prep, 0)]):
             raise RequestError(400, "disaggregated_params.first_gen_tokens do not match this prompt's first token: "

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
-from .avcommon import DECODE_ERRORS, Deadline, decode_failed, header_duration, open_container
+from .avcommon import DECODE_ERRORS, Deadline, decode_failed, first_stream, header_duration, open_container
 from .errors import refuse
 
 #: Containers accepted for audio (FFmpeg demuxer names; "mov" covers m4a, "matroska" covers webm).
@@ -70,9 +70,7 @@ def decode_audio(data: bytes, limits: AudioLimits, param: str) -> DecodedAudio:
 
 def _decode(container: av.container.InputContainer, limits: AudioLimits, deadline: Deadline,
             param: str) -> DecodedAudio:
-    if not container.streams.audio:
-        raise refuse(param, "the file has no audio stream")
-    stream = container.streams.audio[0]
+    stream = first_stream(container, "audio", param)
     duration = header_duration(container, stream)
     if duration is not None and duration > limits.max_duration_s:
         raise refuse(param, f"audio is {duration:.1f} s long; the limit is {limits.max_duration_s:g} s "

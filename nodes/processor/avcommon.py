@@ -50,6 +50,21 @@ class Deadline:
             raise refuse(self.param, f"decoding took longer than {self.seconds:g} s (Processor(decode_timeout_s=...))")
 
 
+def first_stream(container: av.container.InputContainer, kind: str, param: str) -> av.stream.Stream:
+    """The first ``kind`` ("video" or "audio") stream that has a decoder.
+
+    Raises:
+        RequestError: no such stream, or its codec is unknown.
+    """
+    streams = container.streams.video if kind == "video" else container.streams.audio
+    if not streams:
+        raise refuse(param, f"the file has no {kind} stream")
+    stream = streams[0]
+    if stream.codec_context is None:
+        raise refuse(param, f"the {kind} stream's codec is unknown or unsupported")
+    return stream
+
+
 def header_duration(container: av.container.InputContainer, stream: av.stream.Stream) -> float | None:
     """The duration the headers claim, in seconds, if any."""
     if stream.duration is not None and stream.time_base is not None and stream.duration > 0:

@@ -67,7 +67,8 @@ def check_tensor(data: bytes, max_bytes: int, param: str, main: bool) -> np.ndar
     dimensions).
     """
     if not data.startswith(_NPY_MAGIC):
-        hint = " (torch.save pickles are not accepted: send numpy.save output)" if data[:2] in (b"PK", b"\x80\x02") else ""
+        pickled = data[:2] in (b"PK", b"\x80\x02")
+        hint = " (torch.save pickles are not accepted: send numpy.save output)" if pickled else ""
         raise refuse(param, "not a .npy tensor" + hint)
     buf = io.BytesIO(data)
     try:

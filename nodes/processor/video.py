@@ -28,7 +28,7 @@ from typing import Literal, Protocol
 import av
 from PIL import Image
 
-from .avcommon import DECODE_ERRORS, Deadline, decode_failed, header_duration, open_container
+from .avcommon import DECODE_ERRORS, Deadline, decode_failed, first_stream, header_duration, open_container
 from .errors import refuse
 
 #: Containers accepted for video (FFmpeg demuxer names; "mov" is mp4/m4v/3gp, "matroska" is mkv/webm).
@@ -97,9 +97,7 @@ def sample_video(data: bytes, limits: VideoLimits, param: str) -> SampledVideo:
 
 def _sample(container: av.container.InputContainer, limits: VideoLimits, deadline: Deadline,
             param: str) -> SampledVideo:
-    if not container.streams.video:
-        raise refuse(param, "the file has no video stream")
-    stream = container.streams.video[0]
+    stream = first_stream(container, "video", param)
     width, height = stream.codec_context.width, stream.codec_context.height
     _check_pixels(width, height, limits, param)
     duration = header_duration(container, stream)

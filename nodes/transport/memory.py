@@ -61,7 +61,7 @@ def describe(array: Any, what: str = "array") -> ArrayInfo:
         raise TransportError(f"{what} is a {type(array).__name__}; send numpy arrays, torch tensors or bytes")
     if not array.flags.c_contiguous:
         raise TransportError(f"{what} is not C-contiguous; use np.ascontiguousarray() before sending")
-    return ArrayInfo(array.ctypes.data, array.nbytes, array.dtype.name, tuple(array.shape), "DRAM", 0)
+    return ArrayInfo(array.__array_interface__["data"][0], array.nbytes, array.dtype.name, array.shape, "DRAM", 0)
 
 
 def byte_view(array: Any) -> Any:
@@ -96,7 +96,7 @@ def alloc(nbytes: int, mem: str, device: int) -> Any:
 
 def region_addr(region: Any) -> int:
     """Address of a region from ``alloc`` (or any contiguous uint8 array)."""
-    return region.data_ptr() if _is_tensor(region) else region.ctypes.data
+    return region.data_ptr() if _is_tensor(region) else region.__array_interface__["data"][0]
 
 
 def copy_into(region: Any, offset: int, array: Any) -> None:
@@ -126,14 +126,26 @@ def gather_into(region: Any, offset: int, arrays: Sequence[Any]) -> None:
 
 
 def _block_rows(pool: Any) -> Any:
-    """``pool`` as a (blocks, bytes per block) uint8 matrix (no copy)."""
+    """``pool`` as a (blocks, words per block) matrix of the widest word that divides a block.
+
+    A GPU gather moves one element per thread: 8-byte words are 8x fewer than bytes.
+    """
     if _is_tensor(pool):
-        return pool.reshape(pool.shape[0], -1).view(_torch().uint8)
+        torch = _torch()
+        rows = pool.reshape(pool.shape[0], -1).view(torch.uint8)
+        for dtype, size in ((torch.int64, 8), (torch.int32, 4), (torch.int16, 2)):
+            if rows.shape[1] % size == 0:
+                return rows.view(dtype)
+        return rows
     return pool.reshape(pool.shape[0], -1).view(np.uint8)
 
 
+def _row_bytes(rows: Any) -> int:
+    return rows.shape[1] * (rows.element_size() if _is_tensor(rows) else rows.itemsize)
+
+
 def take(pool: Any, ids: np.ndarray) -> Any:
-    """``pool[ids]`` as a new (len(ids), bytes per block) uint8 array: one gather op."""
+    """``pool[ids]`` as a new contiguous array of len(ids) rows: one gather op."""
     rows = _block_rows(pool)
     if _is_tensor(rows):
         return rows.index_select(0, _torch().as_tensor(ids, device=rows.device))
@@ -143,9 +155,9 @@ def take(pool: Any, ids: np.ndarray) -> Any:
 def take_into(region: Any, offset: int, pool: Any, ids: np.ndarray) -> None:
     """Gather ``pool[ids]`` into ``region[offset:]`` back to back: one op, any block count."""
     rows = _block_rows(pool)
-    n = len(ids) * rows.shape[1]
+    n = len(ids) * _row_bytes(rows)
     if _is_tensor(rows):
-        out = region[offset : offset + n].view(len(ids), rows.shape[1])
+        out = region[offset : offset + n].view(rows.dtype).view(len(ids), rows.shape[1])
         _torch().index_select(rows, 0, _torch().as_tensor(ids, device=rows.device), out=out)
     else:
         np.take(rows, ids, axis=0, out=region[offset : offset + n].reshape(len(ids), rows.shape[1]))

@@ -16,7 +16,9 @@ import socket
 import threading
 import time
 import uuid
-from typing import Any, Sequence
+from typing import Any
+
+import numpy as np
 
 from .errors import TransportError, TransportTimeout
 
@@ -87,13 +89,13 @@ class NixlAgent:
     def write(
         self,
         remote: str,
-        pairs: Sequence[tuple[int, int, int]],
+        pairs: np.ndarray,
         local_mem: tuple[str, int],
         remote_mem: tuple[str, int],
         notif: bytes,
         deadline: float,
     ) -> None:
-        """WRITE ``(local_addr, remote_addr, n)`` pairs, then notify; wait for completion.
+        """WRITE the rows ``(local_addr, remote_addr, n)`` of ``pairs``, then notify; wait for completion.
 
         Raises:
             TransportTimeout: still in flight at ``deadline`` (time.monotonic()).
@@ -102,8 +104,9 @@ class NixlAgent:
         (lmem, ldev), (rmem, rdev) = local_mem, remote_mem
         with self._lock:
             try:
-                local = self._agent.get_xfer_descs([(a, n, ldev) for a, _, n in pairs], lmem)
-                far = self._agent.get_xfer_descs([(r, n, rdev) for _, r, n in pairs], rmem)
+                # Nx3 (address, length, device) arrays: no Python tuple per descriptor
+                local = self._agent.get_xfer_descs(np.stack((pairs[:, 0], pairs[:, 2], np.full(len(pairs), ldev)), axis=1), lmem)
+                far = self._agent.get_xfer_descs(np.stack((pairs[:, 1], pairs[:, 2], np.full(len(pairs), rdev)), axis=1), rmem)
                 handle = self._agent.initialize_xfer("WRITE", local, far, remote, notif)
                 state = self._agent.transfer(handle)
             except Exception as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import collections
-import json
+import orjson
 import logging
 import socket
 import threading
@@ -246,9 +246,9 @@ class TensorReceiver:
             return
         for raw in self._agent.poll_notifs():
             try:
-                meta = json.loads(raw)
+                meta = orjson.loads(raw)
                 target = _RECEIVERS.get(meta["rx"])
-            except (ValueError, KeyError, TypeError):
+            except (orjson.JSONDecodeError, KeyError, TypeError):
                 log.warning("ignoring malformed edge notification %r", raw[:80])
                 continue
             if target is self:

@@ -7,7 +7,7 @@ the data itself.
 
 from __future__ import annotations
 
-import json
+import orjson
 import socket
 import struct
 from typing import Any
@@ -20,7 +20,7 @@ MAX_HEADER = 1 << 24
 
 def send_frame(sock: socket.socket, header: dict) -> None:
     """Send one JSON header frame."""
-    body = json.dumps(header, separators=(",", ":")).encode()
+    body = orjson.dumps(header)
     sock.sendall(_LEN.pack(len(body)) + body)
 
 
@@ -51,7 +51,7 @@ def recv_frame(sock: socket.socket) -> dict:
         raise TransportError(f"side-channel frame of {length} bytes; is something else on this port?")
     body = bytearray(length)
     recv_exact(sock, memoryview(body))
-    return json.loads(body)
+    return orjson.loads(body)
 
 
 class Connection:
@@ -75,6 +75,14 @@ class Connection:
                 f"cannot reach the edge receiver at {self.peer}: {exc}; is the receiving process up?"
             ) from exc
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._timeout = -1.0
+
+    def _set_timeout(self, seconds: float) -> None:
+        # settimeout costs two fcntl calls: skip it while the deadline is about the same.
+        seconds = max(seconds, 1e-3)
+        if not (0.9 * self._timeout <= seconds <= self._timeout):
+            self.sock.settimeout(seconds)
+            self._timeout = seconds
 
     def post(self, header: dict, payload: Any = None) -> None:
         """Send a frame (and payload buffers) without waiting; read its reply later.
@@ -98,7 +106,7 @@ class Connection:
 
         A ``{"busy": true}`` reply is returned, not raised: the caller retries.
         """
-        self.sock.settimeout(max(deadline_s, 1e-3))
+        self._set_timeout(deadline_s)
         try:
             reply = recv_frame(self.sock)
         except socket.timeout as exc:

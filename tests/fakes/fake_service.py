@@ -10,7 +10,9 @@ Behaviours: --require URL (exit 4 at start unless URL answers 200: proves
 dependencies were healthy first), --crash-after S (exit 3 S seconds after it
 first answered healthy), --exit-code N (exit at once), --ignore-sigterm,
 --grandchild (start a child process that ignores SIGTERM and outlives us if
-nobody kills the group), --say TEXT (print a line at start, repeatable).
+nobody kills the group), --say TEXT (print a line at start, repeatable),
+--healthy-once FILE (an instance that finds FILE absent creates it and is
+healthy; later instances stay unhealthy while FILE exists).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--name", default="fake")
     p.add_argument("--unhealthy", action="store_true")
     p.add_argument("--healthy-after", type=float, default=0.0)
+    p.add_argument("--healthy-once", default=None, metavar="FILE")
     p.add_argument("--unhealthy-between", type=float, nargs=2, default=None, metavar=("FROM", "TO"))
     p.add_argument("--require", action="append", default=[])
     p.add_argument("--crash-after", type=float, default=None)
@@ -100,6 +103,12 @@ def main() -> None:
     for line in args.say:
         print(line, flush=True)
     check_requirements(args.require)
+    if args.healthy_once:
+        if os.path.exists(args.healthy_once):
+            args.unhealthy = True
+            print(f"{args.healthy_once} exists: staying unhealthy", flush=True)
+        else:
+            open(args.healthy_once, "w").close()
     if args.exit_code is not None:
         sys.exit(args.exit_code)
     if args.grandchild:

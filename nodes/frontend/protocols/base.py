@@ -8,6 +8,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 
 from compiler.ir import StageConfig, Upstream
 
+from ..encoder_cache import EncoderCacheTimeout, wait_for_files
 from ..metrics import UPSTREAM, UPSTREAM_SECONDS
 from ..requests import ClientRequest, media_parts
 from ..routing import Picker, make_picker
@@ -68,6 +69,12 @@ class Protocol:
         }
         reply = await self.call(stage, req, "/v1/chat/completions", body)
         params = reply.json().get("ec_transfer_params")
+        folder = stage.config.options.get("encoder_cache_dir")
+        if folder and isinstance(params, dict):
+            try:
+                await wait_for_files(folder, list(params), self.stage_timeout_s)
+            except EncoderCacheTimeout as exc:
+                raise UpstreamError(stage.name, str(exc), 504) from None
         return {"ec_transfer_params": params} if params is not None else {}
 
     async def disaggregated(
