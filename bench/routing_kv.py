@@ -81,7 +81,7 @@ def scrape(port: int) -> tuple[float, float]:
 def run(policy: str, args: argparse.Namespace, items: list[tuple[str, str]]) -> dict:
     work = pathlib.Path(tempfile.mkdtemp(prefix=f"bench-kv-{policy}-"))
     port, base = 18700, 18710
-    mock = f"{{kv_blocks: {args.kv_blocks}, block_size: 16, prefill_tps: {args.prefill_tps}, itl_ms: 2}}"
+    mock = f"{{kv_blocks: {args.kv_blocks}, prefill_tps: {args.prefill_tps}, itl_ms: 2}}"
     cmd = [sys.executable, "-m", "compiler.cli", "run", "pipelines/kv_routed.py", "--mock", "--port", str(port),
            "--base-port", str(base), "--workdir", str(work / "run"), "--set", f"router.policy={policy}",
            "--set", f"worker.mock={mock}"]

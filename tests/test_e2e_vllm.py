@@ -51,8 +51,8 @@ GRAPHS: dict[str, tuple[str, list[str]]] = {
     "agg": ("pipelines/agg.py", engine_sets("worker")),
     "pd": ("pipelines/pd.py", engine_sets("prefill", "decode")),
     "epd": ("pipelines/epd.py", engine_sets("worker")),
-    "e_pd": ("pipelines/e_pd.py", engine_sets("encoder", "prefill_decode")),
-    "ep_d": ("pipelines/ep_d.py", engine_sets("encode_prefill", "decode")),
+    "e_pd": ("pipelines/e_pd.py", engine_sets("encoder", "prefill-decode")),
+    "ep_d": ("pipelines/ep_d.py", engine_sets("encode-prefill", "decode")),
     "e_p_d": ("pipelines/e_p_d.py", engine_sets("encoder", "prefill", "decode")),
 }
 
@@ -191,16 +191,18 @@ def test_images_change_the_output(mm_reference: dict[int, list[int]]) -> None:
     assert len(outputs) == len(IMAGE_SEEDS), mm_reference
 
 
-@pytest.mark.parametrize("name", ["e_pd", "ep_d", "e_p_d"])
-def test_disaggregated_multimodal_gives_the_aggregated_tokens(graphs: OneGraphAtATime, name: str,
-                                                              mm_reference: dict[int, list[int]]) -> None:
+def _check_disaggregated(graphs: OneGraphAtATime, name: str, reference: dict[int, list[int]]) -> None:
     g = graphs.get(name)
-    assert _image_tokens(g, IMAGE_SEEDS) == mm_reference
+    assert _image_tokens(g, IMAGE_SEEDS) == reference
     folder = _encoder_cache_dir(g)
     if name != "ep_d":
         assert folder is not None
         files = list(folder.glob("*/encoder_cache.safetensors"))
         assert len(files) == len(IMAGE_SEEDS), f"encoder wrote {files} for {len(IMAGE_SEEDS)} images"
+
+
+def test_e_p_d_gives_the_aggregated_tokens(graphs: OneGraphAtATime, mm_reference: dict[int, list[int]]) -> None:
+    _check_disaggregated(graphs, "e_p_d", mm_reference)
 
 
 def test_e_p_d_prefill_uses_the_encoders_output(graphs: OneGraphAtATime, mm_reference: dict[int, list[int]]) -> None:
@@ -251,3 +253,9 @@ def test_e_p_d_openai_client_stream_and_not(graphs: OneGraphAtATime, mm_referenc
             ids += chunk.choices[0].model_extra.get("token_ids") or []
     assert ids == mm_reference[seed]
     assert text == whole.choices[0].message.content
+
+
+@pytest.mark.parametrize("name", ["e_pd", "ep_d"])
+def test_other_multimodal_splits_give_the_aggregated_tokens(graphs: OneGraphAtATime, name: str,
+                                                            mm_reference: dict[int, list[int]]) -> None:
+    _check_disaggregated(graphs, name, mm_reference)

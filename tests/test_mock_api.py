@@ -192,7 +192,8 @@ def test_vllm_metric_names(mock, client):
 
 @pytest.mark.parametrize("imitate, names", [
     ("sglang", ("sglang:num_running_reqs", "sglang:num_queue_reqs", "sglang:token_usage",
-                "sglang:prompt_tokens_total", "sglang:generation_tokens_total", "sglang:cache_hit_rate")),
+                "sglang:prompt_tokens_total", "sglang:generation_tokens_total", "sglang:cache_hit_rate",
+                "sglang:cached_tokens_total", "sglang:num_requests_total{model_name=\"m\"} 1.0")),
     ("trtllm", ("trtllm_num_requests_running", "trtllm_kv_cache_utilization", "trtllm_prompt_tokens_total",
                 "trtllm_kv_cache_hit_rate", "trtllm_request_success_total")),
 ])

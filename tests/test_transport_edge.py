@@ -13,7 +13,8 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -28,12 +29,12 @@ from nodes.transport import (  # noqa: I001
 )
 
 # (bytes, dtype): every dtype at 1 KiB and 4 MiB, one 64 MiB transfer
-CASES = [(size, dtype) for size in (1 << 10, 4 << 20) for dtype in ("float16", "float32", "int8")] + [(64 << 20, "int8")]
+CASES = [(size, dtype) for size in (1 << 10, 4 << 20) for dtype in ("float16", "float32", "int8")] + [
+    (64 << 20, "int8")
+]
 DEADLINE_S = 3.0
 SLACK_S = 2.0  # scheduling noise on a loaded 2-core CI box
 CTX = mp.get_context("spawn")
-
-
 
 
 def pattern(nbytes: int, dtype: str, seed: int) -> np.ndarray:
@@ -179,7 +180,9 @@ def test_bytes_arrive_intact_for_every_size_and_dtype(rx: TensorReceiver, backen
     assert proc.exitcode == 0
 
 
-def test_silent_then_killed_sender_fails_the_receiver_within_its_deadline(rx: TensorReceiver, backend: str, spawn: Any) -> None:
+def test_silent_then_killed_sender_fails_the_receiver_within_its_deadline(
+    rx: TensorReceiver, backend: str, spawn: Any
+) -> None:
     proc, out = spawn(child_reserve_then_hang, rx.handle().to_dict(), backend)
     xfer_id = out.get(timeout=30)
     t0 = time.monotonic()
@@ -193,7 +196,9 @@ def test_silent_then_killed_sender_fails_the_receiver_within_its_deadline(rx: Te
     assert time.monotonic() - t0 < DEADLINE_S + SLACK_S
 
 
-def test_sender_killed_mid_stream_fails_the_receiver_within_its_deadline(rx: TensorReceiver, backend: str, spawn: Any) -> None:
+def test_sender_killed_mid_stream_fails_the_receiver_within_its_deadline(
+    rx: TensorReceiver, backend: str, spawn: Any
+) -> None:
     proc, out = spawn(child_send_forever, rx.handle().to_dict(), backend)
     assert out.get(timeout=30) == "sending"
     deadline = time.monotonic() + 20

@@ -1,14 +1,18 @@
 """SGLang: ``sglang.launch_server`` with NIXL disaggregation (ENGINES.md, "SGLang").
 
 P/D: ``--disaggregation-mode prefill|decode --disaggregation-transfer-backend nixl``;
-the prefill listens on ``--disaggregation-bootstrap-port``; ``--disaggregation-decode-tp``
-only on prefill. E/P/D: ``--encoder-only`` on the encoder, ``--language-only
---encoder-urls`` on the language model. Metrics need ``--enable-metrics``.
+the prefill listens on ``--disaggregation-bootstrap-port``. E/P/D: ``--encoder-only``
+on the encoder, ``--language-only`` on the language model. Metrics need
+``--enable-metrics``. Every flag is checked against sglang's own parser
+(``ServerArgs.add_cli_args``, sglang 0.5.23) in tests/test_engine_flags.py.
 """
 
 from __future__ import annotations
 
 from .base import EngineCommand, EngineInput, flag_args, unless_default
+
+# SGLang names fp8 KV caches by format; "fp8" (vLLM's spelling) means e4m3 there too.
+_KV_CACHE_DTYPES = {"fp8": "fp8_e4m3"}
 
 
 class SglangAdapter:
@@ -32,17 +36,20 @@ class SglangAdapter:
         argv += unless_default("--pp-size", spec.pp, 1)
         argv += unless_default("--dp-size", spec.dp, 1)
         argv += unless_default("--dtype", spec.dtype)
-        argv += unless_default("--kv-cache-dtype", spec.kv_cache_dtype)
+        argv += unless_default("--kv-cache-dtype", _KV_CACHE_DTYPES.get(spec.kv_cache_dtype, spec.kv_cache_dtype))
         argv += unless_default("--page-size", spec.block_size)
         argv += unless_default("--context-length", spec.max_model_len)
         if spec.role in ("prefill", "encode_prefill", "decode"):
             mode = "decode" if spec.role == "decode" else "prefill"
             argv += ["--disaggregation-mode", mode, "--disaggregation-transfer-backend", "nixl"]
             if mode == "prefill":
+                # No --disaggregation-decode-tp: sglang 0.5.23 dropped it; the prefill
+                # learns the decode's layout through the bootstrap server.
                 argv += ["--disaggregation-bootstrap-port", str(spec.extra_ports["bootstrap"])]
-                argv += unless_default("--disaggregation-decode-tp", spec.decode_tp, spec.tp)
         if spec.role == "encoder":
             argv += ["--encoder-only"]
+        elif spec.consumes_embeddings:
+            argv += ["--language-only"]
         if spec.hosts > 1:
             argv += ["--nnodes", str(spec.hosts), "--node-rank", "${SG_NODE_RANK}",
                      "--dist-init-addr", "${SG_LEADER_HOST}:" + str(spec.extra_ports.get("dist", 29500))]

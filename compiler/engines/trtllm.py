@@ -4,6 +4,9 @@ For P/D both sides get ``cache_transceiver_config: {backend: NIXL}`` with
 ``max_tokens_in_buffer`` at least the longest input; context (prefill) servers
 also ``disable_overlap_scheduler: true``. The frontend sends
 ``disaggregated_params`` with ``request_type`` context_only / generation_only.
+A separate multimodal encoder is ``trtllm-serve mm_embedding_serve``, whose CLI
+takes no parallelism, backend or sequence-length flags. Flags and YAML keys are
+checked against TensorRT-LLM's source in tests/test_engine_flags.py.
 """
 
 from __future__ import annotations
@@ -25,21 +28,14 @@ class TrtllmAdapter:
 
     def command(self, spec: EngineInput) -> EngineCommand:
         config_file = f"{spec.service}.extra-llm-api.yaml"
-        options: dict[str, Any] = {}
-        if spec.role in ("prefill", "encode_prefill", "decode"):
-            options["cache_transceiver_config"] = {
-                "backend": "NIXL",
-                "max_tokens_in_buffer": spec.max_model_len or _DEFAULT_BUFFER_TOKENS,
-            }
-        if spec.role in ("prefill", "encode_prefill"):
-            options["disable_overlap_scheduler"] = True
-        if spec.kv_cache_dtype != "auto":
-            options["kv_cache_config"] = {"dtype": spec.kv_cache_dtype}
         if spec.role == "encoder":
-            argv = ["trtllm-serve", "mm_embedding_serve", spec.model]
-        else:
-            argv = ["trtllm-serve", spec.model]
-        argv += ["--host", "0.0.0.0", "--port", str(spec.port), "--backend", "pytorch"]
+            argv = ["trtllm-serve", "mm_embedding_serve", spec.model,
+                    "--host", "0.0.0.0", "--port", str(spec.port)]
+            argv += flag_args(spec.engine_args)
+            return EngineCommand(argv=argv, env={}, health_path="/health", startup_timeout_s=1800.0)
+        options = _llm_api_options(spec)
+        argv = ["trtllm-serve", spec.model, "--host", "0.0.0.0", "--port", str(spec.port),
+                "--backend", "pytorch"]
         argv += unless_default("--tp_size", spec.tp, 1)
         argv += unless_default("--pp_size", spec.pp, 1)
         argv += unless_default("--max_seq_len", spec.max_model_len)
@@ -55,3 +51,25 @@ class TrtllmAdapter:
             config_file=config_file if options else None,
             config=options or None,
         )
+
+
+def _llm_api_options(spec: EngineInput) -> dict[str, Any]:
+    """The ``--extra_llm_api_options`` YAML (TorchLlmArgs fields) for one language-model replica."""
+    options: dict[str, Any] = {}
+    if spec.role in ("prefill", "encode_prefill", "decode"):
+        options["cache_transceiver_config"] = {
+            "backend": "NIXL",
+            "max_tokens_in_buffer": spec.max_model_len or _DEFAULT_BUFFER_TOKENS,
+        }
+    if spec.role in ("prefill", "encode_prefill"):
+        options["disable_overlap_scheduler"] = True
+    if spec.dtype != "auto":
+        options["dtype"] = spec.dtype
+    kv_cache: dict[str, Any] = {}
+    if spec.kv_cache_dtype != "auto":
+        kv_cache["dtype"] = spec.kv_cache_dtype
+    if spec.block_size is not None:
+        kv_cache["tokens_per_block"] = spec.block_size
+    if kv_cache:
+        options["kv_cache_config"] = kv_cache
+    return options

@@ -41,6 +41,7 @@ class _Names:
     hit_rate: str | None = None  # gauge (SGLang, TRT-LLM)
     reused_blocks: str | None = None  # counters of blocks (TRT-LLM)
     missed_blocks: str | None = None
+    success_by_reason: bool = True  # a finished_reason label (vLLM, TRT-LLM; SGLang has none)
 
 
 # Counter names without the _total suffix (prometheus_client adds it).
@@ -57,6 +58,7 @@ _NAMES = {
         prompt_tokens="sglang:prompt_tokens", generation_tokens="sglang:generation_tokens",
         ttft="sglang:time_to_first_token_seconds", e2e="sglang:e2e_request_latency_seconds",
         success="sglang:num_requests", cached_tokens="sglang:cached_tokens", hit_rate="sglang:cache_hit_rate",
+        success_by_reason=False,
     ),
     "trtllm": _Names(
         running="trtllm_num_requests_running", waiting="trtllm_num_requests_waiting",
@@ -165,10 +167,13 @@ class MockMetrics:
         yield counter(n.generation_tokens, "Generation tokens produced.", self.generation_tokens)
         yield self.ttft.family(n.ttft, "Time to first token.", labels)
         yield self.e2e.family(n.e2e, "End-to-end request latency.", labels)
-        success = CounterMetricFamily(n.success, "Finished requests.", labels=names + ["finished_reason"])
-        for reason in ("length", "stop"):
-            success.add_metric(values + [reason], self.success.get(reason, 0))
-        yield success
+        if n.success_by_reason:
+            success = CounterMetricFamily(n.success, "Finished requests.", labels=names + ["finished_reason"])
+            for reason in ("length", "stop"):
+                success.add_metric(values + [reason], self.success.get(reason, 0))
+            yield success
+        else:
+            yield counter(n.success, "Finished requests.", sum(self.success.values()))
         if n.prefix_queries and n.prefix_hits:
             yield counter(n.prefix_queries, "Prompt tokens looked up in the prefix cache.", self.prefix_query_tokens)
             yield counter(n.prefix_hits, "Prompt tokens found in the prefix cache.", self.prefix_hit_tokens)

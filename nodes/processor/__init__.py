@@ -6,10 +6,13 @@ part replaced by what engines read without fetching anything themselves:
 * images (``image_url``): the original bytes as a ``data:`` URL, after pillow
   decoded them within the pixel limit (size read from the header first);
 * video (``video_url``): frames sampled with PyAV (``video_fps`` per second, at
-  most ``max_frames``, evenly spread over long videos), each re-encoded as
-  JPEG, forwarded as vLLM's frame list ``data:video/jpeg;base64,<f1>,<f2>,...``;
+  most ``max_frames``, evenly spread over long videos), re-encoded as an
+  H.264 MP4 that keeps their timestamps (``data:video/mp4;base64,...``: every
+  engine reads a video file), or with ``video_format="jpeg_frames"`` as vLLM's
+  frame list ``data:video/jpeg;base64,<f1>,<f2>,...``;
 * audio (``input_audio``, ``audio_url``): decoded with PyAV, downmixed to mono,
-  resampled to ``audio_sample_rate``, forwarded as base64 16-bit PCM WAV;
+  resampled to ``audio_sample_rate`` (FFmpeg's swresample; torchaudio is not
+  needed), forwarded as base64 16-bit PCM WAV;
 * precomputed embeddings (``image_embeds``/``audio_embeds``/``video_embeds``):
   ``.npy`` tensors checked (dtype, shape, size, finite values) and forwarded
   unchanged.

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
-from .avcommon import DECODE_ERRORS, Deadline, decode_failed, first_stream, header_duration, open_container
+from .avcommon import DECODE_ERRORS, Deadline, audio_stream, decode_failed, header_duration, open_container
 from .errors import refuse
 
 #: Containers accepted for audio (FFmpeg demuxer names; "mov" covers m4a, "matroska" covers webm).
@@ -70,7 +70,7 @@ def decode_audio(data: bytes, limits: AudioLimits, param: str) -> DecodedAudio:
 
 def _decode(container: av.container.InputContainer, limits: AudioLimits, deadline: Deadline,
             param: str) -> DecodedAudio:
-    stream = first_stream(container, "audio", param)
+    stream = audio_stream(container, param)
     duration = header_duration(container, stream)
     if duration is not None and duration > limits.max_duration_s:
         raise refuse(param, f"audio is {duration:.1f} s long; the limit is {limits.max_duration_s:g} s "
@@ -81,6 +81,8 @@ def _decode(container: av.container.InputContainer, limits: AudioLimits, deadlin
     total = 0
     for frame in container.decode(stream):
         deadline.check()
+        if not isinstance(frame, av.AudioFrame):
+            continue
         frame.pts = None  # the resampler only needs the samples; odd pts in corrupt files upset it
         for out in resampler.resample(frame):
             total = _keep(chunks, out, total, max_samples, limits, param)

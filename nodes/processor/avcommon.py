@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import av
 
 from .errors import refuse
+
+S = TypeVar("S", bound=av.stream.Stream)
 
 #: Exceptions through which PyAV/FFmpeg report a malformed or unsupported file.
 DECODE_ERRORS: tuple[type[BaseException], ...] = (
@@ -50,19 +54,30 @@ class Deadline:
             raise refuse(self.param, f"decoding took longer than {self.seconds:g} s (Processor(decode_timeout_s=...))")
 
 
-def first_stream(container: av.container.InputContainer, kind: str, param: str) -> av.stream.Stream:
-    """The first ``kind`` ("video" or "audio") stream that has a decoder.
+def video_stream(container: av.container.InputContainer, param: str) -> av.video.stream.VideoStream:
+    """The first video stream, if it has a decoder.
 
     Raises:
-        RequestError: no such stream, or its codec is unknown.
+        RequestError: no video stream, or its codec is unknown.
     """
-    streams = container.streams.video if kind == "video" else container.streams.audio
+    return _first(container.streams.video, "video", param)
+
+
+def audio_stream(container: av.container.InputContainer, param: str) -> av.audio.stream.AudioStream:
+    """The first audio stream, if it has a decoder.
+
+    Raises:
+        RequestError: no audio stream, or its codec is unknown.
+    """
+    return _first(container.streams.audio, "audio", param)
+
+
+def _first(streams: Sequence[S], kind: str, param: str) -> S:
     if not streams:
         raise refuse(param, f"the file has no {kind} stream")
-    stream = streams[0]
-    if stream.codec_context is None:
+    if streams[0].codec_context is None:
         raise refuse(param, f"the {kind} stream's codec is unknown or unsupported")
-    return stream
+    return streams[0]
 
 
 def header_duration(container: av.container.InputContainer, stream: av.stream.Stream) -> float | None:

@@ -28,7 +28,7 @@ from typing import Literal, Protocol
 import av
 from PIL import Image
 
-from .avcommon import DECODE_ERRORS, Deadline, decode_failed, first_stream, header_duration, open_container
+from .avcommon import DECODE_ERRORS, Deadline, decode_failed, header_duration, open_container, video_stream
 from .errors import refuse
 
 #: Containers accepted for video (FFmpeg demuxer names; "mov" is mp4/m4v/3gp, "matroska" is mkv/webm).
@@ -97,7 +97,7 @@ def sample_video(data: bytes, limits: VideoLimits, param: str) -> SampledVideo:
 
 def _sample(container: av.container.InputContainer, limits: VideoLimits, deadline: Deadline,
             param: str) -> SampledVideo:
-    stream = first_stream(container, "video", param)
+    stream = video_stream(container, param)
     width, height = stream.codec_context.width, stream.codec_context.height
     _check_pixels(width, height, limits, param)
     duration = header_duration(container, stream)
@@ -110,6 +110,8 @@ def _sample(container: av.container.InputContainer, limits: VideoLimits, deadlin
     times: list[float] = []
     for index, frame in enumerate(container.decode(stream)):
         deadline.check()
+        if not isinstance(frame, av.VideoFrame):
+            continue
         _check_pixels(frame.width, frame.height, limits, param)
         t = float(frame.time) if frame.time is not None else index / rate
         if t > limits.max_duration_s:

@@ -18,5 +18,7 @@ def requested_backend(arg: str = "auto") -> str:
     """
     choice = arg if arg != "auto" else os.environ.get(ENV_BACKEND, "auto") or "auto"
     if choice not in BACKENDS:
-        raise TransportError(f"unknown transport backend {choice!r} (from {ENV_BACKEND} or argument); use one of {BACKENDS}")
+        raise TransportError(
+            f"unknown transport backend {choice!r} (from {ENV_BACKEND} or argument); use one of {BACKENDS}"
+        )
     return choice

@@ -52,8 +52,10 @@ def send_embeddings(receiver: dict | str | EdgeHandle, tensor: Any, *, timeout: 
         TransportError: see ``TensorSender.send`` (a sender whose connection
             broke reconnects on the next call).
     """
-    handle = receiver if isinstance(receiver, EdgeHandle) else (
-        EdgeHandle.from_b64(receiver) if isinstance(receiver, str) else EdgeHandle.from_dict(receiver)
+    handle = (
+        receiver
+        if isinstance(receiver, EdgeHandle)
+        else (EdgeHandle.from_b64(receiver) if isinstance(receiver, str) else EdgeHandle.from_dict(receiver))
     )
     sender = _sender_for(handle)
     return sender.send([tensor], timeout=timeout).to_dict()

@@ -54,7 +54,7 @@ class EdgeHandle:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "EdgeHandle":
+    def from_dict(cls, data: dict) -> EdgeHandle:
         """Rebuild a handle from ``to_dict()`` output.
 
         Raises:
@@ -77,7 +77,7 @@ class EdgeHandle:
         return base64.urlsafe_b64encode(json.dumps(self.to_dict(), sort_keys=True).encode()).decode()
 
     @classmethod
-    def from_b64(cls, text: str) -> "EdgeHandle":
+    def from_b64(cls, text: str) -> EdgeHandle:
         """Parse ``to_b64()`` output.
 
         Raises:

@@ -11,8 +11,8 @@ in NIXL, a copy costs bytes / memcpy bandwidth: staging wins below roughly
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 

@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -105,25 +106,28 @@ class NixlAgent:
         with self._lock:
             try:
                 # Nx3 (address, length, device) arrays: no Python tuple per descriptor
-                local = self._agent.get_xfer_descs(np.stack((pairs[:, 0], pairs[:, 2], np.full(len(pairs), ldev)), axis=1), lmem)
-                far = self._agent.get_xfer_descs(np.stack((pairs[:, 1], pairs[:, 2], np.full(len(pairs), rdev)), axis=1), rmem)
+                local = self._agent.get_xfer_descs(
+                    np.stack((pairs[:, 0], pairs[:, 2], np.full(len(pairs), ldev)), axis=1), lmem
+                )
+                far = self._agent.get_xfer_descs(
+                    np.stack((pairs[:, 1], pairs[:, 2], np.full(len(pairs), rdev)), axis=1), rmem
+                )
                 handle = self._agent.initialize_xfer("WRITE", local, far, remote, notif)
                 state = self._agent.transfer(handle)
             except Exception as exc:
                 raise TransportError(f"NIXL could not start the write to {remote}: {exc}") from exc
-        spins = 0
-        while state == "PROC":
-            if time.monotonic() > deadline:
-                self._release(handle)
-                raise TransportTimeout(f"NIXL write to {remote} still in flight at its deadline")
-            spins += 1
-            if spins > 100:
-                time.sleep(5e-5)
-            with self._lock:
-                state = self._agent.check_xfer_state(handle)
+        if state == "PROC":
+            state = poll_xfer(lambda: self._checked(handle), deadline)
+        if state == "PROC":
+            self._release(handle)
+            raise TransportTimeout(f"NIXL write to {remote} still in flight at its deadline")
         self._release(handle)
         if state != "DONE":
             raise TransportError(f"NIXL write to {remote} failed (state {state}); is the receiver alive?")
+
+    def _checked(self, handle: Any) -> str:
+        with self._lock:
+            return self._agent.check_xfer_state(handle)
 
     def _release(self, handle: Any) -> None:
         try:
@@ -137,6 +141,28 @@ class NixlAgent:
         with self._lock:
             notifs = self._agent.get_new_notifs()
         return [m[len(NOTIF_PREFIX) :] for msgs in notifs.values() for m in msgs if m.startswith(NOTIF_PREFIX)]
+
+
+SPIN_S = 2e-4  # spin this long before napping: a GPU write of MBs is done in tens of us
+
+
+def poll_xfer(check: Callable[[], str], deadline: float) -> str:
+    """Poll ``check()`` until it is not "PROC" or ``deadline`` (monotonic) passes.
+
+    Spins for ``SPIN_S`` (sleep granularity is ~60 us, longer than small GPU
+    writes), then naps 50 us between checks so UCX's progress threads keep a
+    core on small machines. Returns the last state.
+    """
+    start = time.monotonic()
+    state = check()
+    while state == "PROC":
+        now = time.monotonic()
+        if now > deadline:
+            break
+        if now - start > SPIN_S:
+            time.sleep(5e-5)
+        state = check()
+    return state
 
 
 _agent: NixlAgent | None = None

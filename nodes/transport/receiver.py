@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import base64
 import collections
-import orjson
 import logging
 import socket
 import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+
+import orjson
 
 from . import memory
 from .config import requested_backend
 from .errors import TransportError, TransportTimeout
-from .fallback import create_segment, log_once, node_id, close_mapping
+from .fallback import close_mapping, create_segment, log_once, node_id
 from .handle import EdgeHandle
 from .layout import decode_layout, pack
 from .nixl_backend import NixlUnavailable, process_agent
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 # Receivers of this process by id: NIXL notifications reach the process-wide
 # agent, so whichever receiver polls hands the others theirs.
-_RECEIVERS: dict[str, "TensorReceiver"] = {}
+_RECEIVERS: dict[str, TensorReceiver] = {}
 _POLL_MAX_S = 2.5e-4
 
 
@@ -50,7 +50,7 @@ class Received:
     after that the slot may be overwritten by another transfer.
     """
 
-    def __init__(self, rx: "TensorReceiver", xfer_id: str, off: int, meta: dict) -> None:
+    def __init__(self, rx: TensorReceiver, xfer_id: str, off: int, meta: dict) -> None:
         self.xfer_id = xfer_id
         self.nbytes = int(meta["n"])
         self.meta = meta
@@ -67,14 +67,17 @@ class Received:
             self.arrays = []
             rx._release(self.xfer_id, self._off)
 
-    def __enter__(self) -> "Received":
+    def __enter__(self) -> Received:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.release()
 
     def __del__(self) -> None:
-        self.release()
+        try:
+            self.release()
+        except Exception:  # interpreter shutdown: the receiver may be half torn down
+            pass
 
 
 class TensorReceiver:
@@ -110,7 +113,9 @@ class TensorReceiver:
     ) -> None:
         self.id = uuid.uuid4().hex[:12]
         self.capacity = int(capacity_bytes)
-        self.mem, self.device = ("VRAM", int(device.partition(":")[2] or 0)) if device.startswith("cuda") else ("DRAM", 0)
+        self.mem, self.device = (
+            ("VRAM", int(device.partition(":")[2] or 0)) if device.startswith("cuda") else ("DRAM", 0)
+        )
         self.slot_ttl_s, self.peer_grace_s = slot_ttl_s, peer_grace_s
         self._cond = threading.Condition()
         self._xfers: dict[str, _Xfer] = {}
@@ -154,9 +159,22 @@ class TensorReceiver:
 
     def handle(self) -> EdgeHandle:
         """The address senders need (put ``.to_dict()`` in JSON or ``.to_b64()`` in a header)."""
-        common = dict(host=self._addr[0], port=self._addr[1], node=node_id(), capacity=self.capacity, mem=self.mem, device=self.device)
+        common = dict(
+            host=self._addr[0],
+            port=self._addr[1],
+            node=node_id(),
+            capacity=self.capacity,
+            mem=self.mem,
+            device=self.device,
+        )
         if self.backend == "nixl":
-            return EdgeHandle(backend="nixl", agent=self._agent.name, metadata=self._metadata, base=memory.region_addr(self._region), **common)
+            return EdgeHandle(
+                backend="nixl",
+                agent=self._agent.name,
+                metadata=self._metadata,
+                base=memory.region_addr(self._region),
+                **common,
+            )
         if self.backend == "shm":
             return EdgeHandle(backend="shm", shm_name=self._shm.name, **common)
         return EdgeHandle(backend="tcp", **common)
@@ -194,7 +212,9 @@ class TensorReceiver:
                     if x is not None and x.state == "alloc":
                         x.state = "abandoned"
                     what = f"transfer {xfer_id}" if xfer_id else "any transfer"
-                    raise TransportTimeout(f"edge receiver {self.id}: no {what} within {timeout:.1f}s; is the sender alive?")
+                    raise TransportTimeout(
+                        f"edge receiver {self.id}: no {what} within {timeout:.1f}s; is the sender alive?"
+                    )
                 self._cond.wait(min(poll, remaining) if self._agent else remaining)
                 poll = min(poll * 2, _POLL_MAX_S)
             x = self._xfers[xid]
@@ -215,7 +235,9 @@ class TensorReceiver:
         crc = meta.get("crc")
         if crc is not None and memory.crc32(received.arrays) != crc:
             received.release()
-            raise TransportError(f"transfer {received.xfer_id}: checksum mismatch ({received.nbytes} bytes); data corrupted in flight")
+            raise TransportError(
+                f"transfer {received.xfer_id}: checksum mismatch ({received.nbytes} bytes); data corrupted in flight"
+            )
 
     def _next_event(self, xfer_id: str | None) -> str | None:
         if xfer_id is None:
@@ -265,7 +287,9 @@ class TensorReceiver:
             self._drop(meta["id"])
             return
         if int(meta.get("n", -1)) > x.n:
-            self._fail(meta["id"], TransportError(f"transfer {meta['id']}: {meta.get('n')} bytes announced, {x.n} reserved"))
+            self._fail(
+                meta["id"], TransportError(f"transfer {meta['id']}: {meta.get('n')} bytes announced, {x.n} reserved")
+            )
             return
         x.state, x.meta = "done", meta
         self._events.append(meta["id"])
@@ -355,22 +379,33 @@ class TensorReceiver:
 
     def _alloc(self, xid: str, nbytes: int, cid: int, spare: bool = False) -> dict:
         if nbytes > self.capacity:
-            return {"ok": False, "msg": f"{nbytes} bytes exceed the receiver's capacity_bytes={self.capacity}; create it larger"}
+            return {
+                "ok": False,
+                "msg": f"{nbytes} bytes exceed the receiver's capacity_bytes={self.capacity}; create it larger",
+            }
         with self._cond:
             self._sweep()
             if xid in self._xfers:
                 return {"ok": False, "msg": f"transfer id {xid} already in use"}
             off = self._slots.alloc(nbytes)
             if off is None:
-                return {"ok": False, "busy": True, "msg": f"receiver full ({self._slots.free_bytes} of {self.capacity} bytes free)"}
-            self._xfers[xid] = _Xfer(off=off, n=nbytes, conn=cid, t0=time.monotonic(), state="spare" if spare else "alloc")
+                return {
+                    "ok": False,
+                    "busy": True,
+                    "msg": f"receiver full ({self._slots.free_bytes} of {self.capacity} bytes free)",
+                }
+            self._xfers[xid] = _Xfer(
+                off=off, n=nbytes, conn=cid, t0=time.monotonic(), state="spare" if spare else "alloc"
+            )
         return {"ok": True, "off": off, "rx": self.id}
 
     def _sweep(self) -> None:
         now = time.monotonic()
         for xid, x in list(self._xfers.items()):
             if x.state in ("alloc", "abandoned", "done", "spare") and now - x.t0 > self.slot_ttl_s:
-                log.warning("edge receiver %s: reclaiming transfer %s (%s for %.0fs)", self.id, xid, x.state, now - x.t0)
+                log.warning(
+                    "edge receiver %s: reclaiming transfer %s (%s for %.0fs)", self.id, xid, x.state, now - x.t0
+                )
                 self._drop(xid)
 
     def _peer_gone(self, cid: int, reason: str) -> None:
@@ -379,7 +414,11 @@ class TensorReceiver:
         with self._cond:
             while True:
                 self._pump()
-                mine = [xid for xid, x in self._xfers.items() if x.conn == cid and x.state in ("alloc", "abandoned", "spare")]
+                mine = [
+                    xid
+                    for xid, x in self._xfers.items()
+                    if x.conn == cid and x.state in ("alloc", "abandoned", "spare")
+                ]
                 if not mine or time.monotonic() >= deadline or self._closed:
                     break
                 self._cond.wait(0.005)
@@ -387,7 +426,12 @@ class TensorReceiver:
                 if self._xfers[xid].state in ("abandoned", "spare"):
                     self._drop(xid)
                 else:
-                    self._fail(xid, TransportError(f"edge receiver {self.id}: sender disconnected before transfer {xid} completed ({reason})"))
+                    self._fail(
+                        xid,
+                        TransportError(
+                            f"edge receiver {self.id}: sender disconnected before transfer {xid} completed ({reason})"
+                        ),
+                    )
 
     def close(self) -> None:
         """Stop the side channel and free the region (outstanding views become invalid)."""
@@ -412,7 +456,7 @@ class TensorReceiver:
             except FileNotFoundError:
                 pass
 
-    def __enter__(self) -> "TensorReceiver":
+    def __enter__(self) -> TensorReceiver:
         return self
 
     def __exit__(self, *exc: object) -> None:

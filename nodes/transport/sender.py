@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import collections
-import orjson
 import logging
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
+import orjson
 
 from . import memory
 from .config import requested_backend
 from .errors import TransportError, TransportTimeout
-from .fallback import attach_segment, can_share_memory, log_once, close_mapping
+from .fallback import attach_segment, can_share_memory, close_mapping, log_once
 from .handle import EdgeHandle
 from .layout import Segment, block_runs, coalesce, encode_layout, pack, plan_segments
 from .nixl_backend import NOTIF_PREFIX, NixlUnavailable, process_agent
@@ -44,7 +45,7 @@ class Ticket:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Ticket":
+    def from_dict(cls, data: dict) -> Ticket:
         """Parse ``to_dict()`` output.
 
         Raises:
@@ -130,7 +131,9 @@ class TensorSender:
                     raise TransportError(f"cannot attach the receiver's shared memory {h.shm_name}: {exc}") from exc
                 log.warning("shared memory %s not attachable (%s); using TCP", h.shm_name, exc)
         if choice == "shm":
-            raise TransportError(f"backend 'shm' forced, but the receiver ({h.backend}, node {h.node}) is not shareable from here")
+            raise TransportError(
+                f"backend 'shm' forced, but the receiver ({h.backend}, node {h.node}) is not shareable from here"
+            )
         if h.mem != "DRAM":
             raise TransportError("the receiver's region is in VRAM; only NIXL can write it")
         return "tcp"
@@ -166,7 +169,9 @@ class TensorSender:
 
     # -- sending ---------------------------------------------------------------
 
-    def send(self, arrays: Sequence[Any], *, timeout: float = 30.0, xfer_id: str | None = None, checksum: bool = False) -> Ticket:
+    def send(
+        self, arrays: Sequence[Any], *, timeout: float = 30.0, xfer_id: str | None = None, checksum: bool = False
+    ) -> Ticket:
         """Move ``arrays`` into the receiver; returns once they are there and it was notified.
 
         Args:
@@ -203,7 +208,13 @@ class TensorSender:
         )
 
     def send_blocks(
-        self, pool: Any, block_ids: Sequence[int], *, timeout: float = 30.0, xfer_id: str | None = None, checksum: bool = False
+        self,
+        pool: Any,
+        block_ids: Sequence[int],
+        *,
+        timeout: float = 30.0,
+        xfer_id: str | None = None,
+        checksum: bool = False,
     ) -> Ticket:
         """Send ``pool[block_ids]``: many equal blocks of one pool, vectorized.
 
@@ -252,7 +263,14 @@ class TensorSender:
     ) -> Ticket:
         """Reserve, move the bytes by this sender's backend, notify."""
         reservation = self._slot(total, deadline, xfer_id)
-        meta = {"rx": reservation.receiver_id, "id": reservation.xfer_id, "off": reservation.offset, "n": total, "layout": layout, "crc": crc}
+        meta = {
+            "rx": reservation.receiver_id,
+            "id": reservation.xfer_id,
+            "off": reservation.offset,
+            "n": total,
+            "layout": layout,
+            "crc": crc,
+        }
         try:
             if self.backend == "nixl":
                 temp: list[Any] = []  # registrations for this send only
@@ -261,7 +279,9 @@ class TensorSender:
                     pairs = np.array(pairs, dtype=np.int64).reshape(-1, 3)
                     pairs[:, 1] += self.handle.base + reservation.offset
                     notif = NOTIF_PREFIX + orjson.dumps(meta)
-                    self._agent.write(self._remote, pairs, (mem, device), (self.handle.mem, self.handle.device), notif, deadline)
+                    self._agent.write(
+                        self._remote, pairs, (mem, device), (self.handle.mem, self.handle.device), notif, deadline
+                    )
                 finally:
                     for reg in temp:
                         self._agent.deregister(reg)
@@ -287,7 +307,9 @@ class TensorSender:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TransportTimeout(f"edge receiver at {self.handle.host}:{self.handle.port} stayed full until the deadline")
+                raise TransportTimeout(
+                    f"edge receiver at {self.handle.host}:{self.handle.port} stayed full until the deadline"
+                )
             try:
                 reply = self._request({"op": "alloc", "id": xid, "n": nbytes}, deadline)
             except TransportError:
@@ -368,7 +390,9 @@ class TensorSender:
     def _array_pairs(self, arrays: Sequence[Any], infos: list, offsets: list[int], temp: list) -> tuple[list, str, int]:
         mems = {(i.mem, i.device) for i in infos}
         if len(mems) != 1:
-            raise TransportError(f"one send must come from one memory kind, got {sorted(mems)}; send DRAM and VRAM arrays separately")
+            raise TransportError(
+                f"one send must come from one memory kind, got {sorted(mems)}; send DRAM and VRAM arrays separately"
+            )
         mem, device = mems.pop()
         stage_below = self.stage_below if self.stage_below is not None else STAGE_BELOW[mem]
         runs = coalesce([i.addr for i in infos], [i.nbytes for i in infos], offsets)
@@ -380,7 +404,9 @@ class TensorSender:
         segments = plan_segments(runs, registered, stage_below)
         return self._stage(arrays, [i.nbytes for i in infos], offsets, segments, mem, device), mem, device
 
-    def _block_pairs(self, pool: Any, info: memory.ArrayInfo, ids: np.ndarray, block: int, temp: list) -> tuple[list, str, int]:
+    def _block_pairs(
+        self, pool: Any, info: memory.ArrayInfo, ids: np.ndarray, block: int, temp: list
+    ) -> tuple[list, str, int]:
         stage_below = self.stage_below if self.stage_below is not None else STAGE_BELOW[info.mem]
         starts, lengths = block_runs(ids)
         if int(lengths.min()) * block >= stage_below:
@@ -394,7 +420,13 @@ class TensorSender:
         return [(memory.region_addr(region), 0, ids.size * block)], info.mem, info.device
 
     def _stage(
-        self, arrays: Sequence[Any], sizes: list[int], offsets: list[int], segments: list[Segment], mem: str, device: int
+        self,
+        arrays: Sequence[Any],
+        sizes: list[int],
+        offsets: list[int],
+        segments: list[Segment],
+        mem: str,
+        device: int,
     ) -> list[tuple[int, int, int]]:
         """Copy staged segments into staging; return (src address, slot offset, n) per descriptor."""
         staged = sum(s.n for s in segments if not s.direct)
@@ -440,7 +472,7 @@ class TensorSender:
             close_mapping(self._shm)
             self._shm = None
 
-    def __enter__(self) -> "TensorSender":
+    def __enter__(self) -> TensorSender:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -7,10 +7,11 @@ the data itself.
 
 from __future__ import annotations
 
-import orjson
 import socket
 import struct
 from typing import Any
+
+import orjson
 
 from .errors import TransportError, TransportTimeout
 
@@ -109,7 +110,7 @@ class Connection:
         self._set_timeout(deadline_s)
         try:
             reply = recv_frame(self.sock)
-        except socket.timeout as exc:
+        except TimeoutError as exc:
             raise TransportTimeout(f"edge receiver at {self.peer} did not answer {op!r} in time") from exc
         except OSError as exc:
             raise TransportError(f"edge receiver at {self.peer} dropped the connection: {exc}") from exc
