@@ -195,14 +195,15 @@ class Processor(Node):
     INPUTS: ClassVar[tuple[Port, ...]] = (Port("requests", (Text,), required=True),)
     OUTPUTS: ClassVar[tuple[Port, ...]] = (Port("media", (Media,)),)
 
-    max_bytes: int = Field(default=20 * 2**20, ge=1, description="largest media download")
-    max_pixels: int = Field(default=4096 * 4096, ge=1, description="largest decoded image")
+    max_bytes: int = Field(default=20 * 2**20, ge=1, description="largest media part (download or data URL)")
+    max_pixels: int = Field(default=4096 * 4096, ge=1, description="largest image or video frame (width x height)")
     max_frames: int = Field(default=32, ge=1, description="video frames kept")
     max_duration_s: float = Field(default=600.0, gt=0, description="longest video/audio")
     fetch_timeout_s: float = Field(default=10.0, gt=0)
     allow_private_urls: bool = Field(default=False, description="allow loopback/private hosts")
     video_fps: float = Field(default=2.0, gt=0, description="video frames sampled per second (up to max_frames)")
-    audio_sample_rate: int = Field(default=16000, ge=1000, le=192000, description="audio is resampled to this rate, mono")
+    audio_sample_rate: int = Field(default=16000, ge=1000, le=192000,
+                                   description="audio is resampled to this rate, mono")
     decode_timeout_s: float = Field(default=10.0, gt=0, description="longest decode of one media part")
     video_format: Literal["mp4", "jpeg_frames"] = Field(
         default="mp4", description="sampled video sent on as an H.264 MP4, or as vLLM's JPEG frame list")

@@ -238,3 +238,26 @@ def test_ctrl_c_leaves_no_process(tmp_path: pathlib.Path) -> None:
     while alive(tree) and time.monotonic() - start < 10:
         time.sleep(0.1)
     assert not alive(tree), f"processes survived Ctrl-C: {sorted(alive(tree))}"
+
+
+def test_embeddings_move_over_the_tensor_edge(graph: RunningGraph) -> None:
+    """E/P/D and E/PD: the encoder's embedding bytes reach the next engine over nodes.transport;
+    the receiving mock checks them against the image (a mismatch would be a 4xx, failing the request)."""
+    if graph.name not in ("e_p_d", "e_pd"):  # type: ignore[attr-defined]
+        pytest.skip("only graphs with a separate encoder move embeddings")
+    consumers = [s["name"] for s in graph.plan["services"] if s["role"] in ("prefill", "prefill_decode")]
+
+    def received_bytes() -> float:
+        total = 0.0
+        for name in consumers:
+            _, text = http_json("GET", graph.service_url(name) + "/metrics")
+            total += sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                         if line.startswith("mock_ec_bytes_received_total"))
+        return total
+
+    before = received_bytes()
+    content = [{"type": "text", "text": "describe"}, {"type": "image_url", "image_url": {"url": image_url((9, 99, 199))}}]
+    reply = client(graph).chat.completions.create(model=ALL[graph.name], messages=[{"role": "user", "content": content}],  # type: ignore[attr-defined]
+                                                  max_tokens=4)
+    assert reply.choices[0].message.content
+    assert received_bytes() > before, "no embedding bytes arrived over the tensor edge"

@@ -328,3 +328,24 @@ def test_fuzzed_files_over_http_never_5xx(proc: Processor, case: tuple[str, byte
     if status != 200:
         assert body["error"]["param"].startswith("messages[0].content[1]"), body
     assert proc.proc.poll() is None
+
+
+def test_parts_fetched_concurrently_and_first_refusal_reported(proc: Processor, server: media.MediaServer) -> None:
+    slow = {"type": "image_url", "image_url": {"url": server.url("/slow")}}
+    bad = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    start = time.monotonic()
+    status, body = proc.process(slow, slow, bad)
+    assert status == 400, body
+    assert body["error"]["param"] == "messages[0].content[1].image_url.url"  # in request order, not finishing order
+    assert time.monotonic() - start < 2.5  # two 1 s timeouts side by side, not one after the other
+
+
+@pytest.mark.parametrize("path, words", [("/missing.png", ("HTTP 404",)), ("/text.txt", ("not an image",)),
+                                         ("/bomb.png", ("5000x5000", "max_pixels"))])
+def test_bad_downloads_refused(proc: Processor, server: media.MediaServer, path: str, words: tuple[str, ...]) -> None:
+    _refused(*proc.process({"type": "image_url", "image_url": {"url": server.url(path)}}), 400, *words)
+
+
+def test_long_video_from_http_refused(proc: Processor, server: media.MediaServer) -> None:
+    status, body = proc.process({"type": "video_url", "video_url": {"url": server.url("/long.webm")}})
+    _refused(status, body, 400, "12.0 s long")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import math
 import tokenize
+import warnings
 from typing import Any
 
 import numpy as np
@@ -73,12 +74,14 @@ def check_tensor(data: bytes, max_bytes: int, param: str, main: bool) -> np.ndar
     buf = io.BytesIO(data)
     try:
         version = np.lib.format.read_magic(buf)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(buf)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(buf)
-        else:
-            raise refuse(param, f".npy version {version} is not accepted (1.0 or 2.0)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # numpy's notes on Python 2 headers: the client's problem, not a log line
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(buf)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(buf)
+            else:
+                raise refuse(param, f".npy version {version} is not accepted (1.0 or 2.0)")
     except (ValueError, SyntaxError, TypeError, OverflowError, tokenize.TokenError, RecursionError, MemoryError):
         # numpy parses the header as a Python literal; any of these means it is not one
         raise refuse(param, "the .npy header is malformed") from None

@@ -59,23 +59,27 @@ class MediaProcessor:
         self._slots = asyncio.Semaphore(os.cpu_count() or 1)
 
     async def process(self, body: dict[str, Any]) -> None:
-        """Replace every media part of ``body['messages']`` in place.
+        """Replace every media part of ``body['messages']`` in place; parts are fetched and decoded concurrently.
 
         Raises:
-            RequestError: the first part refused (400, or 413 when too large), naming it.
+            RequestError: the first refused part in request order (400, or 413 when too large), naming it.
         """
         messages = body.get("messages")
         if messages is None:
             return
         if not isinstance(messages, list):
             raise RequestError(400, "'messages' must be an array", "messages")
+        jobs = []
         for i, message in enumerate(messages):
             content = message.get("content") if isinstance(message, dict) else None
             if not isinstance(content, list):
                 continue
             for j, part in enumerate(content):
                 if isinstance(part, dict) and isinstance(part.get("type"), str):
-                    await self._part(part, f"messages[{i}].content[{j}]")
+                    jobs.append(self._part(part, f"messages[{i}].content[{j}]"))
+        for outcome in await asyncio.gather(*jobs, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def _part(self, part: dict[str, Any], param: str) -> None:
         kind = _KINDS.get(part["type"])

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import collections
 import logging
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -15,12 +13,12 @@ import orjson
 
 from . import memory
 from .config import requested_backend
-from .errors import TransportError, TransportTimeout
+from .errors import TransportError
 from .fallback import attach_segment, can_share_memory, close_mapping, log_once
 from .handle import EdgeHandle
 from .layout import Segment, block_runs, coalesce, encode_layout, pack, plan_segments
 from .nixl_backend import NOTIF_PREFIX, NixlUnavailable, process_agent
-from .sidechannel import Connection
+from .slot_client import Reservation, SlotClient
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +27,6 @@ log = logging.getLogger(__name__)
 # costs ~3.5 us extra DRAM->DRAM (a 64 KiB copy ~8 us: keep them direct) and
 # ~12 us VRAM->VRAM (a 4 MiB device copy ~4 us: stage them).
 STAGE_BELOW = {"DRAM": 32 << 10, "VRAM": 4 << 20}
-MAX_AHEAD = 4  # slots a sender keeps reserved ahead of its next sends
 
 
 @dataclass(frozen=True)
@@ -55,16 +52,6 @@ class Ticket:
             return cls(str(data["xfer_id"]), int(data["nbytes"]), int(data["count"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise TransportError(f"malformed edge ticket {data!r}: needs xfer_id, nbytes, count") from exc
-
-
-@dataclass(frozen=True)
-class Reservation:
-    """A slot the receiver set aside for one transfer."""
-
-    xfer_id: str
-    offset: int
-    nbytes: int
-    receiver_id: str
 
 
 class TensorSender:
@@ -98,13 +85,10 @@ class TensorSender:
         self.handle = handle
         self.connect_timeout = connect_timeout
         self.stage_below = stage_below
-        self._conn: Connection | None = Connection(handle.host, handle.port, connect_timeout)
+        self._slots = SlotClient(handle.host, handle.port, handle.capacity, connect_timeout)
         self._regs: list[tuple[int, int, Any]] = []
         self._staging: tuple[Any, Any, int] | None = None  # (region, registration, size)
         self._shm = self._shm_view = None
-        # Replies still to read, in order, and slots reserved ahead for the next sends.
-        self._inflight: collections.deque[tuple[str, str, int]] = collections.deque()
-        self._spares: collections.deque[Reservation] = collections.deque()
         self.backend = self._pick(requested_backend(backend))
 
     def _pick(self, choice: str) -> str:
@@ -262,7 +246,7 @@ class TensorSender:
         tcp_parts: Callable[[], list],
     ) -> Ticket:
         """Reserve, move the bytes by this sender's backend, notify."""
-        reservation = self._slot(total, deadline, xfer_id)
+        reservation = self._slots.slot(total, deadline, xfer_id)
         meta = {
             "rx": reservation.receiver_id,
             "id": reservation.xfer_id,
@@ -287,99 +271,19 @@ class TensorSender:
                         self._agent.deregister(reg)
             elif self.backend == "shm":
                 fill(self._shm_view, reservation.offset)
-                self._request({"op": "notify", "id": reservation.xfer_id, "meta": meta}, deadline)
+                self._slots.request({"op": "notify", "id": reservation.xfer_id, "meta": meta}, deadline)
             else:
-                self._request({"op": "data", "id": reservation.xfer_id, "meta": meta}, deadline, payload=tcp_parts())
+                self._slots.request(
+                    {"op": "data", "id": reservation.xfer_id, "meta": meta}, deadline, payload=tcp_parts()
+                )
         except TransportError:
-            self._drop_connection()  # the receiver fails this transfer when we hang up
+            self._slots.drop()  # the receiver fails this transfer when we hang up
             raise
         return Ticket(reservation.xfer_id, total, count)
 
     def reserve(self, nbytes: int, *, deadline: float, xfer_id: str | None = None) -> Reservation:
-        """Ask the receiver for a slot, retrying while it is full until ``deadline`` (monotonic).
-
-        Raises:
-            TransportTimeout: still full at the deadline.
-            TransportError: the transfer can never fit, or the receiver is gone.
-        """
-        xid = xfer_id or uuid.uuid4().hex
-        backoff = 5e-5
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TransportTimeout(
-                    f"edge receiver at {self.handle.host}:{self.handle.port} stayed full until the deadline"
-                )
-            try:
-                reply = self._request({"op": "alloc", "id": xid, "n": nbytes}, deadline)
-            except TransportError:
-                self._drop_connection()
-                raise
-            if not reply.get("busy"):
-                return Reservation(xid, int(reply["off"]), nbytes, str(reply["rx"]))
-            time.sleep(min(backoff, max(remaining, 0)))
-            backoff = min(backoff * 2, 0.005)
-
-    def _slot(self, nbytes: int, deadline: float, xfer_id: str | None) -> Reservation:
-        """A slot for this send: one reserved ahead if it fits, else a fresh reservation.
-
-        Then top up the slots reserved ahead without waiting for answers: in a
-        stream of sends the reservation round trip (~130 us) leaves the
-        critical path. Each request also tells the receiver which reserved
-        slot we are about to write, so our death fails that transfer there.
-        """
-        while not self._spares and any(kind == "spare" for kind, _, _ in self._inflight):
-            self._settle_one(deadline)
-        activate = None
-        spare = self._spares.popleft() if self._spares else None
-        if spare is not None and xfer_id is None and spare.nbytes >= nbytes:
-            reservation, activate = Reservation(spare.xfer_id, spare.offset, nbytes, spare.receiver_id), spare.xfer_id
-        else:
-            # Give back every slot reserved ahead (answered or not) before
-            # asking for a different size, or they could crowd it out.
-            self._settle(deadline)
-            for unused in ([spare] if spare else []) + list(self._spares):
-                self._post({"op": "free", "id": unused.xfer_id}, ("free", unused.xfer_id, 0))
-            self._spares.clear()
-            reservation = self.reserve(nbytes, deadline=deadline, xfer_id=xfer_id)
-        # Up to MAX_AHEAD slots, at most a quarter of the receiver's region.
-        want = max(1, min(MAX_AHEAD, self.handle.capacity // 4 // max(nbytes, 1)))
-        asked = len(self._spares) + sum(kind == "spare" for kind, _, _ in self._inflight)
-        for i in range(max(want - asked, 0)):
-            ahead = uuid.uuid4().hex
-            header = {"op": "alloc", "id": ahead, "n": nbytes, "spare": True, "activate": activate if i == 0 else None}
-            self._post(header, ("spare", ahead, nbytes))
-        if activate is not None and want - asked <= 0:
-            self._post({"op": "alloc", "id": "", "n": 0, "spare": True, "activate": activate}, ("spare", "", 0))
-        return reservation
-
-    def _post(self, header: dict, expect: tuple[str, str, int]) -> None:
-        try:
-            self._connection().post(header)
-        except TransportError:
-            self._drop_connection()
-            raise
-        self._inflight.append(expect)
-
-    def _settle(self, deadline: float) -> None:
-        """Read every reply still owed to us (normally already here)."""
-        while self._inflight:
-            self._settle_one(deadline)
-
-    def _settle_one(self, deadline: float) -> None:
-        kind, xid, nbytes = self._inflight[0]
-        try:
-            reply = self._connection().reply(kind, deadline - time.monotonic())
-        except TransportError:
-            self._drop_connection()
-            raise
-        self._inflight.popleft()
-        if kind == "spare" and nbytes and reply.get("ok"):
-            self._spares.append(Reservation(xid, int(reply["off"]), nbytes, str(reply["rx"])))
-
-    def _request(self, header: dict, deadline: float, payload: Any = None) -> dict:
-        self._settle(deadline)
-        return self._connection().request(header, deadline - time.monotonic(), payload=payload)
+        """Ask the receiver for a slot of ``nbytes`` (see ``SlotClient.reserve``)."""
+        return self._slots.reserve(nbytes, deadline=deadline, xfer_id=xfer_id)
 
     def _ensure_registered(self, addr: int, nbytes: int, mem: str, device: int, temp: list) -> None:
         # Big unregistered sources are registered for this send only: cheaper
@@ -446,21 +350,9 @@ class TensorSender:
 
     # -- connection ------------------------------------------------------------
 
-    def _connection(self) -> Connection:
-        if self._conn is None:
-            self._conn = Connection(self.handle.host, self.handle.port, self.connect_timeout)
-        return self._conn
-
-    def _drop_connection(self) -> None:
-        self._inflight.clear()
-        self._spares.clear()  # the receiver drops our reservations when we hang up
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
     def close(self) -> None:
         """Hang up and drop registrations, staging and shared-memory mappings."""
-        self._drop_connection()
+        self._slots.drop()
         if self.backend == "nixl":
             for _, _, reg in self._regs:
                 self._agent.deregister(reg)
