@@ -10,7 +10,7 @@ import orjson
 from nodes.common.openai_errors import RequestError
 
 Kind = Literal["chat", "completions"]
-_MEDIA_PARTS = ("image_url", "input_audio", "video_url", "audio_url")
+_MEDIA_PARTS = ("image_url", "input_audio", "video_url", "audio_url", "image_embeds", "audio_embeds", "video_embeds")
 
 
 @dataclass
