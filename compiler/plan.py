@@ -97,9 +97,10 @@ def plan(spec: GraphSpec, options: PlanOptions | None = None) -> Plan:
     edges = _plan_edges(spec, options)
     edge_env = _edge_env(edges)
     services: list[Service] = []
-    for node in spec.nodes:
+    # Encoders first, so the engines they feed can be given their URLs.
+    for node in sorted(spec.nodes, key=lambda n: n.role != "encoder"):
         if node.is_engine:
-            services += _engine_services(spec, node, ports, options, cores, edge_env.get(node.name, {}))
+            services += _engine_services(spec, node, ports, options, cores, edge_env.get(node.name, {}), services)
         elif node.role == "processor":
             services += _processor_services(node, ports, options)
     frontend = spec.by_role("frontend")[0]
@@ -140,9 +141,12 @@ def _engine_services(
     options: PlanOptions,
     cores: dict[str, str],
     transport_env: dict[str, str],
+    built: list[Service],
 ) -> list[Service]:
     adapter = get_adapter(node.engine or "mock")
-    consumes_embeddings = any(p.role == "encoder" for p in spec.predecessors(node.name))
+    encoders = [p.name for p in spec.predecessors(node.name) if p.role == "encoder"]
+    consumes_embeddings = bool(encoders)
+    encoder_urls = tuple(u.url for name in encoders for u in _upstreams(built, name))
     decode_tp = next((d.tp for d in spec.successors(node.name) if d.role == "decode"), None)
     out = []
     for replica in range(node.replicas):
@@ -157,7 +161,7 @@ def _engine_services(
             dtype=node.dtype, kv_cache_dtype=node.kv_cache_dtype, block_size=node.block_size,
             max_model_len=node.max_model_len, engine_args=node.engine_args, imitate=node.imitate,
             mock=node.mock, port=http, extra_ports=extra, device=options.device,
-            consumes_embeddings=consumes_embeddings,
+            consumes_embeddings=consumes_embeddings, encoder_urls=encoder_urls,
             encoder_cache_dir=f"{options.encoder_cache_dir}/{spec.name}",
             cpu_cores=cores.get(name), decode_tp=decode_tp,
         ))

@@ -129,3 +129,14 @@ def test_plan_json_roundtrip() -> None:
     p = _plan(ROOT / "pipelines" / "e_p_d.py")
     again = Plan.model_validate(json.loads(p.model_dump_json()))
     assert again == p
+
+
+def test_sglang_language_model_is_told_its_encoders() -> None:
+    with Graph("t") as g:
+        Frontend() >> Processor() >> Encoder(engine="sglang", model="m", replicas=2) >> Prefill(engine="sglang", model="m") >> Decode(engine="sglang", model="m")
+    p = plan(resolve(g), OPTIONS)
+    argv = p.service("prefill-0").argv
+    assert "--language-only" in argv
+    urls = argv[argv.index("--encoder-urls") + 1:argv.index("--encoder-urls") + 3]
+    assert urls == [f"http://${{SG_HOST_ENCODER_{i}}}:{p.service(f'encoder-{i}').http_port}" for i in range(2)]
+    assert "--encoder-only" in p.service("encoder-0").argv

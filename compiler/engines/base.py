@@ -32,6 +32,7 @@ class EngineInput:
         extra_ports: ports the adapter asked for (see :meth:`EngineAdapter.extra_ports`).
         device: gpu or cpu.
         consumes_embeddings: a separate encoder feeds it (E/PD, E/P/D).
+        encoder_urls: base URLs of the encoder replicas feeding it (engines that call encoders themselves).
         encoder_cache_dir: shared folder for encoder output where the engine uses one.
         cpu_cores: cores to bind its threads to on a shared CPU host (None: no binding).
         decode_tp: for a KV producer, the tp size of the decode it feeds.
@@ -57,6 +58,7 @@ class EngineInput:
     extra_ports: dict[str, int] = field(default_factory=dict)
     device: str = "gpu"
     consumes_embeddings: bool = False
+    encoder_urls: tuple[str, ...] = ()
     encoder_cache_dir: str | None = None
     cpu_cores: str | None = None
     decode_tp: int | None = None

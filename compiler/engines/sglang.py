@@ -49,7 +49,10 @@ class SglangAdapter:
         if spec.role == "encoder":
             argv += ["--encoder-only"]
         elif spec.consumes_embeddings:
+            # SGLang's language model fetches embeddings from its encoders itself.
             argv += ["--language-only"]
+            if spec.encoder_urls:
+                argv += ["--encoder-urls", *spec.encoder_urls]
         if spec.hosts > 1:
             argv += ["--nnodes", str(spec.hosts), "--node-rank", "${SG_NODE_RANK}",
                      "--dist-init-addr", "${SG_LEADER_HOST}:" + str(spec.extra_ports.get("dist", 29500))]
