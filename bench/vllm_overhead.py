@@ -156,13 +156,15 @@ def main() -> None:
     hand, graph = [], []
     for r in range(args.rounds):
         hand.append(by_hand_ready_s(llama, work / f"hand-{r}"))
+        print(f"round {r}: by hand ready in {hand[-1]:.1f} s", flush=True)
         took, g = graph_run_ready_s("pipelines/pd.py", llama, work / f"pd-{r}", PD_SETS)
         graph.append(took)
+        print(f"round {r}: graph run ready in {took:.1f} s", flush=True)
         try:
             if r == args.rounds - 1:
                 decode = g.service_url("decode-0")
                 before = metrics(decode)
-                for i, n in enumerate((10, 200, 600, 1200)):
+                for i, n in enumerate((5, 100, 300, 600)):
                     complete(f"http://127.0.0.1:{g.port}", TEXT_MODEL, "word " * n + str(i), 16)
                 result["nixl"] = nixl_figures(decode, before)
                 result["pd_frontend_load"] = asyncio.run(

@@ -90,19 +90,12 @@ class Protocol:
 
     async def call(self, stage: StageRuntime, req: ClientRequest, path: str, body: dict[str, Any],
                    upstream: Upstream | None = None) -> Reply:
-        """POST to a replica of ``stage`` and read the whole answer.
+        """POST to a replica of an intermediate ``stage`` (encoder, prefill) within the stage deadline.
 
         Raises:
             UpstreamError: no replica answered, or the answer is an error status.
         """
-        async def send(u: Upstream) -> Reply:
-            stage.picker.started(u)
-            try:
-                return await self.pool.post(u.service, u.url + path, body, self.stage_timeout_s)
-            finally:
-                stage.picker.finished(u)
-
-        reply = await self._with_failover(stage, req, upstream, send)
+        reply = await self._post(stage, req, path, body, upstream, self.stage_timeout_s)
         if reply.status != 200:
             raise UpstreamError(stage.name, f"HTTP {reply.status}", reply.status, reply.body)
         return reply
@@ -123,16 +116,16 @@ class Protocol:
 
             streamed = await self._with_failover(stage, req, upstream, open_stream)
             return Outcome(stream=streamed, service=streamed.service, body=body, stage=stage)
-        reply = await self.call_raw(stage, req, req.path, body, upstream)
+        # Any status comes back as the reply (a 4xx is the client's to see); 5xx still fail over.
+        reply = await self._post(stage, req, req.path, body, upstream, self.timeout_s)
         return Outcome(reply=reply, service=stage.name, body=body, stage=stage)
 
-    async def call_raw(self, stage: StageRuntime, req: ClientRequest, path: str, body: dict[str, Any],
-                       upstream: Upstream | None = None) -> Reply:
-        """Like :meth:`call` but any HTTP status comes back as a reply (5xx still fail over)."""
+    async def _post(self, stage: StageRuntime, req: ClientRequest, path: str, body: dict[str, Any],
+                    upstream: Upstream | None, timeout_s: float) -> Reply:
         async def send(u: Upstream) -> Reply:
             stage.picker.started(u)
             try:
-                return await self.pool.post(u.service, u.url + path, body, self.timeout_s)
+                return await self.pool.post(u.service, u.url + path, body, timeout_s)
             finally:
                 stage.picker.finished(u)
 
