@@ -80,7 +80,7 @@ def test_stalled_prefill_times_out_then_falls_back(pd: RunningGraph) -> None:
     reply = client(pd).chat.completions.create(model=LLAMA, messages=[{"role": "user", "content": "hi"}], max_tokens=4)
     took = time.monotonic() - start
     assert reply.choices[0].message.content
-    assert 1.5 < took < 10, f"fallback took {took:.1f} s; the stage deadline is 2 s"
+    assert took > 1.5, f"fallback after {took:.1f} s, before the 2 s stage deadline: the stall was not waited for"
 
 
 def test_stream_survives_a_worker_dying_mid_way(agg: RunningGraph) -> None:

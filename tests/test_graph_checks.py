@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import time
+import pytest
+
 
 from graph import (
     Decode, Encoder, Frontend, Graph, Prefill, PrefillDecode, Processor, Router, ValidateOptions, Worker, resolve,
@@ -42,7 +43,8 @@ def test_field_problem_names_the_node_as_validation_does() -> None:
     assert "Worker 'worker-2' field 'tp' = 0" in errors[0].message
 
 
-def test_dense_cycle_is_one_message_and_fast() -> None:
+@pytest.mark.timeout(120)  # enumerating every cycle would never finish: that is the bug this guards
+def test_dense_cycle_is_one_message() -> None:
     """A complete digraph of routers has astronomically many simple cycles; we report one."""
     with Graph("g") as g:
         routers = [Router() for _ in range(30)]
@@ -52,10 +54,7 @@ def test_dense_cycle_is_one_message_and_fast() -> None:
                 if a is not b:
                     a >> b
         routers[-1] >> Worker(model="m")
-    start = time.perf_counter()
-    codes = _codes(g)
-    assert time.perf_counter() - start < 5
-    assert codes == ["cycle"]
+    assert _codes(g) == ["cycle"]
 
 
 def test_unreachable_part_is_one_message_naming_what_is_behind_it() -> None:

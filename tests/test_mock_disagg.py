@@ -93,7 +93,7 @@ def urllib_stream(url: str, body: dict) -> list[str]:
     import urllib.request
 
     r = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(r, timeout=10) as resp:
+    with urllib.request.urlopen(r, timeout=60) as resp:
         return [line[6:].decode().strip() for line in resp if line.startswith(b"data: ")]
 
 
@@ -153,7 +153,7 @@ def test_sglang_bootstrap_room_between_two_mocks(mocks):
     start = time.monotonic()
     status, err = post(d.url + "/v1/chat/completions", {**body, "bootstrap_room": room + 1})
     assert status == 504 and "never filled" in err["error"]["message"]
-    assert 0.9 < time.monotonic() - start < 5
+    assert time.monotonic() - start > 0.9, "gave up before its 1 s deadline"
     # the same prefill body twice with one room: rooms are single-use
     post(p.url + "/v1/chat/completions", {**body, "bootstrap_room": room + 2})
     status, err = post(p.url + "/v1/chat/completions", {**body, "bootstrap_room": room + 2})

@@ -155,7 +155,7 @@ def rx(backend: str) -> Iterator[TensorReceiver]:
 
 def test_bytes_arrive_intact_for_every_size_and_dtype(rx: TensorReceiver, backend: str, spawn: Any) -> None:
     proc, out = spawn(child_send_all, rx.handle().to_dict(), backend)
-    assert out.get(timeout=30) == ("backend", backend)
+    assert out.get(timeout=120) == ("backend", backend)
     for _ in CASES:
         _, size, dtype, seed, ticket = out.get(timeout=60)
         # the notification names the transfer; its arrays are exactly what was sent
@@ -184,7 +184,7 @@ def test_silent_then_killed_sender_fails_the_receiver_within_its_deadline(
     rx: TensorReceiver, backend: str, spawn: Any
 ) -> None:
     proc, out = spawn(child_reserve_then_hang, rx.handle().to_dict(), backend)
-    xfer_id = out.get(timeout=30)
+    xfer_id = out.get(timeout=120)
     t0 = time.monotonic()
     with pytest.raises(TransportTimeout, match="is the sender alive"):
         rx.recv(xfer_id, timeout=1.0)  # alive but silent
@@ -200,7 +200,7 @@ def test_sender_killed_mid_stream_fails_the_receiver_within_its_deadline(
     rx: TensorReceiver, backend: str, spawn: Any
 ) -> None:
     proc, out = spawn(child_send_forever, rx.handle().to_dict(), backend)
-    assert out.get(timeout=30) == "sending"
+    assert out.get(timeout=120) == "sending"
     deadline = time.monotonic() + 20
     while rx.pending() == 0:  # a slot is reserved: a transfer is in flight
         assert time.monotonic() < deadline, "sender never started a transfer"
@@ -213,13 +213,14 @@ def test_sender_killed_mid_stream_fails_the_receiver_within_its_deadline(
             rx.recv(timeout=DEADLINE_S).release()
             completed += 1
     assert time.monotonic() - t0 < DEADLINE_S + SLACK_S
-    assert completed <= 2, f"{completed} transfers after the kill: {info.value}"
+    # A sender keeps up to 4 slots reserved ahead; transfers already written to them may still land.
+    assert completed <= 4, f"{completed} transfers after the kill: {info.value}"
     assert rx.pending() == 0  # the dead sender's slot was given back
 
 
 def test_dead_receiver_fails_the_sender_within_its_deadline(backend: str, spawn: Any) -> None:
     proc, out = spawn(child_receive_then_hang, backend)
-    handle = out.get(timeout=30)
+    handle = out.get(timeout=120)
     tx = TensorSender(handle, backend=backend)
     os.kill(proc.pid, signal.SIGKILL)
     proc.join(5)
