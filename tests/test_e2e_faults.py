@@ -144,3 +144,19 @@ def test_failing_encoder_replica_is_skipped(tmp_path: pathlib.Path) -> None:
         assert metric(g, "servegraph_upstream_requests_total", service="encoder-1", status="200") == 4
     finally:
         g.stop()
+
+
+def test_short_prompts_skip_prefill(tmp_path: pathlib.Path) -> None:
+    """Router(disagg_threshold=64): a prompt under ~64 tokens goes straight to decode; a long one is disaggregated."""
+    g = start_graph("tests/pipelines/pd_threshold.py", tmp_path / "work", "--mock")
+    try:
+        c = client(g)
+        c.chat.completions.create(model=LLAMA, messages=[{"role": "user", "content": "short"}], max_tokens=3)
+        assert not [r for r in g.received("prefill-0") if r["path"].endswith("/chat/completions")]
+        long_prompt = "a long shared document " * 80
+        c.chat.completions.create(model=LLAMA, messages=[{"role": "user", "content": long_prompt}], max_tokens=3)
+        assert len([r for r in g.received("prefill-0") if r["path"].endswith("/chat/completions")]) == 1
+        assert len([r for r in g.received("decode-0") if r["path"].endswith("/chat/completions")]) == 2
+        assert metric(g, "servegraph_disagg_skipped_total", reason="short_prompt") == 1
+    finally:
+        g.stop()
