@@ -242,7 +242,7 @@ def _gpu_problems(the_plan: Plan, wl: list[tuple[dict[str, Any], list[dict[str, 
 
 
 def served_paths(module: str) -> set[str] | None:
-    """GET paths our process ``module`` serves, read from its FastAPI app; None if it isn't built yet."""
+    """GET paths our process ``module`` serves, read from its app; None if it isn't built yet."""
     if importlib.util.find_spec(module) is None or importlib.util.find_spec(f"{module}.app") is None:
         return None
     app_module = importlib.import_module(f"{module}.app")
