@@ -20,7 +20,9 @@ pytestmark = pytest.mark.e2e_mock
 
 LLAMA = "meta-llama/Llama-3.1-8B-Instruct"
 LLAVA = "llava-hf/llava-1.5-7b-hf"
-FAST = ("--set", "frontend.stage_timeout_s=2")
+# Short stage deadline so stalls are detected quickly, yet long enough for a loaded 2-core CI box.
+STAGE_S = 5
+FAST = ("--set", f"frontend.stage_timeout_s={STAGE_S}")
 
 
 def faults(g: RunningGraph, service: str, **knobs: object) -> None:
@@ -39,7 +41,7 @@ def metric(g: RunningGraph, name: str, **labels: str) -> float:
     return total
 
 
-def client(g: RunningGraph, timeout: float = 20) -> openai.OpenAI:
+def client(g: RunningGraph, timeout: float = 90) -> openai.OpenAI:
     return openai.OpenAI(base_url=g.url, api_key="x", max_retries=0, timeout=timeout)
 
 
@@ -80,7 +82,7 @@ def test_stalled_prefill_times_out_then_falls_back(pd: RunningGraph) -> None:
     reply = client(pd).chat.completions.create(model=LLAMA, messages=[{"role": "user", "content": "hi"}], max_tokens=4)
     took = time.monotonic() - start
     assert reply.choices[0].message.content
-    assert took > 1.5, f"fallback after {took:.1f} s, before the 2 s stage deadline: the stall was not waited for"
+    assert took > STAGE_S - 0.5, f"fallback after {took:.1f} s, before the {STAGE_S} s deadline: the stall was not waited for"
 
 
 def test_stream_survives_a_worker_dying_mid_way(agg: RunningGraph) -> None:
@@ -110,7 +112,8 @@ def test_failed_stream_is_an_error_not_success(agg: RunningGraph) -> None:
     start = time.monotonic()
     with pytest.raises(openai.APIError) as err:
         stream_text(client(agg), 16)
-    assert time.monotonic() - start < 30, "the client waited far past the deadlines"
+    # 1 + MIGRATION_LIMIT attempts, each ending at the stage deadline, plus start-up slack.
+    assert time.monotonic() - start < 4 * STAGE_S + 30, "the client waited far past the deadlines"
     assert "could not be resumed" in str(err.value)
     assert metric(agg, "servegraph_stream_errors_total") >= 1
 
@@ -134,7 +137,7 @@ def test_dead_worker_leaves_rotation(agg: RunningGraph) -> None:
 def test_failing_encoder_replica_is_skipped(tmp_path: pathlib.Path) -> None:
     from tests.test_e2e_mock import image_url
 
-    g = start_graph("pipelines/e_p_d.py", tmp_path / "work", "--mock", *FAST)
+    g = start_graph("pipelines/e_p_d.py", tmp_path / "work", "--mock")
     try:
         faults(g, "encoder-0", fail_rate=1.0)
         c = client(g)
