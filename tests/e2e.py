@@ -39,7 +39,7 @@ def _is_free(port: int) -> bool:
     return True
 
 
-def http_json(method: str, url: str, body: Any = None, timeout: float = 10.0) -> tuple[int, Any]:
+def http_json(method: str, url: str, body: Any = None, timeout: float = 60.0) -> tuple[int, Any]:
     """A tiny HTTP client that returns (status, parsed JSON or text)."""
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
@@ -99,7 +99,7 @@ class RunningGraph:
         return self.proc.returncode
 
 
-def start_graph(pipeline: str, workdir: pathlib.Path, *args: str, ready_timeout: float = 90.0) -> RunningGraph:
+def start_graph(pipeline: str, workdir: pathlib.Path, *args: str, ready_timeout: float = 180.0) -> RunningGraph:
     """`graph run PIPELINE --mock ...` in its own session; waits until the frontend answers /v1/models."""
     port = free_port_block(1)
     base = free_port_block(40)

@@ -48,7 +48,7 @@ def graph(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 
 
 def client(g: RunningGraph) -> openai.OpenAI:
-    return openai.OpenAI(base_url=g.url, api_key="unused", max_retries=0, timeout=30)
+    return openai.OpenAI(base_url=g.url, api_key="unused", max_retries=0, timeout=90)
 
 
 def user_content(g: RunningGraph, text: str, color: tuple[int, int, int] = (200, 30, 30)) -> object:
@@ -213,8 +213,8 @@ def test_killed_worker_is_restarted(tmp_path: pathlib.Path) -> None:
 
         pid = json.loads(state.read_text())["services"]["decode-0"]["pid"]
         os.kill(pid, signal.SIGKILL)
-        c = openai.OpenAI(base_url=g.url, api_key="x", max_retries=0, timeout=5)
-        deadline = time.monotonic() + 30
+        c = openai.OpenAI(base_url=g.url, api_key="x", max_retries=0, timeout=10)
+        deadline = time.monotonic() + 60
         ok = False
         while time.monotonic() < deadline and not ok:
             try:
