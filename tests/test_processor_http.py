@@ -212,7 +212,7 @@ def test_fetch_timeout(proc: Processor, server: media.MediaServer) -> None:
     start = time.monotonic()
     status, body = proc.process({"type": "image_url", "image_url": {"url": server.url("/slow")}})
     _refused(status, body, 400, "longer than 1 s")
-    assert time.monotonic() - start < 2.5
+    assert time.monotonic() - start < server.slow_s, "the fetch deadline did not cut the slow download short"
 
 
 @pytest.mark.parametrize("path", ["/big.bin", "/huge"])

@@ -45,7 +45,7 @@ def test_bomb_refused_from_header_alone() -> None:
     assert len(bomb) < 100
     start = time.perf_counter()
     assert "pixels" in _refusal(check_image, bomb, 4096 * 4096, "p")
-    assert time.perf_counter() - start < 0.05
+    assert time.perf_counter() - start < 5, "a 10-gigapixel image was decoded instead of refused from its header"
     # Under pillow's own bomb threshold, our limit speaks, with the numbers.
     assert "3000x3000 = 9000000 pixels; the limit is 1000000" in _refusal(check_image, media.bomb_png(3000, 3000),
                                                                           1_000_000, "p")
