@@ -27,11 +27,6 @@ class Options:
     host: str = "127.0.0.1"
 
 
-def host_env(plan: Plan, host: str) -> dict[str, str]:
-    """Every service's address variable, all pointing at this host."""
-    return plan.single_host_env(host)
-
-
 def config_text(service: Service) -> str:
     """The content of a service's config file, in the format its name says."""
     assert service.config is not None
@@ -61,7 +56,7 @@ def _launch_script(plan: Plan, options: Options) -> str:
         "mkdir -p logs",
         "",
     ]
-    lines += [f"export {k}={shlex.quote(v)}" for k, v in sorted(host_env(plan, options.host).items())]
+    lines += [f"export {k}={shlex.quote(v)}" for k, v in sorted(plan.single_host_env(options.host).items())]
     lines += [
         "",
         "pids=()",
