@@ -7,6 +7,10 @@ does it in its frontend), speed-up matched. Load: wrk, non-streaming chat, max_t
 tokens/s, p50/p99 and the ratio ours/Dynamo, plus our frontend's overhead over calling
 our mock directly (p50 at 1 and at 32 connections).
 
+Our mock writes the streamed tokens whose time has come in one write (one SSE event each),
+as vLLM hands its HTTP side every output that piled up; the row "1 write per token" runs
+a second copy with `tokens_per_write: 1` so the frontend relays every token on its own.
+
 Usage:
     scripts/setup-dynamo.sh .venv-dynamo
     python scripts/build_tiny_models.py models/      # needs torch + transformers (scripts/setup-vllm.sh)
@@ -83,9 +87,12 @@ def wrk(url: str, body: dict, connections: int, duration: int) -> Load:
         capture_output=True, text=True, check=True,
     ).stdout
     os.unlink(script)
+    # Anchored: a "+/- Stdev" column such as "72.50%" must not pass for the 50th percentile.
+    p50_row, p99_row = (re.search(rf"^\s+{q}%\s+([\d.]+\w+)\s*$", out, re.M) for q in (50, 99))
+    if not p50_row or not p99_row:
+        raise SystemExit(f"wrk got no answers from {url}:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p50, p99 = _ms(p50_row.group(1)), _ms(p99_row.group(1))
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     errors = (int(bad.group(1)) if bad else 0) + (sum(map(int, sock.groups())) if sock else 0)
@@ -146,12 +153,15 @@ def main() -> None:
     model_dir = str(pathlib.Path(args.model_dir).resolve())
     work = pathlib.Path(tempfile.mkdtemp(prefix="bench-fe-"))
     procs = Procs()
-    ours_port, dyn_port, base = 18500, 18600, 18510
+    ours_port, ours1_port, dyn_port, base = 18500, 18530, 18600, 18510
     try:
-        # (a) ours: graph run, aggregated example, one mock worker with the real tokenizer.
-        procs.start([sys.executable, "-m", "compiler.cli", "run", "pipelines/agg.py", "--mock", "--port", str(ours_port),
-                     "--base-port", str(base), "--workdir", str(work / "ours"), "--set", "worker.replicas=1",
-                     "--set", f"worker.mock={{tokenizer: {model_dir}, speedup: {args.speedup}}}"], work / "ours.log")
+        # (a) ours: graph run, aggregated example, one mock worker with the real tokenizer. A second
+        # copy whose mock writes every streamed token on its own shows what the coalescing is worth.
+        for name, port, base_port, per_write in (("ours", ours_port, base, 0), ("ours-1", ours1_port, base + 30, 1)):
+            knobs = f"{{tokenizer: {model_dir}, speedup: {args.speedup}, tokens_per_write: {per_write}}}"
+            procs.start([sys.executable, "-m", "compiler.cli", "run", "pipelines/agg.py", "--mock", "--port", str(port),
+                         "--base-port", str(base_port), "--workdir", str(work / name), "--set", "worker.replicas=1",
+                         "--set", f"worker.mock={knobs}"], work / f"{name}.log")
         # (b) Dynamo: mocker + frontend, no etcd/NATS (file discovery, tcp request plane).
         dyn_env = {"DYN_FILE_KV": str(work / "dynamo-discovery")}
         py = str(pathlib.Path(args.dynamo_venv) / "bin" / "python")
@@ -161,18 +171,28 @@ def main() -> None:
         procs.start([py, "-m", "dynamo.frontend", "--http-port", str(dyn_port), "--router-mode", "round-robin", *common],
                     work / "dynamo-frontend.log", dyn_env)
         ours = f"http://127.0.0.1:{ours_port}/v1/chat/completions"
+        ours1 = f"http://127.0.0.1:{ours1_port}/v1/chat/completions"
         theirs = f"http://127.0.0.1:{dyn_port}/v1/chat/completions"
         wait_ready(ours, chat(2, False))
+        wait_ready(ours1, chat(2, False))
         wait_ready(theirs, chat(2, False), timeout=180)
         mock = f"http://127.0.0.1:{base}/v1/chat/completions"
         rows = []
-        for label, body in (("non-streaming, max_tokens 8", chat(8, False)), ("streaming, max_tokens 128", chat(128, True))):
-            tokens = {name: (usage_tokens(url, body) if body.get("stream") else 8) for name, url in (("ours", ours), ("dynamo", theirs))}
-            a = wrk(ours, body, args.connections, args.duration)
+        loads = (("non-streaming, max_tokens 8", chat(8, False), ours),
+                 ("streaming, max_tokens 128", chat(128, True), ours),
+                 ("streaming, 1 write per token", chat(128, True), ours1))
+        for label, body, ours_url in loads:
+            tokens = {name: (usage_tokens(url, body) if body.get("stream") else 8)
+                      for name, url in (("ours", ours_url), ("dynamo", theirs))}
+            a = wrk(ours_url, body, args.connections, args.duration)
             b = wrk(theirs, body, args.connections, args.duration)
             rows.append((label, a, b, tokens))
-        direct = {c: wrk(mock, chat(8, False), c, max(args.duration // 2, 5)) for c in (1, args.connections)}
-        through = {c: wrk(ours, chat(8, False), c, max(args.duration // 2, 5)) for c in (1, args.connections)}
+        short = max(args.duration // 2, 5)
+        direct = {c: wrk(mock, chat(8, False), c, short) for c in (1, args.connections)}
+        mock1 = f"http://127.0.0.1:{base + 30}/v1/chat/completions"
+        direct_stream = {label: wrk(url, chat(128, True), args.connections, short)
+                         for label, url in (("streaming", mock), ("1 write per token", mock1))}
+        through = {c: wrk(ours, chat(8, False), c, short) for c in (1, args.connections)}
     finally:
         procs.stop()
     print(f"\n# frontend vs Dynamo, {args.connections} connections, {args.duration} s each, speedup {args.speedup:g}")
@@ -181,7 +201,9 @@ def main() -> None:
         for side, r in (("ours", a), ("dynamo", b)):
             print(f"{label:32} {side:7} {r.rps:9.0f} {r.rps * tokens[side]:10.0f} {r.p50_ms:8.1f} {r.p99_ms:8.1f} {r.errors:6d}")
         print(f"{'':32} {'ratio':7} {a.rps / b.rps:9.2f}   (ours/Dynamo req/s; tokens per request: {tokens})")
-    print(f"\nour mock called directly: {direct[args.connections].rps:.0f} req/s at {args.connections} connections")
+    print(f"\nour mock called directly: {direct[args.connections].rps:.0f} req/s at {args.connections} connections "
+          f"(non-streaming, max_tokens 8); streaming 128: " +
+          ", ".join(f"{label} {r.rps:.0f} req/s" for label, r in direct_stream.items()))
     for c in (1, args.connections):
         print(f"frontend overhead at {c:2d} connection(s): p50 {through[c].p50_ms:.2f} ms through the frontend - "
               f"{direct[c].p50_ms:.2f} ms direct = {through[c].p50_ms - direct[c].p50_ms:.2f} ms")

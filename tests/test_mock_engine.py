@@ -70,3 +70,34 @@ def test_output_is_a_pure_function_of_prompt_and_seed():
 
     a, b, c = asyncio.run(main())
     assert a == b and a != c
+
+
+def _steps(*argv: str, max_tokens: int = 40) -> tuple[list[list[int]], list[int]]:
+    async def main() -> tuple[list[list[int]], list[int]]:
+        engine = Engine(parse_args(list(argv)), SimTokenizer())
+        await engine.start()
+        prep = await engine.prepare(_req(8, max_tokens=max_tokens))
+        steps = [step async for step in engine.tokens(prep)]
+        engine.finish(prep, max_tokens)
+        await engine.stop()
+        return steps, engine.output_ids(prep)
+
+    return asyncio.run(main())
+
+
+def test_tokens_due_together_come_in_one_step_and_the_first_comes_alone():
+    steps, ids = _steps("--speedup", "1000")  # 5 us per token: many are due at once
+    assert [t for step in steps for t in step] == ids
+    assert steps[0] == ids[:1] and len(steps) < len(ids)
+
+
+def test_tokens_per_write_caps_a_step():
+    steps, ids = _steps("--speedup", "1000", "--tokens-per-write", "1")
+    assert steps == [[t] for t in ids]
+    steps, ids = _steps("--speedup", "1000", "--tokens-per-write", "7")
+    assert [t for step in steps for t in step] == ids and max(map(len, steps)) == 7
+
+
+def test_paced_tokens_come_one_per_step():
+    steps, ids = _steps("--itl-ms", "1", max_tokens=10)  # 1 ms apart: each has its own time
+    assert steps == [[t] for t in ids]

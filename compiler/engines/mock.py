@@ -9,6 +9,7 @@ from .base import EngineCommand, EngineInput, flag_args
 MOCK_KNOBS = frozenset({
     # timing and capacity
     "prefill_tps", "itl_ms", "ttft_ms", "encode_ms", "speedup", "kv_blocks", "max_num_seqs",
+    "tokens_per_write",
     "max_model_len", "default_max_tokens", "mm_tokens", "max_media_bytes", "seed",
     # tokenizer: a local model folder with tokenizer.json + chat template
     "tokenizer",

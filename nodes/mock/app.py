@@ -157,9 +157,12 @@ class MockApp:
         if first:
             await send({"type": "http.response.body", "body": first, "more_body": True})
         n = 0
-        async for tid in engine.tokens(prep):
-            await send({"type": "http.response.body", "body": fmt.token(tid, decoder.step(tid), n), "more_body": True})
-            n += 1
+        async for step in engine.tokens(prep):
+            events = []
+            for tid in step:
+                events.append(fmt.token(tid, decoder.step(tid), n))
+                n += 1
+            await send({"type": "http.response.body", "body": b"".join(events), "more_body": True})
         engine.finish(prep, n)
         await send({"type": "http.response.body", "body": fmt.end(n, "length"), "more_body": False})
 

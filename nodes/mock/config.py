@@ -30,6 +30,7 @@ class MockConfig:
     ttft_ms: float = 0.0
     encode_ms: float = 2.0
     speedup: float = 1.0
+    tokens_per_write: int = 0
     tokenizer: str | None = None
     max_model_len: int = 32768
     max_num_seqs: int = 256
@@ -96,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--ttft-ms", type=float, default=0.0, help="fixed overhead before the first token")
     a("--encode-ms", type=float, default=2.0, help="time to encode one media item")
     a("--speedup", type=float, default=1.0, help="divides every simulated delay")
+    a("--tokens-per-write", type=int, default=0,
+      help="most streamed tokens sent in one write (still one SSE event each); 0: all whose time has come, "
+           "as vLLM merges outputs its HTTP side has not yet taken")
     a("--tokenizer", default=None, help="model folder with tokenizer.json + chat template (default: simulated)")
     a("--max-model-len", type=int, default=32768)
     a("--max-num-seqs", type=int, default=256, help="requests running at once; the rest wait")
@@ -129,6 +133,8 @@ def parse_args(argv: list[str] | None = None) -> MockConfig:
     for flag, value in (("--prefill-tps", cfg.prefill_tps), ("--speedup", cfg.speedup)):
         if value <= 0:
             parser.error(f"{flag} must be > 0, got {value}")
+    if cfg.tokens_per_write < 0:
+        parser.error(f"--tokens-per-write must be >= 0, got {cfg.tokens_per_write}")
     if not 0.0 <= cfg.fail_rate <= 1.0:
         parser.error(f"--fail-rate must be within [0, 1], got {cfg.fail_rate}")
     return cfg

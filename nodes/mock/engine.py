@@ -186,28 +186,40 @@ class Engine:
         async with self._kv_freed:
             self._kv_freed.notify_all()
 
-    def tokens(self, prep: Prepared) -> AsyncIterator[int]:
-        """The output ids, paced by ``--itl-ms`` (first one immediately)."""
+    def tokens(self, prep: Prepared) -> AsyncIterator[list[int]]:
+        """The output ids in steps, paced by ``--itl-ms`` (the first id alone and at once).
+
+        Ids whose time has come together form one step (at most ``--tokens-per-write``), as
+        vLLM hands its HTTP side every output that piled up since it last looked
+        (RequestOutputCollector.put in v1/engine/output_processor.py): one write, not one per id.
+        """
         return self._tokens(prep)
 
-    async def _tokens(self, prep: Prepared) -> AsyncIterator[int]:
+    async def _tokens(self, prep: Prepared) -> AsyncIterator[list[int]]:
         ids = self.output_ids(prep)
         stall = self.faults.stall_after_tokens
+        end = prep.n_out if stall is None else min(stall, prep.n_out)
         itl = self._itl
-        owed = 0.0
+        most = self.cfg.tokens_per_write or end
         self.metrics.ttft.observe(time.perf_counter() - prep.start)
-        for i in range(prep.n_out):
-            if stall is not None and i >= stall:
-                self.metrics.faults["stall"] += 1
-                await asyncio.Event().wait()  # hang until the client goes away
+        i, owed = 0, 0.0
+        while i < end:
+            step = 1
             if i:
                 owed += itl
+                while owed < _MIN_SLEEP and i + step < end and step < most:
+                    owed += itl
+                    step += 1
                 if owed >= _MIN_SLEEP:
                     await asyncio.sleep(owed)
                     owed = 0.0
-            yield ids[i]
+            yield ids[i:i + step]
+            i += step
             if prep.exit_midway:
                 self._exit_now()
+        if end < prep.n_out:
+            self.metrics.faults["stall"] += 1
+            await asyncio.Event().wait()  # hang until the client goes away
 
     def output_ids(self, prep: Prepared) -> list[int]:
         """All output ids of a request: ``output_ids[u32_i % len]`` for u32 words of shake128(seed)."""
