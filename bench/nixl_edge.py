@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from nodes.transport import TensorReceiver, TensorSender, TransportTimeout  # noqa: E402
+from nodes.transport import TensorReceiver, TensorSender, TransportError, TransportTimeout  # noqa: E402
 from nodes.transport.nixl_backend import poll_xfer  # noqa: E402
 
 UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -159,6 +159,12 @@ def sender_main(args: argparse.Namespace, handle: dict, raw_md: bytes, raw_base:
                 run()
                 if rep:  # rep 0 warms connections and caches
                     times[kind].append(time.perf_counter() - t0)
+        # one more send of each of our paths with a CRC the receiver checks: the fast path moves the right bytes
+        if count == 1:
+            tx.send([pool], timeout=120, checksum=True)
+        else:
+            tx.send_blocks(blocks, scattered, timeout=120, checksum=True)
+            tx.send_blocks(blocks, contiguous, timeout=120, checksum=True)
         for kind, ts in times.items():
             out.put((text, kind, total, ts))
         for run in paths.values():
@@ -171,13 +177,19 @@ def sender_main(args: argparse.Namespace, handle: dict, raw_md: bytes, raw_base:
     out.put(None)
 
 
-def _drain(rx: TensorReceiver, stop: threading.Event) -> None:
-    """Receiver loop: take each transfer and free its slot at once."""
+def _drain(rx: TensorReceiver, stop: threading.Event, checks: dict[str, int]) -> None:
+    """Receiver loop: take each transfer and free its slot at once; count CRC checks passed and failed."""
     while not stop.is_set():
         try:
-            rx.recv(timeout=0.2).release()
+            got = rx.recv(timeout=0.2)
         except TransportTimeout:
             continue
+        except TransportError as exc:
+            checks["failed"] += 1
+            print(f"receiver: {exc}", file=sys.stderr)
+            continue
+        checks["passed"] += got.meta.get("crc") is not None
+        got.release()
 
 
 def ceiling(nbytes: int, device: str, reps: int) -> dict[str, list[float]]:
@@ -259,13 +271,14 @@ def main(argv: list[str] | None = None) -> None:
         _cuda_context()
 
     biggest = max(parse_case(s)[0] * parse_case(s)[1] for s in args.sizes)
-    # room for the slot in flight, the ones the sender reserves ahead and the one being drained
-    rx = TensorReceiver(3 * biggest + (1 << 20), device="cuda:0" if args.device == "cuda" else "cpu")
+    # a sender leases at most half of the region: room for two slots of the biggest case
+    rx = TensorReceiver(4 * biggest + (1 << 20), device="cuda:0" if args.device == "cuda" else "cpu")
     raw = _raw_agent(f"bench-raw-rx-{os.getpid()}")
     raw_region = _alloc(biggest, args.device)
     raw.register_memory([(_addr(raw_region), biggest, 0, "")], _mem(args.device))
     stop = threading.Event()
-    drain = threading.Thread(target=_drain, args=(rx, stop), daemon=True)
+    checks = {"passed": 0, "failed": 0}
+    drain = threading.Thread(target=_drain, args=(rx, stop, checks), daemon=True)
     drain.start()
 
     ctx = mp.get_context("spawn")
@@ -279,6 +292,7 @@ def main(argv: list[str] | None = None) -> None:
         case, kind, total, times = item
         results.setdefault(case, {})[kind] = (total, times)
     child.join()
+    time.sleep(0.5)  # the last notifications may still be on their way
     stop.set()
     drain.join()
     for case in args.sizes:
@@ -287,7 +301,10 @@ def main(argv: list[str] | None = None) -> None:
         for kind, times in ceiling(total, args.device, min(args.repeat, 3)).items():
             results[case][kind] = (total, times)
     print_table(results, args, rx.backend)
+    print(f"CRC-checked transfers: {checks['passed']} intact, {checks['failed']} failed")
     rx.close()
+    if checks["failed"]:
+        raise SystemExit("data arrived corrupted")
 
 
 def print_table(results: dict, args: argparse.Namespace, backend: str) -> None:

@@ -20,7 +20,7 @@ Role = Literal[
     "frontend", "router", "processor", "encoder", "prefill", "decode", "worker", "encode_prefill", "prefill_decode"
 ]
 #: A request's stages, in the order the frontend calls them.
-Stage = Literal["encode", "prefill", "decode", "aggregate"]
+Stage = Literal["process", "encode", "prefill", "decode", "aggregate"]
 
 #: Env var every process gets with its own address (for NIXL side channels).
 SELF_HOST_VAR = "SG_SELF_HOST"

@@ -7,7 +7,6 @@ import concurrent.futures
 import json
 import os
 import pathlib
-import re
 import signal
 import time
 

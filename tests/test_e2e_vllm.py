@@ -15,7 +15,7 @@ from __future__ import annotations
 import pathlib
 import shutil
 from collections.abc import Iterator
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 

@@ -6,12 +6,12 @@ from typing import Any
 
 import orjson
 
-from compiler.ir import RouteConfig
+from compiler.ir import RouteConfig, StageConfig
 
 from ..common.openai_errors import RequestError
-from .protocols import PROTOCOLS, Outcome, Protocol, StageRuntime
+from .protocols import PROTOCOLS, Outcome, Protocol
 from .requests import ClientRequest
-from .routing import RoundRobin
+from .stage import StageRuntime
 from .upstream import UpstreamError, UpstreamPool
 
 
@@ -24,7 +24,9 @@ class Route:
         self.timeout_s = timeout_s
         self.stage_timeout_s = min(stage_timeout_s, timeout_s)
         self.stages = {s.stage: StageRuntime(s) for s in config.stages}
-        self.processor = RoundRobin(config.processor) if config.processor else None
+        self.processor = StageRuntime(StageConfig(
+            stage="process", node="processor", role="processor", protocol="processor", upstreams=config.processor,
+        )) if config.processor else None
         #: A stream silent for longer than this has stalled.
         self.idle_timeout_s = self.stage_timeout_s
         self._protocols: dict[str, Protocol] = {}
@@ -62,21 +64,9 @@ class Route:
         return await protocol.final(final, req, dict(req.body))
 
     async def _process(self, body: dict[str, Any]) -> dict[str, Any]:
-        """The processor fetches and checks the media; its 400s reach the client as they are."""
+        """The processor fetches and checks the media; its 4xx reach the client as they are."""
         assert self.processor is not None
-        tried: set[str] = set()
-        last: UpstreamError | None = None
-        for _ in range(len(self.config.processor)):
-            target = self.processor.pick(frozenset(tried))
-            tried.add(target.service)
-            try:
-                reply = await self.pool.post(target.service, target.url + "/v1/process", body, self.stage_timeout_s)
-            except UpstreamError as exc:
-                self.processor.failed(target)
-                last = exc
-                continue
-            if reply.status != 200:
-                raise UpstreamError(target.service, f"HTTP {reply.status}", reply.status, reply.body)
-            return orjson.loads(reply.body)
-        assert last is not None
-        raise last
+        reply = await self.processor.post(self.pool, "/v1/process", body, self.stage_timeout_s)
+        if reply.status != 200:
+            raise UpstreamError(self.processor.name, f"HTTP {reply.status}", reply.status, reply.body)
+        return orjson.loads(reply.body)

@@ -86,16 +86,16 @@ def parse(raw: bytes, kind: Kind, path: str) -> ClientRequest:
         _check_messages(body.get("messages"))
     else:
         _check_prompt(body.get("prompt"))
-    for field in ("max_tokens", "max_completion_tokens", "n"):
-        value = body.get(field)
+    for name in ("max_tokens", "max_completion_tokens", "n"):
+        value = body.get(name)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            raise RequestError(400, f"'{field}' must be a positive integer, got {value!r}", field)
+            raise RequestError(400, f"'{name}' must be a positive integer, got {value!r}", name)
     if body.get("n", 1) != 1:
         raise RequestError(400, "only n=1 is supported", "n")
-    for field in ("temperature", "top_p"):
-        value = body.get(field)
+    for name in ("temperature", "top_p"):
+        value = body.get(name)
         if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0):
-            raise RequestError(400, f"'{field}' must be a non-negative number, got {value!r}", field)
+            raise RequestError(400, f"'{name}' must be a non-negative number, got {value!r}", name)
     if "stream" in body and not isinstance(body["stream"], bool):
         raise RequestError(400, f"'stream' must be true or false, got {body['stream']!r}", "stream")
     return ClientRequest(kind=kind, path=path, body=body)

@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-from typing import Callable
+from typing import Any, Callable
 
 _PR_SET_PDEATHSIG = 1
 _READ_CHUNK = 1 << 16
@@ -38,6 +38,31 @@ def _die_with_parent(parent_pid: int) -> Callable[[], None] | None:
             os._exit(1)
 
     return preexec
+
+
+class _Watchdog:
+    """The supervisor's end of ``watchdog.py``: tells it which sessions are ours."""
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def _pipe(self) -> Any:
+        if self._proc is None or self._proc.poll() is not None:
+            script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "watchdog.py")
+            self._proc = subprocess.Popen([sys.executable, "-I", script], stdin=subprocess.PIPE,
+                                          stdout=subprocess.DEVNULL, start_new_session=True)
+        return self._proc.stdin
+
+    def tell(self, line: str) -> None:
+        try:
+            pipe = self._pipe()
+            pipe.write(line.encode() + b"\n")
+            pipe.flush()
+        except OSError as exc:  # never let the safety net break a start or a stop
+            sys.stderr.write(f"servegraph: watchdog unavailable ({exc}); grandchildren may outlive a killed supervisor\n")
+
+
+_watchdog = _Watchdog()
 
 
 class Child:
@@ -85,6 +110,7 @@ class Child:
             start_new_session=True,
             preexec_fn=_die_with_parent(os.getpid()),
         )
+        _watchdog.tell(f"+{self._popen.pid}")
         self.exited = loop.create_future()
         _watch_exit(loop, self._popen, self.exited)
         reader = asyncio.StreamReader(limit=_READ_CHUNK, loop=loop)
@@ -117,6 +143,8 @@ class Child:
             os.killpg(self._popen.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        if not self.alive():
+            _watchdog.tell(f"-{self._popen.pid}")  # gone: its id may be reused by someone else's session
 
     async def finish_output(self, timeout_s: float) -> None:
         """Let the output pump reach end of file (bounded: an escaped grandchild may hold the pipe)."""

@@ -9,17 +9,15 @@ from __future__ import annotations
 import sys
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from .errors import TransportError
 
 
-@dataclass(frozen=True)
-class ArrayInfo:
-    """Raw facts about one source array."""
+class ArrayInfo(NamedTuple):
+    """Raw facts about one source array (a tuple: built on every send, so cheap)."""
 
     addr: int
     nbytes: int
@@ -38,8 +36,22 @@ def _is_tensor(obj: Any) -> bool:
     return torch is not None and isinstance(obj, torch.Tensor)
 
 
+_DTYPE_NAMES: dict[Any, str] = {}
+
+
+def _dtype_name(dtype: Any) -> str:
+    """``float16`` for numpy and torch dtypes alike, cached (numpy's ``dtype.name`` costs ~3 us)."""
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = dtype.name if isinstance(dtype, np.dtype) else str(dtype).removeprefix("torch.")
+        _DTYPE_NAMES[dtype] = name
+    return name
+
+
 def describe(array: Any, what: str = "array") -> ArrayInfo:
     """Return address, size, dtype, shape and memory kind of a contiguous array.
+
+    Runs on every send: attribute lookups only (~1 us for a tensor).
 
     Raises:
         TransportError: the array is not C-contiguous or not an array at all.
@@ -47,14 +59,14 @@ def describe(array: Any, what: str = "array") -> ArrayInfo:
     if _is_tensor(array):
         if not array.is_contiguous():
             raise TransportError(f"{what} is a non-contiguous tensor; call .contiguous() before sending")
-        dev = array.device
+        cuda = array.is_cuda
         return ArrayInfo(
-            addr=array.data_ptr(),
-            nbytes=array.numel() * array.element_size(),
-            dtype=str(array.dtype).removeprefix("torch."),
-            shape=tuple(array.shape),
-            mem="VRAM" if dev.type == "cuda" else "DRAM",
-            device=(dev.index or 0) if dev.type == "cuda" else 0,
+            array.data_ptr(),
+            array.numel() * array.element_size(),
+            _dtype_name(array.dtype),
+            tuple(array.shape),
+            "VRAM" if cuda else "DRAM",
+            array.get_device() if cuda else 0,
         )
     if isinstance(array, (bytes, bytearray, memoryview)):
         array = np.frombuffer(array, dtype=np.uint8)
@@ -62,7 +74,9 @@ def describe(array: Any, what: str = "array") -> ArrayInfo:
         raise TransportError(f"{what} is a {type(array).__name__}; send numpy arrays, torch tensors or bytes")
     if not array.flags.c_contiguous:
         raise TransportError(f"{what} is not C-contiguous; use np.ascontiguousarray() before sending")
-    return ArrayInfo(array.__array_interface__["data"][0], array.nbytes, array.dtype.name, array.shape, "DRAM", 0)
+    return ArrayInfo(
+        array.__array_interface__["data"][0], array.nbytes, _dtype_name(array.dtype), array.shape, "DRAM", 0
+    )
 
 
 def byte_view(array: Any) -> Any:

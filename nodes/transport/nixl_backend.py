@@ -4,11 +4,14 @@ Follows what vLLM's NixlConnector does with ``nixl._api`` (register once,
 exchange ``get_agent_metadata()`` out of band, ``add_remote_agent``, then
 ``initialize_xfer`` / ``transfer`` / ``check_xfer_state`` and
 ``get_new_notifs`` on the target), but always WRITEs: the direction that
-takes the zero-copy path on GPUs without NVLink.
+takes the zero-copy path on GPUs without NVLink. A prepared transfer is
+re-posted with ``transfer(handle, notif_msg)`` (nixl 1.5.1 takes a new
+notification per post) instead of being created again.
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import logging
 import os
@@ -27,13 +30,32 @@ log = logging.getLogger(__name__)
 
 NOTIF_PREFIX = b"sgx1:"
 
+Pairs = list[tuple[int, int, int]] | np.ndarray  # (local address, offset in the slot, bytes)
+
 
 class NixlUnavailable(RuntimeError):
     """NIXL cannot be imported or its agent cannot start here."""
 
 
+MAX_CACHED_XFERS = 64  # prepared transfer handles kept per agent (a few per peer x slot x source)
+
+
+class Registration:
+    """A registered range ``[lo, hi)``; what ``NixlAgent.register`` returns."""
+
+    __slots__ = ("descs", "lo", "hi")
+
+    def __init__(self, descs: Any, lo: int, hi: int) -> None:
+        self.descs, self.lo, self.hi = descs, lo, hi
+
+
 class NixlAgent:
     """A process-wide NIXL agent; every call into it goes through one lock.
+
+    Transfers whose local side is registered for good are kept as prepared
+    handles and re-posted with the next notification, as raw NIXL benchmarks
+    do: creating a request (descriptor lists, rkeys, backend state) costs more
+    than moving a few MiB on a GPU.
 
     Args:
         name: unique agent name (defaults to host-pid-random).
@@ -56,16 +78,22 @@ class NixlAgent:
             raise NixlUnavailable("NIXL started without its UCX backend (see UCX_TLS and the log above)")
         self._lock = threading.Lock()
         self._remotes: dict[str, str] = {}
+        # key -> (handle, lowest local address, highest local end); oldest first
+        self._xfers: collections.OrderedDict[tuple, tuple[Any, int, int]] = collections.OrderedDict()
 
-    def register(self, addr: int, nbytes: int, mem: str, device: int) -> Any:
+    def register(self, addr: int, nbytes: int, mem: str, device: int) -> Registration:
         """Register ``[addr, addr+nbytes)`` once; returns what ``deregister`` takes."""
         with self._lock:
-            return self._agent.register_memory([(addr, nbytes, device, "")], mem)
+            return Registration(self._agent.register_memory([(addr, nbytes, device, "")], mem), addr, addr + nbytes)
 
-    def deregister(self, reg: Any) -> None:
-        """Undo ``register``."""
+    def deregister(self, reg: Registration) -> None:
+        """Undo ``register`` (prepared transfers reading from the range are dropped first)."""
         with self._lock:
-            self._agent.deregister_memory(reg)
+            for key, (handle, lo, hi) in list(self._xfers.items()):
+                if lo < reg.hi and reg.lo < hi:
+                    del self._xfers[key]
+                    _release(handle)
+            self._agent.deregister_memory(reg.descs)
 
     def metadata(self) -> bytes:
         """This agent's metadata (connection info + registered regions)."""
@@ -90,57 +118,98 @@ class NixlAgent:
     def write(
         self,
         remote: str,
-        pairs: np.ndarray,
+        pairs: Pairs,
+        dst_base: int,
         local_mem: tuple[str, int],
         remote_mem: tuple[str, int],
         notif: bytes,
         deadline: float,
+        *,
+        reuse: bool = False,
     ) -> None:
-        """WRITE the rows ``(local_addr, remote_addr, n)`` of ``pairs``, then notify; wait for completion.
+        """WRITE each ``(local_addr, dst_offset, n)`` of ``pairs`` to ``dst_base + dst_offset``, notify, wait.
+
+        ``pairs`` is a list of 3-tuples or an Nx3 int64 array. With ``reuse``
+        (the local side stays registered) the prepared handle is kept and the
+        next write of the same descriptors only re-posts it.
 
         Raises:
             TransportTimeout: still in flight at ``deadline`` (time.monotonic()).
             TransportError: NIXL reported an error (peer gone, bad descriptor).
         """
-        (lmem, ldev), (rmem, rdev) = local_mem, remote_mem
+        if isinstance(pairs, np.ndarray):
+            key = (remote, dst_base, local_mem, remote_mem, pairs.tobytes())
+        else:
+            key = (remote, dst_base, local_mem, remote_mem, tuple(pairs))
         with self._lock:
+            entry = self._xfers.pop(key, None)  # popped while in flight: no other thread re-posts it
             try:
-                # Nx3 (address, length, device) arrays: no Python tuple per descriptor
-                local = self._agent.get_xfer_descs(
-                    np.stack((pairs[:, 0], pairs[:, 2], np.full(len(pairs), ldev)), axis=1), lmem
-                )
-                far = self._agent.get_xfer_descs(
-                    np.stack((pairs[:, 1], pairs[:, 2], np.full(len(pairs), rdev)), axis=1), rmem
-                )
-                handle = self._agent.initialize_xfer("WRITE", local, far, remote, notif)
-                state = self._agent.transfer(handle)
+                if entry is None:
+                    entry = self._prepare(remote, pairs, dst_base, local_mem, remote_mem)
+                state = self._agent.transfer(entry[0], notif)
             except Exception as exc:
+                if entry is not None:
+                    _release(entry[0])
                 raise TransportError(f"NIXL could not start the write to {remote}: {exc}") from exc
+        handle = entry[0]
         if state == "PROC":
             state = poll_xfer(lambda: self._checked(handle), deadline)
+        if state == "DONE" and reuse:
+            with self._lock:
+                self._xfers[key] = entry
+                while len(self._xfers) > MAX_CACHED_XFERS:
+                    _release(self._xfers.popitem(last=False)[1][0])
+            return
+        with self._lock:
+            _release(handle)
         if state == "PROC":
-            self._release(handle)
             raise TransportTimeout(f"NIXL write to {remote} still in flight at its deadline")
-        self._release(handle)
         if state != "DONE":
             raise TransportError(f"NIXL write to {remote} failed (state {state}); is the receiver alive?")
+
+    def _prepare(
+        self, remote: str, pairs: Pairs, dst_base: int, local_mem: tuple[str, int], remote_mem: tuple[str, int]
+    ) -> tuple[Any, int, int]:
+        """Create the transfer request for ``pairs`` (caller holds the lock)."""
+        (lmem, ldev), (rmem, rdev) = local_mem, remote_mem
+        if isinstance(pairs, np.ndarray):
+            # Nx3 (address, length, device) arrays: no Python tuple per descriptor
+            local = np.stack((pairs[:, 0], pairs[:, 2], np.full(len(pairs), ldev)), axis=1)
+            far = np.stack((pairs[:, 1] + dst_base, pairs[:, 2], np.full(len(pairs), rdev)), axis=1)
+            lo, hi = int(pairs[:, 0].min()), int((pairs[:, 0] + pairs[:, 2]).max())
+        else:
+            local = [(src, n, ldev) for src, _, n in pairs]
+            far = [(dst_base + dst, n, rdev) for _, dst, n in pairs]
+            lo, hi = min(p[0] for p in pairs), max(p[0] + p[2] for p in pairs)
+        handle = self._agent.initialize_xfer(
+            "WRITE", self._agent.get_xfer_descs(local, lmem), self._agent.get_xfer_descs(far, rmem), remote
+        )
+        return handle, lo, hi
 
     def _checked(self, handle: Any) -> str:
         with self._lock:
             return self._agent.check_xfer_state(handle)
 
-    def _release(self, handle: Any) -> None:
-        try:
-            with self._lock:
-                handle.release()
-        except Exception as exc:  # cannot cancel an active transfer; NIXL frees it later
-            log.debug("NIXL transfer handle not released: %s", exc)
+    def forget(self, remote: str) -> None:
+        """Drop the prepared transfers to ``remote`` (its region went away)."""
+        with self._lock:
+            for key in [k for k in self._xfers if k[0] == remote]:
+                _release(self._xfers.pop(key)[0])
 
-    def poll_notifs(self) -> list[bytes]:
-        """Return new edge notifications (ours only, in arrival order)."""
+    def poll_notifs(self) -> list[tuple[str, bytes]]:
+        """Return new edge notifications as (sender agent, message), ours only, in arrival order."""
         with self._lock:
             notifs = self._agent.get_new_notifs()
-        return [m[len(NOTIF_PREFIX) :] for msgs in notifs.values() for m in msgs if m.startswith(NOTIF_PREFIX)]
+        return [
+            (agent, m[len(NOTIF_PREFIX) :]) for agent, msgs in notifs.items() for m in msgs if m.startswith(NOTIF_PREFIX)
+        ]
+
+
+def _release(handle: Any) -> None:
+    try:
+        handle.release()
+    except Exception as exc:  # cannot cancel an active transfer; NIXL frees it later
+        log.debug("NIXL transfer handle not released: %s", exc)
 
 
 SPIN_S = 2e-4  # spin this long before napping: a GPU write of MBs is done in tens of us

@@ -1,4 +1,10 @@
-"""The receiving end: one registered region, reused; slots handed out per transfer."""
+"""The receiving end: one registered region, reused; slots leased to senders or handed out per transfer.
+
+A NIXL sender leases a few slots once; each notification names the slot it
+wrote, and releasing that transfer pushes a credit back to the sender (see
+``slot_client``). Reservations per transfer remain for the fallbacks and for
+senders whose lease does not fit.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ log = logging.getLogger(__name__)
 # agent, so whichever receiver polls hands the others theirs.
 _RECEIVERS: dict[str, TensorReceiver] = {}
 _POLL_MAX_S = 2.5e-4
+_FORGET_IDS = 4096  # ids of transfers a recv gave up on, remembered to drop their late notifications
 
 
 @dataclass
@@ -41,6 +48,21 @@ class _Xfer:
     state: str = "alloc"
     meta: dict | None = None
     error: TransportError | None = None
+    lease: bool = False  # the slot is a sender's lease: releasing it credits the sender
+
+
+@dataclass
+class _Lease:
+    """A slot leased to one sender connection."""
+
+    cid: int
+    n: int
+    agent: str
+    # idle (sender may write) -> busy (holds a notified transfer) -> idle ...;
+    # closing: the sender said goodbye while its notification was on the way;
+    # orphan: busy, but the sender is gone or gave it back: free on release
+    state: str = "idle"
+    t0: float = 0.0
 
 
 class Received:
@@ -120,8 +142,13 @@ class TensorReceiver:
         self._cond = threading.Condition()
         self._xfers: dict[str, _Xfer] = {}
         self._events: collections.deque[str] = collections.deque()
-        self._inbox: collections.deque[dict] = collections.deque()
+        self._inbox: collections.deque[tuple[dict, str]] = collections.deque()
         self._slots = SlotAllocator(self.capacity)
+        self._leases: dict[int, _Lease] = {}  # by offset
+        self._leased_bytes = 0
+        self._forgotten: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._conn_locks: dict[int, threading.Lock] = {}
+        self._graceful: set[int] = set()
         self._agent = self._shm = self._reg = None
         self.backend = self._open_region(requested_backend(backend))
         self._srv = socket.create_server((host, port))
@@ -211,6 +238,8 @@ class TensorReceiver:
                     x = self._xfers.get(xfer_id) if xfer_id else None
                     if x is not None and x.state == "alloc":
                         x.state = "abandoned"
+                    elif xfer_id and x is None:
+                        self._forget(xfer_id)
                     what = f"transfer {xfer_id}" if xfer_id else "any transfer"
                     raise TransportTimeout(
                         f"edge receiver {self.id}: no {what} within {timeout:.1f}s; is the sender alive?"
@@ -256,17 +285,23 @@ class TensorReceiver:
         return None
 
     def pending(self) -> int:
-        """Transfers reserved but not yet notified."""
+        """Slots a sender may be writing: reserved transfers and leased slots not yet notified."""
         with self._cond:
-            return sum(1 for x in self._xfers.values() if x.state == "alloc")
+            reserved = sum(1 for x in self._xfers.values() if x.state == "alloc")
+            return reserved + sum(1 for lease in self._leases.values() if lease.state in ("idle", "closing"))
+
+    def _forget(self, xid: str) -> None:
+        self._forgotten[xid] = None
+        while len(self._forgotten) > _FORGET_IDS:
+            self._forgotten.popitem(last=False)
 
     def _pump(self) -> None:
         """Deliver queued and new NIXL notifications (caller holds ``_cond``)."""
         while self._inbox:
-            self._complete(self._inbox.popleft())
+            self._complete(*self._inbox.popleft())
         if self._agent is None:
             return
-        for raw in self._agent.poll_notifs():
+        for agent, raw in self._agent.poll_notifs():
             try:
                 meta = orjson.loads(raw)
                 target = _RECEIVERS.get(meta["rx"])
@@ -274,11 +309,14 @@ class TensorReceiver:
                 log.warning("ignoring malformed edge notification %r", raw[:80])
                 continue
             if target is self:
-                self._complete(meta)
+                self._complete(meta, agent)
             elif target is not None:
-                target._inbox.append(meta)
+                target._inbox.append((meta, agent))
 
-    def _complete(self, meta: dict) -> None:
+    def _complete(self, meta: dict, agent: str = "") -> None:
+        if meta.get("lease"):
+            self._complete_lease(meta, agent)
+            return
         x = self._xfers.get(meta.get("id", ""))
         if x is None or x.state not in ("alloc", "abandoned", "spare"):
             log.warning("edge receiver %s: notification for unknown transfer %s", self.id, meta.get("id"))
@@ -295,16 +333,64 @@ class TensorReceiver:
         self._events.append(meta["id"])
         self._cond.notify_all()
 
+    def _complete_lease(self, meta: dict, agent: str) -> None:
+        """A sender wrote one of its leased slots: the transfer is there (caller holds ``_cond``)."""
+        xid, off, n = str(meta.get("id", "")), int(meta.get("off", -1)), int(meta.get("n", -1))
+        lease = self._leases.get(off)
+        if lease is None or lease.state not in ("idle", "closing") or (agent and lease.agent and agent != lease.agent):
+            log.warning("edge receiver %s: notification for slot %d that %s does not hold", self.id, off, agent)
+            return
+        if not 0 <= n <= lease.n or xid in self._xfers:
+            log.warning("edge receiver %s: bad notification %s for slot %d (%d bytes)", self.id, xid, off, n)
+            return
+        lease.state = "busy" if lease.state == "idle" else "orphan"
+        self._xfers[xid] = _Xfer(off=off, n=lease.n, conn=lease.cid, t0=time.monotonic(), lease=True)
+        if xid in self._forgotten:  # its receiver gave up waiting: nobody will take it
+            self._drop(xid)
+            return
+        self._xfers[xid].state, self._xfers[xid].meta = "done", meta
+        self._events.append(xid)
+        self._cond.notify_all()
+
     def _fail(self, xid: str, error: TransportError) -> None:
         x = self._xfers[xid]
-        self._slots.free(x.off)
+        self._free_slot(x)
         x.state, x.error = "failed", error
         self._events.append(xid)
         self._cond.notify_all()
 
     def _drop(self, xid: str) -> None:
-        x = self._xfers.pop(xid)
-        self._slots.free(x.off)
+        self._free_slot(self._xfers.pop(xid))
+
+    def _free_slot(self, x: _Xfer) -> None:
+        """A transfer's slot is free: back to the allocator, or its lease back to the sender."""
+        if x.off < 0:
+            return
+        if not x.lease:
+            self._slots.free(x.off)
+            return
+        lease = self._leases[x.off]
+        if lease.state == "busy":
+            lease.state = "idle"
+            self._send_credit(lease.cid, x.off)
+        else:
+            self._unlease(x.off)
+
+    def _unlease(self, off: int) -> None:
+        lease = self._leases.pop(off)
+        self._leased_bytes -= lease.n
+        self._slots.free(off)
+
+    def _send_credit(self, cid: int, off: int) -> None:
+        """Tell the sender its leased slot is free again (it reads credits when it runs out)."""
+        conn, lock = self._conns.get(cid), self._conn_locks.get(cid)
+        if conn is None or lock is None:
+            return  # the sender is gone: _peer_gone frees its idle leases
+        try:
+            with lock:
+                send_frame(conn, {"credit": off})
+        except OSError:
+            pass  # the connection is dying; _peer_gone cleans up
 
     def _release(self, xid: str, off: int) -> None:
         with self._cond:
@@ -323,19 +409,25 @@ class TensorReceiver:
                 return
             cid += 1
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._conn_locks[cid] = threading.Lock()
             self._conns[cid] = conn
             threading.Thread(target=self._serve, args=(conn, cid), name=f"edge-rx-{self.id}-{cid}", daemon=True).start()
 
     def _serve(self, conn: socket.socket, cid: int) -> None:
         reason = "connection closed"
         try:
+            lock = self._conn_locks[cid]
             while True:
                 header = recv_frame(conn)
-                send_frame(conn, self._handle_op(conn, cid, header))
+                reply = self._handle_op(conn, cid, header)
+                with lock:
+                    send_frame(conn, reply)
         except (OSError, ValueError, TransportError) as exc:
             reason = str(exc) or type(exc).__name__
         finally:
-            self._conns.pop(cid, None)
+            with self._cond:
+                self._conns.pop(cid, None)
+                self._conn_locks.pop(cid, None)
             conn.close()
             self._peer_gone(cid, reason)
 
@@ -346,6 +438,27 @@ class TensorReceiver:
             if not xid:  # activation only
                 return {"ok": True}
             return self._alloc(xid, int(header["n"]), cid, spare=bool(header.get("spare")))
+        if op == "lease":
+            return self._lease(cid, int(header["n"]), int(header.get("count", 1)), str(header.get("agent", "")))
+        if op == "unlease":
+            with self._cond:
+                for off in header.get("offs") or ():
+                    lease = self._leases.get(int(off))
+                    if lease is not None and lease.cid == cid:
+                        if lease.state == "idle":
+                            self._unlease(int(off))
+                        elif lease.state == "busy":
+                            lease.state = "orphan"
+            return {"ok": True}
+        if op == "bye":
+            with self._cond:
+                self._graceful.add(cid)
+                now = time.monotonic()
+                for off in header.get("inflight") or ():
+                    lease = self._leases.get(int(off))
+                    if lease is not None and lease.cid == cid and lease.state == "idle":
+                        lease.state, lease.t0 = "closing", now
+            return {"ok": True}
         if op == "free":
             with self._cond:
                 x = self._xfers.get(xid)
@@ -399,8 +512,30 @@ class TensorReceiver:
             )
         return {"ok": True, "off": off, "rx": self.id}
 
+    def _lease(self, cid: int, nbytes: int, count: int, agent: str) -> dict:
+        """Lease up to ``count`` slots of ``nbytes`` to a sender; all leases share half the region."""
+        if nbytes > self.capacity:
+            return {
+                "ok": False,
+                "msg": f"{nbytes} bytes exceed the receiver's capacity_bytes={self.capacity}; create it larger",
+            }
+        offsets: list[int] = []
+        with self._cond:
+            self._sweep()
+            while len(offsets) < count and self._leased_bytes + nbytes <= self.capacity // 2:
+                off = self._slots.alloc(nbytes)
+                if off is None:
+                    break
+                self._leases[off] = _Lease(cid=cid, n=nbytes, agent=agent)
+                self._leased_bytes += nbytes
+                offsets.append(off)
+        return {"ok": True, "offs": offsets, "rx": self.id}
+
     def _sweep(self) -> None:
         now = time.monotonic()
+        for off, lease in list(self._leases.items()):
+            if lease.state == "closing" and now - lease.t0 > self.slot_ttl_s:
+                self._unlease(off)
         for xid, x in list(self._xfers.items()):
             if x.state in ("alloc", "abandoned", "done", "spare") and now - x.t0 > self.slot_ttl_s:
                 log.warning(
@@ -409,7 +544,13 @@ class TensorReceiver:
                 self._drop(xid)
 
     def _peer_gone(self, cid: int, reason: str) -> None:
-        """Fail the sender's unfinished transfers once its last notification had time to land."""
+        """Fail the sender's unfinished transfers once its last notification had time to land.
+
+        A sender that hung up without saying goodbye may have been writing any
+        of its idle leased slots: wait ``peer_grace_s`` for their
+        notifications, then report one lost transfer to ``recv()``.
+        """
+        graceful = cid in self._graceful
         deadline = time.monotonic() + (self.peer_grace_s if self._agent else 0.0)
         with self._cond:
             while True:
@@ -417,9 +558,10 @@ class TensorReceiver:
                 mine = [
                     xid
                     for xid, x in self._xfers.items()
-                    if x.conn == cid and x.state in ("alloc", "abandoned", "spare")
+                    if x.conn == cid and x.state in ("alloc", "abandoned", "spare") and not x.lease
                 ]
-                if not mine or time.monotonic() >= deadline or self._closed:
+                idle = [off for off, lease in self._leases.items() if lease.cid == cid and lease.state == "idle"]
+                if (not mine and (graceful or not idle)) or time.monotonic() >= deadline or self._closed:
                     break
                 self._cond.wait(0.005)
             for xid in mine:
@@ -432,6 +574,23 @@ class TensorReceiver:
                             f"edge receiver {self.id}: sender disconnected before transfer {xid} completed ({reason})"
                         ),
                     )
+            for off, lease in list(self._leases.items()):
+                if lease.cid != cid:
+                    continue
+                if lease.state == "idle":
+                    self._unlease(off)
+                elif lease.state == "busy":
+                    lease.state = "orphan"
+            if idle and not graceful:
+                lost = f"lost-{self.id}-{cid}"
+                self._xfers[lost] = _Xfer(off=-1, n=0, conn=cid, t0=time.monotonic(), state="failed")
+                self._xfers[lost].error = TransportError(
+                    f"edge receiver {self.id}: a sender disconnected without closing ({reason}); "
+                    "a transfer it was writing is lost"
+                )
+                self._events.append(lost)
+                self._cond.notify_all()
+            self._graceful.discard(cid)
 
     def close(self) -> None:
         """Stop the side channel and free the region (outstanding views become invalid)."""

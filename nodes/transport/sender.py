@@ -1,8 +1,15 @@
-"""The sending end: reserve a slot, write the arrays into it, notify."""
+"""The sending end: take a slot, write the arrays into it, notify.
+
+Over NIXL a send is, in the steady state, no more than raw NIXL does: a
+leased slot is free (no side-channel round trip), the descriptors are those
+of a prepared transfer (re-posted with this send's notification), so Python
+adds a few microseconds: describe the arrays, build the notification.
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -17,7 +24,7 @@ from .errors import TransportError
 from .fallback import attach_segment, can_share_memory, close_mapping, log_once
 from .handle import EdgeHandle
 from .layout import Segment, block_runs, coalesce, encode_layout, pack, plan_segments
-from .nixl_backend import NOTIF_PREFIX, NixlUnavailable, process_agent
+from .nixl_backend import NOTIF_PREFIX, NixlUnavailable, Registration, process_agent
 from .slot_client import Reservation, SlotClient
 
 log = logging.getLogger(__name__)
@@ -86,10 +93,14 @@ class TensorSender:
         self.connect_timeout = connect_timeout
         self.stage_below = stage_below
         self._slots = SlotClient(handle.host, handle.port, handle.capacity, connect_timeout)
-        self._regs: list[tuple[int, int, Any]] = []
-        self._staging: tuple[Any, Any, int] | None = None  # (region, registration, size)
+        self._regs: list[Registration] = []
+        self._staging: tuple[Any, Registration, int, tuple[str, int]] | None = None  # region, reg, size, kind
         self._shm = self._shm_view = None
+        self._lock = threading.Lock()  # one send at a time: slots, staging and prepared transfers are shared
         self.backend = self._pick(requested_backend(backend))
+        if self.backend == "nixl":
+            self._slots.agent = self._agent.name
+            self._remote_mem = (handle.mem, handle.device)
 
     def _pick(self, choice: str) -> str:
         h = self.handle
@@ -129,26 +140,31 @@ class TensorSender:
         if self.backend != "nixl":
             return
         info = memory.describe(array, "registered array")
-        reg = self._agent.register(info.addr, info.nbytes, info.mem, info.device)
-        self._regs.append((info.addr, info.addr + info.nbytes, reg))
+        with self._lock:
+            self._regs.append(self._agent.register(info.addr, info.nbytes, info.mem, info.device))
 
     def unregister(self, array: Any) -> None:
         """Undo ``register`` for this array (no-op if it was not registered)."""
+        if self.backend != "nixl":
+            return
         addr = memory.describe(array, "registered array").addr
-        for entry in [r for r in self._regs if r[0] == addr]:
-            self._regs.remove(entry)
-            self._agent.deregister(entry[2])
+        with self._lock:
+            for reg in [r for r in self._regs if r.lo == addr]:
+                self._regs.remove(reg)
+                self._agent.deregister(reg)
 
     def _covered(self, addr: int, nbytes: int) -> bool:
-        return any(lo <= addr and addr + nbytes <= hi for lo, hi, _ in self._regs)
+        return any(reg.lo <= addr and addr + nbytes <= reg.hi for reg in self._regs)
 
     def _staging_region(self, nbytes: int, mem: str, device: int) -> Any:
-        if self._staging is None or self._staging[2] < nbytes:
+        if self._staging is None or self._staging[2] < nbytes or self._staging[3] != (mem, device):
             if self._staging is not None:
                 self._agent.deregister(self._staging[1])
+                self._staging = None
             size = 1 << max(20, (nbytes - 1).bit_length())
             region = memory.alloc(size, mem, device)
-            self._staging = (region, self._agent.register(memory.region_addr(region), size, mem, device), size)
+            reg = self._agent.register(memory.region_addr(region), size, mem, device)
+            self._staging = (region, reg, size, (mem, device))
         return self._staging[0]
 
     # -- sending ---------------------------------------------------------------
@@ -173,23 +189,29 @@ class TensorSender:
         """
         deadline = time.monotonic() + timeout
         infos = [memory.describe(a, f"array {i}") for i, a in enumerate(arrays)]
-        offsets, total = pack([i.nbytes for i in infos])
+        if len(infos) == 1:  # the common case, without the general planning
+            offsets, total = [0], infos[0].nbytes
+        else:
+            offsets, total = pack([i.nbytes for i in infos])
+        layout = encode_layout([(i.dtype, i.shape, i.nbytes) for i in infos])
+        crc = memory.crc32(arrays) if checksum else None
 
         def fill(region: Any, base: int) -> None:
             for array, off in zip(arrays, offsets):
                 memory.copy_into(region, base + off, array)
 
-        return self._deliver(
-            total,
-            encode_layout([(i.dtype, i.shape, i.nbytes) for i in infos]),
-            len(infos),
-            memory.crc32(arrays) if checksum else None,
-            deadline,
-            xfer_id,
-            nixl_pairs=lambda temp: self._array_pairs(arrays, infos, offsets, temp),
-            fill=fill,
-            tcp_parts=lambda: _tcp_payload(arrays, infos, offsets),
-        )
+        with self._lock:
+            return self._deliver(
+                total,
+                layout,
+                len(infos),
+                crc,
+                deadline,
+                xfer_id,
+                nixl_pairs=lambda temp: self._array_pairs(arrays, infos, offsets, temp),
+                fill=fill,
+                tcp_parts=lambda: _tcp_payload(arrays, infos, offsets),
+            )
 
     def send_blocks(
         self,
@@ -220,17 +242,18 @@ class TensorSender:
         block = info.nbytes // nblocks
         total = ids.size * block
         shape = (int(ids.size), *info.shape[1:])
-        return self._deliver(
-            total,
-            encode_layout([(info.dtype, shape, total)]),
-            1,
-            memory.crc32([memory.take(pool, ids)]) if checksum else None,
-            deadline,
-            xfer_id,
-            nixl_pairs=lambda temp: self._block_pairs(pool, info, ids, block, temp),
-            fill=lambda region, base: memory.take_into(region, base, pool, ids),
-            tcp_parts=lambda: [memory.host_bytes(memory.take(pool, ids))],
-        )
+        with self._lock:
+            return self._deliver(
+                total,
+                encode_layout([(info.dtype, shape, total)]),
+                1,
+                memory.crc32([memory.take(pool, ids)]) if checksum else None,
+                deadline,
+                xfer_id,
+                nixl_pairs=lambda temp: self._block_pairs(pool, info, ids, block, temp),
+                fill=lambda region, base: memory.take_into(region, base, pool, ids),
+                tcp_parts=lambda: [memory.host_bytes(memory.take(pool, ids))],
+            )
 
     def _deliver(
         self,
@@ -241,11 +264,13 @@ class TensorSender:
         deadline: float,
         xfer_id: str | None,
         *,
-        nixl_pairs: Callable[[list], tuple[list[tuple[int, int, int]], str, int]],
+        nixl_pairs: Callable[[list], tuple[Any, str, int]],
         fill: Callable[[Any, int], None],
         tcp_parts: Callable[[], list],
     ) -> Ticket:
-        """Reserve, move the bytes by this sender's backend, notify."""
+        """Take a slot, move the bytes by this sender's backend, notify (caller holds ``_lock``)."""
+        if self.backend == "nixl":
+            return self._deliver_nixl(total, layout, count, crc, deadline, xfer_id, nixl_pairs)
         reservation = self._slots.slot(total, deadline, xfer_id)
         meta = {
             "rx": reservation.receiver_id,
@@ -256,20 +281,7 @@ class TensorSender:
             "crc": crc,
         }
         try:
-            if self.backend == "nixl":
-                temp: list[Any] = []  # registrations for this send only
-                try:
-                    pairs, mem, device = nixl_pairs(temp)
-                    pairs = np.array(pairs, dtype=np.int64).reshape(-1, 3)
-                    pairs[:, 1] += self.handle.base + reservation.offset
-                    notif = NOTIF_PREFIX + orjson.dumps(meta)
-                    self._agent.write(
-                        self._remote, pairs, (mem, device), (self.handle.mem, self.handle.device), notif, deadline
-                    )
-                finally:
-                    for reg in temp:
-                        self._agent.deregister(reg)
-            elif self.backend == "shm":
+            if self.backend == "shm":
                 fill(self._shm_view, reservation.offset)
                 self._slots.request({"op": "notify", "id": reservation.xfer_id, "meta": meta}, deadline)
             else:
@@ -281,9 +293,56 @@ class TensorSender:
             raise
         return Ticket(reservation.xfer_id, total, count)
 
+    def _deliver_nixl(
+        self,
+        total: int,
+        layout: list,
+        count: int,
+        crc: int | None,
+        deadline: float,
+        xfer_id: str | None,
+        nixl_pairs: Callable[[list], tuple[Any, str, int]],
+    ) -> Ticket:
+        """WRITE into a leased slot (a reserved one if no lease fits) with the notification."""
+        reservation = self._slots.lease(total, deadline, xfer_id)
+        leased = reservation is not None
+        if reservation is None:
+            reservation = self._slots.slot(total, deadline, xfer_id)
+        meta = {
+            "rx": reservation.receiver_id,
+            "id": reservation.xfer_id,
+            "off": reservation.offset,
+            "n": total,
+            "layout": layout,
+            "crc": crc,
+            "lease": leased,
+        }
+        temp: list[Registration] = []  # registrations for this send only
+        try:
+            try:
+                pairs, mem, device = nixl_pairs(temp)
+                self._agent.write(
+                    self._remote,
+                    pairs,
+                    self.handle.base + reservation.offset,
+                    (mem, device),
+                    self._remote_mem,
+                    NOTIF_PREFIX + orjson.dumps(meta),
+                    deadline,
+                    reuse=not temp,
+                )
+            finally:
+                for reg in temp:
+                    self._agent.deregister(reg)
+        except TransportError:
+            self._slots.drop()  # the receiver fails this transfer (and frees our leases) when we hang up
+            raise
+        return Ticket(reservation.xfer_id, total, count)
+
     def reserve(self, nbytes: int, *, deadline: float, xfer_id: str | None = None) -> Reservation:
         """Ask the receiver for a slot of ``nbytes`` (see ``SlotClient.reserve``)."""
-        return self._slots.reserve(nbytes, deadline=deadline, xfer_id=xfer_id)
+        with self._lock:
+            return self._slots.reserve(nbytes, deadline=deadline, xfer_id=xfer_id)
 
     def _ensure_registered(self, addr: int, nbytes: int, mem: str, device: int, temp: list) -> None:
         # Big unregistered sources are registered for this send only: cheaper
@@ -292,6 +351,11 @@ class TensorSender:
             temp.append(self._agent.register(addr, nbytes, mem, device))
 
     def _array_pairs(self, arrays: Sequence[Any], infos: list, offsets: list[int], temp: list) -> tuple[list, str, int]:
+        if len(infos) == 1:
+            info = infos[0]
+            stage_below = self.stage_below if self.stage_below is not None else STAGE_BELOW[info.mem]
+            if info.nbytes >= stage_below and self._covered(info.addr, info.nbytes):
+                return [(info.addr, 0, info.nbytes)], info.mem, info.device
         mems = {(i.mem, i.device) for i in infos}
         if len(mems) != 1:
             raise TransportError(
@@ -313,15 +377,18 @@ class TensorSender:
     ) -> tuple[list, str, int]:
         stage_below = self.stage_below if self.stage_below is not None else STAGE_BELOW[info.mem]
         starts, lengths = block_runs(ids)
+        total = ids.size * block
         if int(lengths.min()) * block >= stage_below:
             self._ensure_registered(info.addr, info.nbytes, info.mem, info.device, temp)
+            if len(starts) == 1:
+                return [(info.addr + int(starts[0]) * block, 0, total)], info.mem, info.device
             dsts = np.concatenate(([0], np.cumsum(lengths)[:-1])) * block
             return np.stack((info.addr + starts * block, dsts, lengths * block), axis=1), info.mem, info.device
-        region = self._staging_region(ids.size * block, info.mem, info.device)
+        region = self._staging_region(total, info.mem, info.device)
         memory.take_into(region, 0, pool, ids)
         if info.mem == "VRAM":
             memory.synchronize(info.device)
-        return [(memory.region_addr(region), 0, ids.size * block)], info.mem, info.device
+        return [(memory.region_addr(region), 0, total)], info.mem, info.device
 
     def _stage(
         self,
@@ -351,10 +418,14 @@ class TensorSender:
     # -- connection ------------------------------------------------------------
 
     def close(self) -> None:
-        """Hang up and drop registrations, staging and shared-memory mappings."""
-        self._slots.drop()
+        """Say goodbye, hang up and drop registrations, staging and shared-memory mappings."""
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
+        self._slots.close()
         if self.backend == "nixl":
-            for _, _, reg in self._regs:
+            for reg in self._regs:
                 self._agent.deregister(reg)
             if self._staging is not None:
                 self._agent.deregister(self._staging[1])

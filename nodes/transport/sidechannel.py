@@ -1,8 +1,9 @@
 """Length-prefixed JSON frames over TCP, optionally followed by raw payload bytes.
 
-The side channel carries reservations, liveness (a sender's connection closing
-is how a receiver learns it died) and, for the fallback, the notification or
-the data itself.
+The side channel carries reservations and leases, the receiver's credits
+(a leased slot is free again), liveness (a sender's connection closing is how
+a receiver learns it died) and, for the fallback, the notification or the data
+itself.
 """
 
 from __future__ import annotations
@@ -98,30 +99,31 @@ class Connection:
         except OSError as exc:
             raise TransportError(f"edge receiver at {self.peer} dropped the connection: {exc}") from exc
 
-    def reply(self, op: str, deadline_s: float) -> dict:
-        """Read the next reply frame (replies come in request order).
+    def read(self, op: str, deadline_s: float) -> dict:
+        """Read the next frame, whatever it is (a reply or a credit the receiver pushed).
 
         Raises:
-            TransportTimeout: no reply within ``deadline_s`` seconds.
-            TransportError: the receiver closed the connection or refused.
-
-        A ``{"busy": true}`` reply is returned, not raised: the caller retries.
+            TransportTimeout: nothing within ``deadline_s`` seconds.
+            TransportError: the receiver closed the connection.
         """
         self._set_timeout(deadline_s)
         try:
-            reply = recv_frame(self.sock)
+            return recv_frame(self.sock)
         except TimeoutError as exc:
             raise TransportTimeout(f"edge receiver at {self.peer} did not answer {op!r} in time") from exc
         except OSError as exc:
             raise TransportError(f"edge receiver at {self.peer} dropped the connection: {exc}") from exc
+
+    def check(self, reply: dict, op: str) -> dict:
+        """Return ``reply`` unless it is a refusal.
+
+        Raises:
+            TransportError: the receiver refused ``op``. A ``{"busy": true}``
+                reply is returned, not raised: the caller retries.
+        """
         if not reply.get("ok") and not reply.get("busy"):
             raise TransportError(f"edge receiver at {self.peer} refused {op!r}: {reply.get('msg')}")
         return reply
-
-    def request(self, header: dict, deadline_s: float, payload: Any = None) -> dict:
-        """``post`` then ``reply``."""
-        self.post(header, payload)
-        return self.reply(header["op"], deadline_s)
 
     def close(self) -> None:
         """Close the connection (the receiver fails our unfinished transfers)."""

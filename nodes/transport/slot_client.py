@@ -1,16 +1,26 @@
-"""A sender's side of the reservation protocol: slots asked for, and kept ahead.
+"""A sender's side of the slot protocol: leased slots with credits, or one reservation per send.
 
-Every transfer lands in a slot the receiver hands out over its side channel.
-A round trip costs ~130 us, so the client keeps a few slots reserved ahead of
-the next sends (``MAX_AHEAD``, at most a quarter of the receiver's region) and
-reads their answers lazily: in a stream of sends the round trip leaves the
-critical path. Replies arrive in request order, so every request first reads
-the replies still owed.
+Every transfer lands in a slot of the receiver's region. Two ways to get one:
+
+* Leases (NIXL): the sender leases a few equal slots once (``lease``). It
+  WRITEs into a free one at once and names it in the notification; when the
+  receiver's consumer releases the transfer, the receiver pushes a credit
+  frame (``{"credit": offset}``) and the slot is free again. No side-channel
+  traffic per send, and the same slots come back, so prepared NIXL transfers
+  are re-posted. Credits are read only when no leased slot is free.
+* Reservations (shared memory, TCP, and NIXL when no lease fits): ask for a
+  slot per send (a round trip of ~130 us), keeping a few reserved ahead
+  (``MAX_AHEAD``, at most a quarter of the region) whose answers are read
+  lazily.
+
+Replies arrive in request order, interleaved with credits; every read goes
+through ``_next_reply`` which applies credits on the way.
 """
 
 from __future__ import annotations
 
 import collections
+import itertools
 import time
 import uuid
 from dataclasses import dataclass
@@ -20,6 +30,10 @@ from .errors import TransportError, TransportTimeout
 from .sidechannel import Connection
 
 MAX_AHEAD = 4  # slots a sender keeps reserved ahead of its next sends
+MAX_LEASES = 8  # slots a sender leases (enough to cover the receiver's turnaround at GPU speeds)
+MIN_LEASE = 64 << 10
+LEASE_SHARE = 2  # one sender leases at most 1/LEASE_SHARE of the region (the receiver caps all leases alike)
+LEASE_RETRY_S = 1.0  # after a refused lease, use reservations this long before asking again
 
 
 @dataclass(frozen=True)
@@ -32,26 +46,112 @@ class Reservation:
     receiver_id: str
 
 
+def lease_size(nbytes: int) -> int:
+    """Leased slots come in powers of two (>= 64 KiB): sizes that vary a little reuse them."""
+    return max(MIN_LEASE, 1 << (max(nbytes, 1) - 1).bit_length())
+
+
 class SlotClient:
     """One sender's persistent connection to one receiver's side channel.
 
     Args:
         host: receiver side-channel host.
         port: receiver side-channel port.
-        capacity: the receiver's region size (bounds the slots kept ahead).
+        capacity: the receiver's region size (bounds the slots kept ahead and leased).
         connect_timeout: seconds to connect.
+        agent: this sender's NIXL agent name (the receiver checks notifications against it).
 
     Raises:
         TransportError: the receiver is unreachable.
     """
 
-    def __init__(self, host: str, port: int, capacity: int, connect_timeout: float) -> None:
+    def __init__(self, host: str, port: int, capacity: int, connect_timeout: float, agent: str = "") -> None:
         self.host, self.port, self.capacity, self.connect_timeout = host, port, capacity, connect_timeout
+        self.agent = agent
         self.peer = f"{host}:{port}"
         self._conn: Connection | None = Connection(host, port, connect_timeout)
         # Replies still to read, in order, and slots reserved ahead for the next sends.
         self._inflight: collections.deque[tuple[str, str, int]] = collections.deque()
         self._spares: collections.deque[Reservation] = collections.deque()
+        self._ids = (f"{uuid.uuid4().hex[:16]}-{n:x}" for n in itertools.count())
+        self._reset_leases()
+
+    def _reset_leases(self) -> None:
+        self._lease_n = 0  # size of our leased slots; 0: none
+        self._leased: set[int] = set()  # offsets of the current leases
+        self._free: collections.deque[int] = collections.deque()  # leased and credited: writable now
+        self._retired: set[int] = set()  # old leases still busy at the receiver: give back on credit
+        self._rx_id = ""
+        self._no_lease_until = 0.0
+
+    def new_id(self) -> str:
+        """A fresh transfer id (random per sender, then a counter: cheaper than uuid4 per send)."""
+        return next(self._ids)
+
+    # -- leases -----------------------------------------------------------------
+
+    def lease(self, nbytes: int, deadline: float, xfer_id: str | None = None) -> Reservation | None:
+        """A leased slot for ``nbytes``, waiting for a credit if all are in use.
+
+        Returns None when no lease can be had (the region is too small or its
+        lease share is taken): reserve per send then.
+
+        Raises:
+            TransportTimeout: every leased slot stayed in use until ``deadline``.
+            TransportError: the receiver is gone (the connection is dropped).
+        """
+        if nbytes > self._lease_n and not self._renew(nbytes, deadline):
+            return None
+        try:
+            while not self._free:
+                if self._inflight:
+                    self._settle_one(deadline)
+                else:
+                    frame = self._next_frame(deadline, "credit")
+                    if frame is not None:
+                        raise TransportError(f"edge receiver at {self.peer} sent an unexpected frame {frame!r}")
+        except TransportError:
+            self.drop()
+            raise
+        return Reservation(xfer_id or self.new_id(), self._free.popleft(), nbytes, self._rx_id)
+
+    def _renew(self, nbytes: int, deadline: float) -> bool:
+        """Give back our leases and lease slots big enough for ``nbytes``; False if none were granted."""
+        size = lease_size(nbytes)
+        count = min(MAX_LEASES, self.capacity // LEASE_SHARE // size)
+        if count == 0 or time.monotonic() < self._no_lease_until:
+            return False
+        self._retire()
+        reply = self.request({"op": "lease", "n": size, "count": count, "agent": self.agent}, deadline)
+        offsets = [int(off) for off in reply.get("offs") or ()]
+        if not offsets:
+            self._no_lease_until = time.monotonic() + LEASE_RETRY_S
+            return False
+        self._lease_n, self._rx_id = size, str(reply["rx"])
+        self._leased = set(offsets)
+        self._free.extend(offsets)
+        return True
+
+    def _retire(self) -> None:
+        """Give back free leases now and busy ones as their credits come."""
+        if self._free:
+            self._post({"op": "unlease", "offs": list(self._free)}, ("unlease", "", 0))
+        self._retired |= self._leased - set(self._free)
+        self._leased, self._lease_n = set(), 0
+        self._free.clear()
+
+    def _credit(self, offset: int) -> None:
+        if offset in self._leased:
+            self._free.append(offset)
+        elif offset in self._retired:
+            self._retired.discard(offset)
+            self._post({"op": "unlease", "offs": [offset]}, ("unlease", "", 0))
+
+    def in_flight(self) -> list[int]:
+        """Leased slots written and not yet credited (their notifications may still be on the way)."""
+        return sorted((self._leased - set(self._free)) | self._retired)
+
+    # -- reservations -------------------------------------------------------------
 
     def reserve(self, nbytes: int, *, deadline: float, xfer_id: str | None = None) -> Reservation:
         """Ask the receiver for a slot, retrying while it is full until ``deadline`` (monotonic).
@@ -60,17 +160,13 @@ class SlotClient:
             TransportTimeout: still full at the deadline.
             TransportError: the transfer can never fit, or the receiver is gone.
         """
-        xid = xfer_id or uuid.uuid4().hex
+        xid = xfer_id or self.new_id()
         backoff = 5e-5
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TransportTimeout(f"edge receiver at {self.peer} stayed full until the deadline")
-            try:
-                reply = self.request({"op": "alloc", "id": xid, "n": nbytes}, deadline)
-            except TransportError:
-                self.drop()
-                raise
+            reply = self.request({"op": "alloc", "id": xid, "n": nbytes}, deadline)
             if not reply.get("busy"):
                 return Reservation(xid, int(reply["off"]), nbytes, str(reply["rx"]))
             time.sleep(min(backoff, max(remaining, 0)))
@@ -84,8 +180,12 @@ class SlotClient:
         critical path. Each request also tells the receiver which reserved
         slot we are about to write, so our death fails that transfer there.
         """
-        while not self._spares and any(kind == "spare" for kind, _, _ in self._inflight):
-            self._settle_one(deadline)
+        try:
+            while not self._spares and any(kind == "spare" for kind, _, _ in self._inflight):
+                self._settle_one(deadline)
+        except TransportError:
+            self.drop()
+            raise
         activate = None
         spare = self._spares.popleft() if self._spares else None
         if spare is not None and xfer_id is None and spare.nbytes >= nbytes:
@@ -93,7 +193,7 @@ class SlotClient:
         else:
             # Give back every slot reserved ahead (answered or not) before
             # asking for a different size, or they could crowd it out.
-            self._settle(deadline)
+            self.settle(deadline)
             for unused in ([spare] if spare else []) + list(self._spares):
                 self._post({"op": "free", "id": unused.xfer_id}, ("free", unused.xfer_id, 0))
             self._spares.clear()
@@ -102,12 +202,14 @@ class SlotClient:
         want = max(1, min(MAX_AHEAD, self.capacity // 4 // max(nbytes, 1)))
         asked = len(self._spares) + sum(kind == "spare" for kind, _, _ in self._inflight)
         for i in range(max(want - asked, 0)):
-            ahead = uuid.uuid4().hex
+            ahead = self.new_id()
             header = {"op": "alloc", "id": ahead, "n": nbytes, "spare": True, "activate": activate if i == 0 else None}
             self._post(header, ("spare", ahead, nbytes))
         if activate is not None and want - asked <= 0:
             self._post({"op": "alloc", "id": "", "n": 0, "spare": True, "activate": activate}, ("spare", "", 0))
         return reservation
+
+    # -- frames -------------------------------------------------------------------
 
     def _post(self, header: dict, expect: tuple[str, str, int]) -> None:
         try:
@@ -117,18 +219,31 @@ class SlotClient:
             raise
         self._inflight.append(expect)
 
-    def _settle(self, deadline: float) -> None:
+    def settle(self, deadline: float) -> None:
         """Read every reply still owed to us (normally already here)."""
-        while self._inflight:
-            self._settle_one(deadline)
-
-    def _settle_one(self, deadline: float) -> None:
-        kind, xid, nbytes = self._inflight[0]
         try:
-            reply = self._connection().reply(kind, deadline - time.monotonic())
+            while self._inflight:
+                self._settle_one(deadline)
         except TransportError:
             self.drop()
             raise
+
+    def _next_frame(self, deadline: float, op: str) -> dict | None:
+        """Read one frame: a credit is applied (returns None), anything else is returned."""
+        frame = self._connection().read(op, deadline - time.monotonic())
+        if "credit" in frame:
+            self._credit(int(frame["credit"]))
+            return None
+        return frame
+
+    def _next_reply(self, deadline: float, op: str) -> dict:
+        while (frame := self._next_frame(deadline, op)) is None:
+            pass
+        return self._connection().check(frame, op)
+
+    def _settle_one(self, deadline: float) -> None:
+        kind, xid, nbytes = self._inflight[0]
+        reply = self._next_reply(deadline, kind)
         self._inflight.popleft()
         if kind == "spare" and nbytes and reply.get("ok"):
             self._spares.append(Reservation(xid, int(reply["off"]), nbytes, str(reply["rx"])))
@@ -140,9 +255,11 @@ class SlotClient:
             TransportTimeout: no answer before ``deadline``.
             TransportError: the receiver refused or hung up (the connection is dropped).
         """
-        self._settle(deadline)
         try:
-            return self._connection().request(header, deadline - time.monotonic(), payload=payload)
+            while self._inflight:
+                self._settle_one(deadline)
+            self._connection().post(header, payload)
+            return self._next_reply(deadline, header["op"])
         except TransportError:
             self.drop()
             raise
@@ -152,10 +269,20 @@ class SlotClient:
             self._conn = Connection(self.host, self.port, self.connect_timeout)
         return self._conn
 
+    def close(self) -> None:
+        """Say goodbye (naming the leased slots whose notifications may still be on the way), then hang up."""
+        if self._conn is not None:
+            try:
+                self.request({"op": "bye", "inflight": self.in_flight()}, time.monotonic() + 1.0)
+            except TransportError:
+                pass
+        self.drop()
+
     def drop(self) -> None:
-        """Hang up; the receiver fails our unfinished transfers and frees our reservations."""
+        """Hang up; the receiver fails our unfinished transfers and frees our reservations and leases."""
         self._inflight.clear()
         self._spares.clear()  # the receiver drops our reservations when we hang up
+        self._reset_leases()
         if self._conn is not None:
             self._conn.close()
             self._conn = None

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .base import Outcome, Protocol, StageRuntime
+from ..stage import StageRuntime
+from .base import Outcome, Protocol
 from .sglang import SglangProtocol
 from .trtllm import TrtllmProtocol
 from .vllm import VllmProtocol

@@ -1,35 +1,16 @@
-"""What every protocol shares: calling a stage's replica, with metrics, load tracking and failover."""
+"""What every protocol shares: the stage calls with their deadlines, and the answer of the last one."""
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, TypeVar
+from dataclasses import dataclass
+from typing import Any
 
-from compiler.ir import StageConfig, Upstream
+from compiler.ir import Upstream
 
 from ..encoder_cache import EncoderCacheTimeout, wait_for_files
-from ..metrics import UPSTREAM, UPSTREAM_SECONDS
 from ..requests import ClientRequest, media_parts
-from ..routing import Picker, make_picker
+from ..stage import StageRuntime
 from ..upstream import Reply, Streamed, UpstreamError, UpstreamPool
-
-T = TypeVar("T", Reply, Streamed)
-
-
-@dataclass
-class StageRuntime:
-    """A stage of a route with its routing policy."""
-
-    config: StageConfig
-    picker: Picker = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.picker = make_picker(self.config)
-
-    @property
-    def name(self) -> str:
-        return self.config.node
 
 
 @dataclass
@@ -95,7 +76,7 @@ class Protocol:
         Raises:
             UpstreamError: no replica answered, or the answer is an error status.
         """
-        reply = await self._post(stage, req, path, body, upstream, self.stage_timeout_s)
+        reply = await stage.post(self.pool, path, body, self.stage_timeout_s, req.prompt_text, upstream)
         if reply.status != 200:
             raise UpstreamError(stage.name, f"HTTP {reply.status}", reply.status, reply.body)
         return reply
@@ -114,54 +95,11 @@ class Protocol:
                 streamed.on_close(lambda: stage.picker.finished(u))
                 return streamed
 
-            streamed = await self._with_failover(stage, req, upstream, open_stream)
+            streamed = await stage.with_failover(open_stream, req.prompt_text, upstream)
             return Outcome(stream=streamed, service=streamed.service, body=body, stage=stage)
         # Any status comes back as the reply (a 4xx is the client's to see); 5xx still fail over.
-        reply = await self._post(stage, req, req.path, body, upstream, self.timeout_s)
+        reply = await stage.post(self.pool, req.path, body, self.timeout_s, req.prompt_text, upstream)
         return Outcome(reply=reply, service=stage.name, body=body, stage=stage)
-
-    async def _post(self, stage: StageRuntime, req: ClientRequest, path: str, body: dict[str, Any],
-                    upstream: Upstream | None, timeout_s: float) -> Reply:
-        async def send(u: Upstream) -> Reply:
-            stage.picker.started(u)
-            try:
-                return await self.pool.post(u.service, u.url + path, body, timeout_s)
-            finally:
-                stage.picker.finished(u)
-
-        return await self._with_failover(stage, req, upstream, send)
-
-    async def _with_failover(self, stage: StageRuntime, req: ClientRequest, upstream: Upstream | None,
-                             send: Callable[[Upstream], Awaitable[T]]) -> T:
-        """Try replicas until one answers; unreachable ones and 5xx answers move on to the next."""
-        tried: set[str] = set()
-        attempts = 1 if upstream else max(len(stage.config.upstreams), 1)
-        last: UpstreamError | None = None
-        for _ in range(attempts):
-            target = upstream or stage.picker.pick(frozenset(tried), req.prompt_text)
-            tried.add(target.service)
-            start = time.perf_counter()
-            try:
-                result = await send(target)
-            except UpstreamError as exc:
-                retryable = exc.status is None or exc.status >= 500
-                UPSTREAM.labels(stage.config.stage, stage.name, target.service, str(exc.status or "unreachable")).inc()
-                if exc.status is None:
-                    stage.picker.failed(target)
-                if retryable:
-                    last = exc
-                    continue
-                raise
-            status = getattr(result, "status", 200)
-            UPSTREAM.labels(stage.config.stage, stage.name, target.service, str(status)).inc()
-            UPSTREAM_SECONDS.labels(stage.config.stage, stage.name).observe(time.perf_counter() - start)
-            if status >= 500 and len(tried) < attempts:
-                last = UpstreamError(target.service, f"HTTP {status}", status, getattr(result, "body", b""))
-                continue
-            stage.picker.recovered(target)
-            return result
-        assert last is not None
-        raise last
 
 
 def without_stream(body: dict[str, Any], kind: str, max_tokens: int | None) -> dict[str, Any]:
