@@ -181,6 +181,7 @@ class FrontendConfig(_Model):
     port: int = 8000
     request_timeout_s: float = 600.0
     stage_timeout_s: float = 120.0
+    migration_limit: int = Field(default=3, ge=0, description="times one stream may move to another replica")
     routes: list[RouteConfig]
 
 

@@ -242,7 +242,8 @@ def _frontend_service(spec: GraphSpec, node: NodeSpec, others: list[Service], op
     config = FrontendConfig(
         graph=spec.name, host=node.options.get("host", "0.0.0.0"), port=port,
         request_timeout_s=node.options.get("request_timeout_s", 600.0),
-        stage_timeout_s=node.options.get("stage_timeout_s", 120.0), routes=_routes(spec, others, options),
+        stage_timeout_s=node.options.get("stage_timeout_s", 120.0),
+        migration_limit=node.options.get("migration_limit", 3), routes=_routes(spec, others, options),
     )
     config_file = f"{name}.json"
     return Service(

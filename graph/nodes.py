@@ -172,6 +172,9 @@ class Frontend(Node):
     stage_timeout_s: float = Field(
         default=120.0, gt=0, description="deadline for an encoder/prefill answer and for silence in a stream"
     )
+    migration_limit: int = Field(
+        default=3, ge=0, description="times one stream may move to another replica when its engine fails (0: never)"
+    )
 
 
 class Router(Node):

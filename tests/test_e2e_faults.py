@@ -111,10 +111,26 @@ def test_failed_stream_is_an_error_not_success(agg: RunningGraph) -> None:
     start = time.monotonic()
     with pytest.raises(openai.APIError) as err:
         stream_text(client(agg), 16)
-    # 1 + MIGRATION_LIMIT attempts, each ending at the stage deadline, plus start-up slack.
+    # 1 + migration_limit (3) attempts, each ending at the stage deadline, plus start-up slack.
     assert time.monotonic() - start < 4 * STAGE_S + 30, "the client waited far past the deadlines"
     assert "could not be resumed" in str(err.value)
     assert metric(agg, "servegraph_stream_errors_total") >= 1
+
+
+def test_migration_limit_zero_ends_a_broken_stream_with_an_error(tmp_path: pathlib.Path) -> None:
+    """Frontend(migration_limit=0): no second try; the client still gets an error, never a quiet end."""
+    g = start_graph("pipelines/agg.py", tmp_path / "work", "--mock", *FAST,
+                    "--set", "frontend.migration_limit=0", "--set", "worker.mock={itl_ms: 20}")
+    try:
+        for w in ("worker-0", "worker-1"):
+            faults(g, w, stall_after_tokens=3)
+        with pytest.raises(openai.APIError) as err:
+            stream_text(client(g), 16)
+        assert "could not be resumed" in str(err.value)
+        assert metric(g, "servegraph_stream_migrations_total") == 0
+        assert metric(g, "servegraph_stream_errors_total") == 1
+    finally:
+        g.stop()
 
 
 def test_dead_worker_leaves_rotation(agg: RunningGraph) -> None:

@@ -35,7 +35,8 @@ log = logging.getLogger("servegraph.frontend")
 def create_app(config: FrontendConfig) -> Starlette:
     """The frontend app for one graph."""
     pool = UpstreamPool()
-    routes = {r.model: Route(r, pool, config.request_timeout_s, config.stage_timeout_s) for r in config.routes}
+    routes = {r.model: Route(r, pool, config.request_timeout_s, config.stage_timeout_s, config.migration_limit)
+              for r in config.routes}
     created = int(time.time())
 
     @asynccontextmanager
@@ -117,7 +118,8 @@ def _respond(req: ClientRequest, route: Route, outcome: Outcome, model: str, sta
         if reply.status != 200:
             raise UpstreamError(outcome.service, f"HTTP {reply.status}", reply.status, reply.body)
         return Response(reply.body, media_type="application/json")
-    stream = _timed(relay(req, outcome, route.resume, model, start, route.idle_timeout_s), model, start)
+    stream = _timed(relay(req, outcome, route.resume, model, start, route.idle_timeout_s, route.migration_limit),
+                    model, start)
     return StreamingResponse(stream, media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 

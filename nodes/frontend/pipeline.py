@@ -18,7 +18,8 @@ from .upstream import UpstreamError, UpstreamPool
 class Route:
     """A served model's path through the graph, with its routing state."""
 
-    def __init__(self, config: RouteConfig, pool: UpstreamPool, timeout_s: float, stage_timeout_s: float) -> None:
+    def __init__(self, config: RouteConfig, pool: UpstreamPool, timeout_s: float, stage_timeout_s: float,
+                 migration_limit: int = 3) -> None:
         self.config = config
         self.pool = pool
         self.timeout_s = timeout_s
@@ -29,6 +30,8 @@ class Route:
         )) if config.processor else None
         #: A stream silent for longer than this has stalled.
         self.idle_timeout_s = self.stage_timeout_s
+        #: How many times one stream may move to another replica.
+        self.migration_limit = migration_limit
         self._protocols: dict[str, Protocol] = {}
 
     def protocol(self, stage: StageRuntime) -> Protocol:

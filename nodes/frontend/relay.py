@@ -25,15 +25,13 @@ from .upstream import UpstreamError
 log = logging.getLogger("servegraph.frontend")
 
 DONE = b"data: [DONE]\n\n"
-#: How many times one stream may move to another replica.
-MIGRATION_LIMIT = 3
 
 Resume = Callable[[ClientRequest], Awaitable[Outcome]]
 
 
 async def relay(req: ClientRequest, outcome: Outcome, resume: Resume, model: str, start: float,
-                idle_timeout_s: float) -> AsyncIterator[bytes]:
-    """Yield complete SSE events from ``outcome``'s stream; migrate on failure."""
+                idle_timeout_s: float, migration_limit: int) -> AsyncIterator[bytes]:
+    """Yield complete SSE events from ``outcome``'s stream; migrate on failure, ``migration_limit`` times at most."""
     sent: list[bytes] = []
     migrations = 0
     carried = 0  # content events streamed before the current stream took over
@@ -70,12 +68,12 @@ async def relay(req: ClientRequest, outcome: Outcome, resume: Resume, model: str
                 for u in current.stage.config.upstreams:
                     if u.service == failed:
                         current.stage.picker.failed(u)
-            if migrations >= MIGRATION_LIMIT:
+            if migrations >= migration_limit:
                 yield _give_up(model, failed, exc)
                 return
             migrations += 1
             metrics.MIGRATIONS.labels(model, failed).inc()
-            log.warning("stream from %s failed (%s); migrating (%d/%d)", failed, exc, migrations, MIGRATION_LIMIT)
+            log.warning("stream from %s failed (%s); migrating (%d/%d)", failed, exc, migrations, migration_limit)
             carried = generated_so_far(req.kind, sent)[1]
             try:
                 current = await resume(continuation(req, sent))
