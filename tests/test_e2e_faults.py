@@ -133,6 +133,28 @@ def test_migration_limit_zero_ends_a_broken_stream_with_an_error(tmp_path: pathl
         g.stop()
 
 
+def test_client_that_goes_away_frees_the_engine(agg: RunningGraph) -> None:
+    """Closing a stream mid-way closes the frontend's stream to the engine: its request stops running."""
+    def running() -> float:
+        total = 0.0
+        for w in ("worker-0", "worker-1"):
+            _, text = http_json("GET", agg.service_url(w) + "/metrics")
+            total += sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                         if line.startswith("vllm:num_requests_running"))
+        return total
+
+    stream = client(agg).chat.completions.create(model=LLAMA, messages=[{"role": "user", "content": "go on"}],
+                                                 max_tokens=500, stream=True)  # 500 x 20 ms = 10 s if not stopped
+    for _, _chunk in zip(range(3), stream):
+        pass
+    assert running() == 1
+    stream.close()
+    deadline = time.monotonic() + 5
+    while running() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert running() == 0, "the engine kept generating for a client that left"
+
+
 def test_dead_worker_leaves_rotation(agg: RunningGraph) -> None:
     state = json.loads((agg.workdir / "state.json").read_text())
     os.kill(state["services"]["worker-0"]["pid"], signal.SIGKILL)

@@ -80,7 +80,7 @@ async def relay(req: ClientRequest, outcome: Outcome, resume: Resume, model: str
             except (UpstreamError, RequestError) as again:
                 yield _give_up(model, failed, again)
                 return
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, GeneratorExit):  # the client went away: free the engine's slot now
             current.stream.close()
             raise
 

@@ -10,11 +10,12 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 from urllib.parse import parse_qs
 
-import orjson
-
+from ..common.asgi import (
+    JSON, SSE_START, Receive, Send, cancel_on_disconnect, read_json, run_lifespan, send_json, send_raw,
+)
 from ..common.openai_errors import RequestError
 from .engine import Engine
 from .request import GenRequest
@@ -22,13 +23,6 @@ from .openai_api import StreamFormatter, full_response, parse_chat, parse_comple
 
 log = logging.getLogger("nodes.mock")
 
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-
-_JSON = [(b"content-type", b"application/json")]
-_SSE_START = {"type": "http.response.start", "status": 200,
-              "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]}
-_MAX_BODY = 64 << 20
 _OWNER = {"vllm": "vllm", "sglang": "sglang", "trtllm": "tensorrt_llm"}
 _ROOM_PREFIX = "/mock/sglang/room/"
 
@@ -68,22 +62,14 @@ class MockApp:
             await self._lifespan(receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            msg = await receive()
-            if msg["type"] == "lifespan.startup":
-                await self.engine.start()
-                await send({"type": "lifespan.startup.complete"})
-            elif msg["type"] == "lifespan.shutdown":
-                await self.engine.stop()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await run_lifespan(receive, send, self.engine.start, self.engine.stop)
 
     async def _http(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         path, method = scope["path"], scope["method"]
         try:
             if method == "POST":
                 parser = self._generate.get(path)
-                body = await _read_json(receive)
+                body = await read_json(receive)
                 if self._record and not path.startswith("/mock/"):
                     self.recorded.append({"path": path, "time": time.time(), "body": body})
                 if parser is not None:
@@ -93,42 +79,42 @@ class MockApp:
                     return
                 handler = self._post.get(path)
                 if handler is not None:
-                    await _send_json(send, 200, handler(body))
+                    await send_json(send, 200, handler(body))
                     return
                 async_handler = self._post_async.get(path)
                 if async_handler is not None:
                     if not isinstance(body, dict):
                         raise RequestError(400, "the request body must be a JSON object")
-                    await _send_json(send, 200, await async_handler(body))
+                    await send_json(send, 200, await async_handler(body))
                     return
             elif method == "GET":
                 handler0 = self._get.get(path)
                 if handler0 is not None:
                     result = handler0()
                     if isinstance(result, tuple):
-                        await _send_raw(send, *result)
+                        await send_raw(send, *result)
                     else:
-                        await _send_json(send, 200, result)
+                        await send_json(send, 200, result)
                     return
                 if path.startswith(_ROOM_PREFIX):
                     await self._room(path[len(_ROOM_PREFIX):], scope, send)
                     return
             elif method == "DELETE" and path == "/mock/requests":
                 self.recorded.clear()
-                await _send_json(send, 200, {"cleared": True})
+                await send_json(send, 200, {"cleared": True})
                 return
             known = path in self._get or path in self._post or path in self._generate or path in self._post_async
             raise RequestError(405 if known else 404,
                                f"{method} {path} is not supported" if known else f"no route {path}")
         except RequestError as exc:
             self.engine.metrics.errors[str(exc.status)] += 1
-            await _send_json(send, exc.status, exc.body())
+            await send_json(send, exc.status, exc.body())
 
     async def _serve_generation(self, req: GenRequest, receive: Receive, send: Send) -> None:
         engine = self.engine
         watch = None
         if req.stream or engine.faults.stall_after_tokens is not None:
-            watch = asyncio.get_running_loop().create_task(_cancel_on_disconnect(receive, asyncio.current_task()))
+            watch = asyncio.get_running_loop().create_task(cancel_on_disconnect(receive, asyncio.current_task()))
         try:
             prep = await engine.prepare(req)
             rid = engine.next_id()
@@ -139,7 +125,7 @@ class MockApp:
                     ids = await engine.wait_output(prep)
                     body = full_response(engine, prep, rid, ids, "length")
                     engine.finish(prep, len(ids))
-                    await _send_raw(send, 200, body, _JSON)
+                    await send_raw(send, 200, body, JSON)
             finally:
                 engine.abort(prep)
         except asyncio.CancelledError:
@@ -152,7 +138,7 @@ class MockApp:
         engine = self.engine
         fmt = StreamFormatter(engine, prep, rid)
         decoder = engine.tok.stream_decoder()
-        await send(_SSE_START)
+        await send(SSE_START)
         first = fmt.start()
         if first:
             await send({"type": "http.response.body", "body": first, "more_body": True})
@@ -175,18 +161,18 @@ class MockApp:
             raise RequestError(400, f"bad room path or timeout: {tail}") from None
         info = await self.engine.registry.wait_room(room, timeout)
         if info is None:
-            await _send_json(send, 408, RequestError(408, f"room {room} not filled within {timeout:g}s").body())
+            await send_json(send, 408, RequestError(408, f"room {room} not filled within {timeout:g}s").body())
         else:
-            await _send_json(send, 200, info)
+            await send_json(send, 200, info)
 
     # --- small endpoints -----------------------------------------------------------------
 
     def _health(self) -> tuple[int, bytes, list]:
         cfg = self.cfg
         if self.engine.faults.health_fail:
-            return 503, b'{"status":"unhealthy","reason":"health_fail fault"}', _JSON
+            return 503, b'{"status":"unhealthy","reason":"health_fail fault"}', JSON
         if time.monotonic() - self.engine.started < cfg.startup_delay_s:
-            return 503, b'{"status":"starting"}', _JSON
+            return 503, b'{"status":"starting"}', JSON
         return 200, b"", []
 
     def _models(self) -> dict[str, Any]:
@@ -255,44 +241,3 @@ class MockApp:
         if not isinstance(tokens, list) or not all(type(t) is int for t in tokens):
             raise RequestError(400, "'tokens' must be a list of token ids", "tokens")
         return {"prompt": self.engine.tok.decode(tokens)}
-
-
-async def _read_json(receive: Receive) -> Any:
-    msg = await receive()
-    body = msg.get("body", b"")
-    if msg.get("more_body"):
-        parts = [body]
-        size = len(body)
-        while msg.get("more_body"):
-            msg = await receive()
-            chunk = msg.get("body", b"")
-            size += len(chunk)
-            if size > _MAX_BODY:
-                raise RequestError(413, f"request body larger than {_MAX_BODY} bytes")
-            parts.append(chunk)
-        body = b"".join(parts)
-    if not body:
-        raise RequestError(400, "the request body is empty; send a JSON object")
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise RequestError(400, f"the request body is not valid JSON: {exc}") from None
-
-
-async def _send_json(send: Send, status: int, obj: Any) -> None:
-    await _send_raw(send, status, orjson.dumps(obj), _JSON)
-
-
-async def _send_raw(send: Send, status: int, body: bytes, headers: list) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": headers + [(b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _cancel_on_disconnect(receive: Receive, task: "asyncio.Task[Any] | None") -> None:
-    while True:
-        msg = await receive()
-        if msg["type"] == "http.disconnect":
-            if task is not None:
-                task.cancel()
-            return
