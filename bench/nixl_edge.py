@@ -18,6 +18,14 @@ with one op and sends one descriptor, ``ours/ctg`` sends N consecutive blocks
 (coalesced into one descriptor, zero-copy), ``raw/desc`` gives each block its
 own descriptor, ``raw`` is one descriptor of the same total. "merge win" is
 ours / raw/desc.
+
+After the timed runs each of our paths sends once more with a CRC the
+receiver checks; the run fails if any arrives corrupted. The receiver's region
+holds six of the biggest case: a sender leases at most half of it, and three
+slots in hand keep it from waiting on the receiver's releases. ``--profile``
+prints, per case, the medians of our send's phases (describe, lease, build
+the notification, post, in flight, return), raw NIXL with a notification as
+long as ours, and a cProfile of a stream of sends.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 from nodes.transport import TensorReceiver, TensorSender, TransportError, TransportTimeout  # noqa: E402
+from nodes.transport import sender as sender_module  # noqa: E402
 from nodes.transport.nixl_backend import poll_xfer  # noqa: E402
 
 UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -101,15 +110,17 @@ def _raw_agent(name: str) -> Any:
 class _RawWrite:
     """One prepared raw NIXL WRITE of ``pairs``, re-posted on each call."""
 
-    def __init__(self, agent: Any, remote: str, pairs: list[tuple[int, int, int]], mem: str) -> None:
+    def __init__(
+        self, agent: Any, remote: str, pairs: list[tuple[int, int, int]], mem: str, notif: bytes = b"raw"
+    ) -> None:
         local = agent.get_xfer_descs([(s, n, 0) for s, _, n in pairs], mem)
         far = agent.get_xfer_descs([(d, n, 0) for _, d, n in pairs], mem)
-        self.agent = agent
+        self.agent, self.notif = agent, notif
         self.handle = agent.initialize_xfer("WRITE", local, far, remote, b"raw")
 
     def __call__(self) -> None:
         # Same polling as the edge: a pure spin starves UCX's progress threads on few cores.
-        state = self.agent.transfer(self.handle)
+        state = self.agent.transfer(self.handle, self.notif)
         if state == "PROC":
             state = poll_xfer(lambda: self.agent.check_xfer_state(self.handle), time.monotonic() + 120)
         if state != "DONE":
@@ -131,6 +142,7 @@ def sender_main(args: argparse.Namespace, handle: dict, raw_md: bytes, raw_base:
     if args.device == "cuda":
         _cuda_context()
     tx = TensorSender(handle)
+    marks = _instrument(tx) if args.profile else None
     raw = _raw_agent(f"bench-raw-tx-{os.getpid()}")
     remote = raw.add_remote_agent(raw_md)
     mem = _mem(args.device)
@@ -142,6 +154,8 @@ def sender_main(args: argparse.Namespace, handle: dict, raw_md: bytes, raw_base:
         tx.register(pool)
         raw_reg = raw.register_memory([(_addr(pool), total * (2 if count > 1 else 1), 0, "")], mem)
         paths: dict[str, Any] = {"raw": _RawWrite(raw, remote, [(_addr(pool), raw_base, total)], mem)}
+        if args.profile:  # raw with a notification as long as ours: does its size cost?
+            paths["raw/notif"] = _RawWrite(raw, remote, [(_addr(pool), raw_base, total)], mem, b"r" * 200)
         if count == 1:
             paths["ours"] = lambda p=pool: tx.send([p], timeout=120)
         else:
@@ -152,13 +166,28 @@ def sender_main(args: argparse.Namespace, handle: dict, raw_md: bytes, raw_base:
             paths["ours"] = lambda b=blocks, i=scattered: tx.send_blocks(b, i, timeout=120)
             paths["ours/contig"] = lambda b=blocks, i=contiguous: tx.send_blocks(b, i, timeout=120)
         times: dict[str, list[float]] = {kind: [] for kind in paths}
+        phases: list[tuple[float, ...]] = []
+        made = _PREPARED[0]
         for rep in range(reps + 1):
             for kind, run in paths.items():
                 _sync(args.device)
+                if marks is not None:
+                    marks.clear()
                 t0 = time.perf_counter()
                 run()
+                t1 = time.perf_counter()
                 if rep:  # rep 0 warms connections and caches
-                    times[kind].append(time.perf_counter() - t0)
+                    times[kind].append(t1 - t0)
+                    if marks and kind == "ours":
+                        phases.append(_phases(marks, t0, t1))
+        if phases:
+            names = ("describe", "to lease", "lease", "to write", "to post", "in flight", "to return", "return")
+            cols = "  ".join(f"{n} {statistics.median(p) * 1e6:.1f}" for n, p in zip(names, zip(*phases)))
+            print(f"profile {text} ours (us, median): {cols}; {_PREPARED[0] - made} handles made")
+            rawn = statistics.median(times["raw/notif"]) * 1e6
+            print(f"profile {text} raw {statistics.median(times['raw']) * 1e6:.1f} us, with 200 B notif {rawn:.1f}")
+            if text == args.sizes[0] or count > 1:
+                _profile_calls(paths["ours"], 300 if count == 1 else 40)
         # one more send of each of our paths with a CRC the receiver checks: the fast path moves the right bytes
         if count == 1:
             tx.send([pool], timeout=120, checksum=True)
@@ -175,6 +204,96 @@ def sender_main(args: argparse.Namespace, handle: dict, raw_md: bytes, raw_base:
         del pool, paths
     tx.close()
     out.put(None)
+
+
+_PREPARED = [0]  # NIXL transfer requests our sender created (the rest were re-posts)
+
+
+def _instrument(tx: TensorSender) -> dict[str, float]:
+    """Time stamps of one send's phases: slot taken, write called, NIXL post, NIXL done (``--profile``)."""
+    marks: dict[str, float] = {}
+    slots, agent = tx._slots, tx._agent._agent
+    lease, write, transfer, check = slots.lease, tx._agent.write, agent.transfer, agent.check_xfer_state
+
+    def timed_describe(*a: Any, **k: Any) -> Any:
+        got = describe(*a, **k)
+        marks["described"] = time.perf_counter()
+        return got
+
+    def timed_lease(*a: Any, **k: Any) -> Any:
+        marks["lease"] = time.perf_counter()
+        got = lease(*a, **k)
+        marks["slot"] = time.perf_counter()
+        return got
+
+    def timed_write(*a: Any, **k: Any) -> Any:
+        marks["write"] = time.perf_counter()
+        got = write(*a, **k)
+        marks["written"] = time.perf_counter()
+        return got
+
+    def counted_prepare(*a: Any, **k: Any) -> Any:
+        _PREPARED[0] += 1
+        return prepare(*a, **k)
+
+    prepare = tx._agent._prepare
+    tx._agent._prepare = counted_prepare
+
+    def timed_transfer(handle: Any, notif: bytes = b"") -> str:
+        marks["post"] = time.perf_counter()
+        state = transfer(handle, notif)
+        if state != "PROC":
+            marks["done"] = time.perf_counter()
+        return state
+
+    def timed_check(handle: Any) -> str:
+        state = check(handle)
+        if state != "PROC":
+            marks["done"] = time.perf_counter()
+        return state
+
+    slots.lease, agent.transfer, agent.check_xfer_state = timed_lease, timed_transfer, timed_check
+    tx._agent.write = timed_write
+    describe = sender_module.memory.describe
+    sender_module.memory.describe = timed_describe
+    return marks
+
+
+def _profile_calls(send: Any, count: int = 300) -> None:
+    """Where a stream of our sends spends its time, by function (``--profile``, first case only)."""
+    import cProfile
+    import io
+    import pstats
+    import timeit
+
+    us = {
+        "tuple(range(8))": timeit.timeit(lambda: tuple(range(8)), number=100000) * 10,
+        "time.monotonic()": timeit.timeit(time.monotonic, number=100000) * 10,
+        "time.perf_counter()": timeit.timeit(time.perf_counter, number=100000) * 10,
+    }
+    print("python speed here (us): " + ", ".join(f"{k} {v:.2f}" for k, v in us.items()))
+    profile = cProfile.Profile()
+    t0 = time.perf_counter()
+    profile.enable()
+    for _ in range(count):
+        send()
+    profile.disable()
+    print(f"{count} sends back to back (profiled): {(time.perf_counter() - t0) / count * 1e6:.1f} us each")
+    text = io.StringIO()
+    pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(14)
+    print("\n".join(line for line in text.getvalue().splitlines() if line.strip())[-2600:])
+
+
+def _phases(marks: dict[str, float], t0: float, t1: float) -> tuple[float, ...]:
+    described = marks.get("described", t0)
+    lease = marks.get("lease", described)
+    slot = marks.get("slot", lease)
+    write = marks.get("write", slot)
+    post = marks.get("post", write)
+    done = marks.get("done", post)
+    written = marks.get("written", done)
+    stamps = (t0, described, lease, slot, write, post, done, written, t1)
+    return tuple(b - a for a, b in zip(stamps, stamps[1:]))
 
 
 def _drain(rx: TensorReceiver, stop: threading.Event, checks: dict[str, int]) -> None:
@@ -259,6 +378,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=5, help="timed runs per case (plus one warm-up)")
     parser.add_argument("--repeat-1g", type=int, default=2, help="cap on runs for cases of 1 GiB or more")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--profile", action="store_true", help="print where our send's time goes, per case")
     args = parser.parse_args(argv)
     if args.sizes is None:
         small_box = args.device == "cpu" and (os.cpu_count() or 1) <= 4
@@ -271,8 +391,9 @@ def main(argv: list[str] | None = None) -> None:
         _cuda_context()
 
     biggest = max(parse_case(s)[0] * parse_case(s)[1] for s in args.sizes)
-    # a sender leases at most half of the region: room for two slots of the biggest case
-    rx = TensorReceiver(4 * biggest + (1 << 20), device="cuda:0" if args.device == "cuda" else "cpu")
+    # a sender leases at most half of the region: room for three slots of the biggest case, so the
+    # receiver releasing one while the sender writes the next keeps a free one in hand
+    rx = TensorReceiver(6 * biggest + (1 << 20), device="cuda:0" if args.device == "cuda" else "cpu")
     raw = _raw_agent(f"bench-raw-rx-{os.getpid()}")
     raw_region = _alloc(biggest, args.device)
     raw.register_memory([(_addr(raw_region), biggest, 0, "")], _mem(args.device))

@@ -14,8 +14,12 @@ Sender (e.g. an encoder)::
     ticket = tx.send([emb], timeout=10)              # WRITE + notification
     # pass ticket.to_dict() on to the receiver
 
-Backends: NIXL when importable and startable; otherwise shared memory (same
-host) or the receiver's TCP side channel, with one logged warning. Force one
+Over NIXL a sender leases a few slots of the receiver's region once and gets
+them back as credits when the receiver releases transfers, and keeps its
+NIXL transfers prepared: a send of a registered array re-posts one (see
+``slot_client``). Backends: NIXL when importable and startable; otherwise
+shared memory (same host) or the receiver's TCP side channel, with one
+logged warning. Force one
 with ``backend=`` or ``SERVEGRAPH_TRANSPORT=nixl|shm|tcp``. Every wait has a
 deadline: a dead or silent peer raises ``TransportTimeout``/``TransportError``.
 For the E/P/D request path see ``nodes.transport.edge``.

@@ -6,6 +6,7 @@ imported it, so ``sys.modules`` tells us whether to look for one.
 
 from __future__ import annotations
 
+import math
 import sys
 import zlib
 from collections.abc import Sequence
@@ -184,20 +185,18 @@ def view(region: Any, offset: int, dtype: str, shape: Sequence[int]) -> Any:
     Raises:
         TransportError: the dtype is unknown to numpy (e.g. bfloat16 in DRAM).
     """
+    count = math.prod(shape)
     if _is_tensor(region):
         tdtype = getattr(_torch(), dtype, None)
-        if tdtype is None:
+        if not isinstance(tdtype, _torch().dtype):
             raise TransportError(f"dtype {dtype!r} is not a torch dtype")
-        itemsize = _torch().empty((), dtype=tdtype).element_size()
-        count = int(np.prod(shape, dtype=np.int64))
-        return region[offset : offset + count * itemsize].view(tdtype).reshape(tuple(shape))
+        return region[offset : offset + count * tdtype.itemsize].view(tdtype).reshape(tuple(shape))
     try:
         np_dtype = np.dtype(dtype)
     except TypeError as exc:
         raise TransportError(
             f"dtype {dtype!r} has no numpy equivalent; send it as a torch tensor or view it as uint16"
         ) from exc
-    count = int(np.prod(shape, dtype=np.int64))
     return region[offset : offset + count * np_dtype.itemsize].view(np_dtype).reshape(tuple(shape))
 
 

@@ -37,7 +37,7 @@ class NixlUnavailable(RuntimeError):
     """NIXL cannot be imported or its agent cannot start here."""
 
 
-MAX_CACHED_XFERS = 64  # prepared transfer handles kept per agent (a few per peer x slot x source)
+MAX_CACHED_XFERS = 256  # prepared transfer handles kept per agent (peers x leased slots x registered sources)
 
 
 class Registration:
@@ -126,21 +126,20 @@ class NixlAgent:
         deadline: float,
         *,
         reuse: bool = False,
+        meanwhile: Callable[[], None] | None = None,
     ) -> None:
         """WRITE each ``(local_addr, dst_offset, n)`` of ``pairs`` to ``dst_base + dst_offset``, notify, wait.
 
         ``pairs`` is a list of 3-tuples or an Nx3 int64 array. With ``reuse``
         (the local side stays registered) the prepared handle is kept and the
-        next write of the same descriptors only re-posts it.
+        next write of the same descriptors only re-posts it. ``meanwhile`` runs
+        once the write is posted, while the bytes move (it must not raise).
 
         Raises:
             TransportTimeout: still in flight at ``deadline`` (time.monotonic()).
             TransportError: NIXL reported an error (peer gone, bad descriptor).
         """
-        if isinstance(pairs, np.ndarray):
-            key = (remote, dst_base, local_mem, remote_mem, pairs.tobytes())
-        else:
-            key = (remote, dst_base, local_mem, remote_mem, tuple(pairs))
+        key = _key(remote, pairs, dst_base, local_mem, remote_mem)
         with self._lock:
             entry = self._xfers.pop(key, None)  # popped while in flight: no other thread re-posts it
             try:
@@ -152,13 +151,13 @@ class NixlAgent:
                     _release(entry[0])
                 raise TransportError(f"NIXL could not start the write to {remote}: {exc}") from exc
         handle = entry[0]
+        if meanwhile is not None:
+            meanwhile()
         if state == "PROC":
             state = poll_xfer(lambda: self._checked(handle), deadline)
         if state == "DONE" and reuse:
             with self._lock:
-                self._xfers[key] = entry
-                while len(self._xfers) > MAX_CACHED_XFERS:
-                    _release(self._xfers.popitem(last=False)[1][0])
+                self._keep(key, entry)
             return
         with self._lock:
             _release(handle)
@@ -166,6 +165,38 @@ class NixlAgent:
             raise TransportTimeout(f"NIXL write to {remote} still in flight at its deadline")
         if state != "DONE":
             raise TransportError(f"NIXL write to {remote} failed (state {state}); is the receiver alive?")
+
+    def prepare(
+        self,
+        remote: str,
+        pairs: Pairs,
+        dst_bases: list[int],
+        local_mem: tuple[str, int],
+        remote_mem: tuple[str, int],
+    ) -> None:
+        """Create and keep the WRITE of ``pairs`` to each of ``dst_bases`` (a sender's leased slots).
+
+        A sender rotates through its slots at the pace of the receiver's
+        releases; with every slot's transfer made up front, each send is a re-post.
+
+        Raises:
+            TransportError: NIXL refused the descriptors.
+        """
+        with self._lock:
+            for dst_base in dst_bases:
+                key = _key(remote, pairs, dst_base, local_mem, remote_mem)
+                if key not in self._xfers:
+                    try:
+                        entry = self._prepare(remote, pairs, dst_base, local_mem, remote_mem)
+                    except Exception as exc:
+                        raise TransportError(f"NIXL could not prepare the write to {remote}: {exc}") from exc
+                    self._keep(key, entry)
+
+    def _keep(self, key: tuple, entry: tuple[Any, int, int]) -> None:
+        """Cache a prepared transfer, dropping the least recently used beyond the cap (caller holds the lock)."""
+        self._xfers[key] = entry
+        while len(self._xfers) > MAX_CACHED_XFERS:
+            _release(self._xfers.popitem(last=False)[1][0])
 
     def _prepare(
         self, remote: str, pairs: Pairs, dst_base: int, local_mem: tuple[str, int], remote_mem: tuple[str, int]
@@ -190,19 +221,21 @@ class NixlAgent:
         with self._lock:
             return self._agent.check_xfer_state(handle)
 
-    def forget(self, remote: str) -> None:
-        """Drop the prepared transfers to ``remote`` (its region went away)."""
-        with self._lock:
-            for key in [k for k in self._xfers if k[0] == remote]:
-                _release(self._xfers.pop(key)[0])
-
     def poll_notifs(self) -> list[tuple[str, bytes]]:
         """Return new edge notifications as (sender agent, message), ours only, in arrival order."""
         with self._lock:
             notifs = self._agent.get_new_notifs()
         return [
-            (agent, m[len(NOTIF_PREFIX) :]) for agent, msgs in notifs.items() for m in msgs if m.startswith(NOTIF_PREFIX)
+            (agent, m[len(NOTIF_PREFIX) :])
+            for agent, msgs in notifs.items()
+            for m in msgs
+            if m.startswith(NOTIF_PREFIX)
         ]
+
+
+def _key(remote: str, pairs: Pairs, dst_base: int, local_mem: tuple[str, int], remote_mem: tuple[str, int]) -> tuple:
+    descs = pairs.tobytes() if isinstance(pairs, np.ndarray) else tuple(pairs)
+    return (remote, dst_base, local_mem, remote_mem, descs)
 
 
 def _release(handle: Any) -> None:

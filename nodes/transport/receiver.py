@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 # agent, so whichever receiver polls hands the others theirs.
 _RECEIVERS: dict[str, TensorReceiver] = {}
 _POLL_MAX_S = 2.5e-4
+_SPIN_S = 2e-4  # poll without sleeping this long first: a timed wait oversleeps by ~60 us, a GPU write takes tens
 _FORGET_IDS = 4096  # ids of transfers a recv gave up on, remembered to drop their late notifications
 
 
@@ -63,6 +64,8 @@ class _Lease:
     # orphan: busy, but the sender is gone or gave it back: free on release
     state: str = "idle"
     t0: float = 0.0
+    seq: int = 0  # notifications seen for this slot (the sender counts its writes alike)
+    expect: int = 0  # closing: free once ``seq`` reaches this
 
 
 class Received:
@@ -226,6 +229,7 @@ class TensorReceiver:
             TransportError: the sender died mid-transfer or the data is corrupt.
         """
         deadline = time.monotonic() + timeout
+        spin_until = time.monotonic() + _SPIN_S if self._agent else 0.0
         poll = 2e-5
         with self._cond:
             while True:
@@ -244,6 +248,11 @@ class TensorReceiver:
                     raise TransportTimeout(
                         f"edge receiver {self.id}: no {what} within {timeout:.1f}s; is the sender alive?"
                     )
+                if time.monotonic() < spin_until:
+                    self._cond.release()  # let other threads (the side channel) in
+                    time.sleep(0)
+                    self._cond.acquire()
+                    continue
                 self._cond.wait(min(poll, remaining) if self._agent else remaining)
                 poll = min(poll * 2, _POLL_MAX_S)
             x = self._xfers[xid]
@@ -343,7 +352,8 @@ class TensorReceiver:
         if not 0 <= n <= lease.n or xid in self._xfers:
             log.warning("edge receiver %s: bad notification %s for slot %d (%d bytes)", self.id, xid, off, n)
             return
-        lease.state = "busy" if lease.state == "idle" else "orphan"
+        lease.seq = max(lease.seq, int(meta.get("seq", 0)))
+        lease.state = "busy" if lease.state == "idle" or lease.seq < lease.expect else "orphan"
         self._xfers[xid] = _Xfer(off=off, n=lease.n, conn=lease.cid, t0=time.monotonic(), lease=True)
         if xid in self._forgotten:  # its receiver gave up waiting: nobody will take it
             self._drop(xid)
@@ -440,24 +450,11 @@ class TensorReceiver:
             return self._alloc(xid, int(header["n"]), cid, spare=bool(header.get("spare")))
         if op == "lease":
             return self._lease(cid, int(header["n"]), int(header.get("count", 1)), str(header.get("agent", "")))
-        if op == "unlease":
+        if op in ("unlease", "bye"):
             with self._cond:
-                for off in header.get("offs") or ():
-                    lease = self._leases.get(int(off))
-                    if lease is not None and lease.cid == cid:
-                        if lease.state == "idle":
-                            self._unlease(int(off))
-                        elif lease.state == "busy":
-                            lease.state = "orphan"
-            return {"ok": True}
-        if op == "bye":
-            with self._cond:
-                self._graceful.add(cid)
-                now = time.monotonic()
-                for off in header.get("inflight") or ():
-                    lease = self._leases.get(int(off))
-                    if lease is not None and lease.cid == cid and lease.state == "idle":
-                        lease.state, lease.t0 = "closing", now
+                if op == "bye":
+                    self._graceful.add(cid)
+                self._give_back(cid, header.get("leases") or (), free_now=op == "unlease")
             return {"ok": True}
         if op == "free":
             with self._cond:
@@ -511,6 +508,20 @@ class TensorReceiver:
                 off=off, n=nbytes, conn=cid, t0=time.monotonic(), state="spare" if spare else "alloc"
             )
         return {"ok": True, "off": off, "rx": self.id}
+
+    def _give_back(self, cid: int, leases: list, *, free_now: bool) -> None:
+        """A sender gives leases back, each with the writes it made: wait for notifications not yet seen."""
+        now = time.monotonic()
+        for off, writes in leases:
+            lease = self._leases.get(int(off))
+            if lease is None or lease.cid != cid:
+                continue
+            if lease.seq < int(writes):  # its last notification is still on the way
+                lease.state, lease.t0, lease.expect = "closing", now, int(writes)
+            elif lease.state == "busy":
+                lease.state = "orphan"
+            elif lease.state == "idle" and free_now:
+                self._unlease(int(off))
 
     def _lease(self, cid: int, nbytes: int, count: int, agent: str) -> dict:
         """Lease up to ``count`` slots of ``nbytes`` to a sender; all leases share half the region."""

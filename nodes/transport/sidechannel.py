@@ -8,6 +8,7 @@ itself.
 
 from __future__ import annotations
 
+import select
 import socket
 import struct
 from typing import Any
@@ -78,6 +79,12 @@ class Connection:
             ) from exc
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._timeout = -1.0
+        self._poller = select.poll()
+        self._poller.register(self.sock, select.POLLIN)
+
+    def ready(self) -> bool:
+        """Whether a frame (or the peer's hang-up) is waiting: ~1 us, no read."""
+        return bool(self._poller.poll(0))
 
     def _set_timeout(self, seconds: float) -> None:
         # settimeout costs two fcntl calls: skip it while the deadline is about the same.

@@ -2,12 +2,18 @@
 
 Every transfer lands in a slot of the receiver's region. Two ways to get one:
 
-* Leases (NIXL): the sender leases a few equal slots once (``lease``). It
-  WRITEs into a free one at once and names it in the notification; when the
-  receiver's consumer releases the transfer, the receiver pushes a credit
-  frame (``{"credit": offset}``) and the slot is free again. No side-channel
-  traffic per send, and the same slots come back, so prepared NIXL transfers
-  are re-posted. Credits are read only when no leased slot is free.
+* Leases (NIXL): the sender leases up to ``MAX_LEASES`` equal slots once
+  (power-of-two sizes, at most half the region). It WRITEs into a free one
+  at once and names it, with how many times it wrote it, in the
+  notification; when the receiver's consumer releases the transfer, the
+  receiver pushes a credit frame (``{"credit": offset}``) and the slot is
+  free again. No side-channel traffic per send, and the same slots come
+  back, so prepared NIXL transfers are re-posted. Credits are read in
+  bursts: while a write is in flight once half the slots are out, or
+  blocking when none is left (until the deadline: a silent receiver is a
+  ``TransportTimeout``). Leases given back (``unlease``, ``bye``) carry the
+  write counts, so a slot whose last notification is still on its way is
+  freed only after it lands.
 * Reservations (shared memory, TCP, and NIXL when no lease fits): ask for a
   slot per send (a round trip of ~130 us), keeping a few reserved ahead
   (``MAX_AHEAD``, at most a quarter of the region) whose answers are read
@@ -23,27 +29,27 @@ import collections
 import itertools
 import time
 import uuid
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import TransportError, TransportTimeout
 from .sidechannel import Connection
 
 MAX_AHEAD = 4  # slots a sender keeps reserved ahead of its next sends
-MAX_LEASES = 8  # slots a sender leases (enough to cover the receiver's turnaround at GPU speeds)
+MAX_LEASES = 16  # slots a sender leases: a burst of sends outruns the receiver's turnaround
 MIN_LEASE = 64 << 10
 LEASE_SHARE = 2  # one sender leases at most 1/LEASE_SHARE of the region (the receiver caps all leases alike)
 LEASE_RETRY_S = 1.0  # after a refused lease, use reservations this long before asking again
+LEASE_SHRINK = 8  # lease smaller slots once a send needs less than 1/LEASE_SHRINK of ours: more of them fit
 
 
-@dataclass(frozen=True)
-class Reservation:
-    """A slot the receiver set aside for one transfer."""
+class Reservation(NamedTuple):
+    """A slot the receiver set aside for one transfer (a tuple: one is made per send)."""
 
     xfer_id: str
     offset: int
     nbytes: int
     receiver_id: str
+    seq: int = 0  # leased slots: how many times this sender has written it, this time included
 
 
 def lease_size(nbytes: int) -> int:
@@ -73,14 +79,16 @@ class SlotClient:
         # Replies still to read, in order, and slots reserved ahead for the next sends.
         self._inflight: collections.deque[tuple[str, str, int]] = collections.deque()
         self._spares: collections.deque[Reservation] = collections.deque()
-        self._ids = (f"{uuid.uuid4().hex[:16]}-{n:x}" for n in itertools.count())
+        prefix = uuid.uuid4().hex[:16]
+        self._ids = (f"{prefix}-{n:x}" for n in itertools.count())
         self._reset_leases()
 
     def _reset_leases(self) -> None:
         self._lease_n = 0  # size of our leased slots; 0: none
-        self._leased: set[int] = set()  # offsets of the current leases
-        self._free: collections.deque[int] = collections.deque()  # leased and credited: writable now
-        self._retired: set[int] = set()  # old leases still busy at the receiver: give back on credit
+        self._lease_floor = 0  # sends this small or smaller re-lease smaller slots
+        self._generation = getattr(self, "_generation", 0) + 1
+        self._seq: dict[int, int] = {}  # offset of each current lease -> writes into it so far
+        self._free: list[int] = []  # leased and credited: writable now
         self._rx_id = ""
         self._no_lease_until = 0.0
 
@@ -100,10 +108,33 @@ class SlotClient:
             TransportTimeout: every leased slot stayed in use until ``deadline``.
             TransportError: the receiver is gone (the connection is dropped).
         """
-        if nbytes > self._lease_n and not self._renew(nbytes, deadline):
+        if not self._lease_floor < nbytes <= self._lease_n and not self._renew(nbytes, deadline):
             return None
+        if not self._free:
+            self._await_credits(deadline)
+        offset = self._free.pop()  # the slot freed last: warmest in the caches
+        seq = self._seq[offset] = self._seq[offset] + 1
+        return Reservation(xfer_id or next(self._ids), offset, nbytes, self._rx_id, seq)
+
+    def collect_credits(self) -> None:
+        """Take the credits already here, without waiting (call it while a write is in flight).
+
+        A broken connection is only noted (the connection is dropped): the
+        write in flight does not depend on it, the next send reconnects.
+        """
+        conn = self._conn
+        # With half our slots still free, reading can wait: credits are read in bursts, not one per send.
+        if conn is None or 2 * len(self._free) >= len(self._seq) or not conn.ready():
+            return
         try:
-            while not self._free:
+            self._await_credits(time.monotonic() + self.connect_timeout)
+        except TransportError:
+            pass  # _await_credits dropped the connection
+
+    def _await_credits(self, deadline: float) -> None:
+        """Block for a credit, then take every frame already here (credits come in bursts)."""
+        try:
+            while not self._free or self._conn.ready():
                 if self._inflight:
                     self._settle_one(deadline)
                 else:
@@ -113,43 +144,49 @@ class SlotClient:
         except TransportError:
             self.drop()
             raise
-        return Reservation(xfer_id or self.new_id(), self._free.popleft(), nbytes, self._rx_id)
+
+    @property
+    def generation(self) -> int:
+        """Changes whenever our leases do."""
+        return self._generation
+
+    def leased_offsets(self) -> list[int]:
+        """Offsets of the current leases."""
+        return list(self._seq)
 
     def _renew(self, nbytes: int, deadline: float) -> bool:
         """Give back our leases and lease slots big enough for ``nbytes``; False if none were granted."""
         size = lease_size(nbytes)
         count = min(MAX_LEASES, self.capacity // LEASE_SHARE // size)
+        self._retire()  # our smaller leases would only crowd out the new slots or the reservation
         if count == 0 or time.monotonic() < self._no_lease_until:
             return False
-        self._retire()
         reply = self.request({"op": "lease", "n": size, "count": count, "agent": self.agent}, deadline)
         offsets = [int(off) for off in reply.get("offs") or ()]
         if not offsets:
             self._no_lease_until = time.monotonic() + LEASE_RETRY_S
             return False
         self._lease_n, self._rx_id = size, str(reply["rx"])
-        self._leased = set(offsets)
+        self._lease_floor = size // LEASE_SHRINK if size // LEASE_SHRINK >= MIN_LEASE else 0
+        self._generation += 1
+        self._seq = dict.fromkeys(offsets, 0)
         self._free.extend(offsets)
         return True
 
     def _retire(self) -> None:
-        """Give back free leases now and busy ones as their credits come."""
-        if self._free:
-            self._post({"op": "unlease", "offs": list(self._free)}, ("unlease", "", 0))
-        self._retired |= self._leased - set(self._free)
-        self._leased, self._lease_n = set(), 0
+        """Give all our leases back; the receiver keeps those whose last notification is still on the way."""
+        if self._seq:
+            self._post({"op": "unlease", "leases": self.leases()}, ("unlease", "", 0))
+        self._seq, self._lease_n, self._lease_floor = {}, 0, 0
         self._free.clear()
 
     def _credit(self, offset: int) -> None:
-        if offset in self._leased:
+        if offset in self._seq:  # else a lease given back since
             self._free.append(offset)
-        elif offset in self._retired:
-            self._retired.discard(offset)
-            self._post({"op": "unlease", "offs": [offset]}, ("unlease", "", 0))
 
-    def in_flight(self) -> list[int]:
-        """Leased slots written and not yet credited (their notifications may still be on the way)."""
-        return sorted((self._leased - set(self._free)) | self._retired)
+    def leases(self) -> list[list[int]]:
+        """``[offset, writes]`` per leased slot: the receiver frees a slot once it saw that many notifications."""
+        return [[off, seq] for off, seq in self._seq.items()]
 
     # -- reservations -------------------------------------------------------------
 
@@ -270,10 +307,10 @@ class SlotClient:
         return self._conn
 
     def close(self) -> None:
-        """Say goodbye (naming the leased slots whose notifications may still be on the way), then hang up."""
+        """Say goodbye (with the writes per leased slot, so none still on its way is lost), then hang up."""
         if self._conn is not None:
             try:
-                self.request({"op": "bye", "inflight": self.in_flight()}, time.monotonic() + 1.0)
+                self.request({"op": "bye", "leases": self.leases()}, time.monotonic() + 1.0)
             except TransportError:
                 pass
         self.drop()
