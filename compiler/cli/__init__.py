@@ -120,7 +120,12 @@ def targets() -> None:
     list_targets()
 
 
-@app.command()
+@app.command(epilog=(
+    "Examples:  graph run pipelines/pd.py --mock  |  "
+    "graph run pipelines/pd.py --model models/llama --device cpu  |  "
+    "graph run pipelines/kv_routed.py --mock --set worker.replicas=8 --set router.policy=least_loaded  |  "
+    "--set frontend.stage_timeout_s=30 --set frontend.migration_limit=0"
+))
 def run(
     pipeline: str = PIPELINE,
     mock: bool = MOCK,
