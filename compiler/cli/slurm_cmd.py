@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -78,6 +79,8 @@ def submit(pipeline: str, overrides: Overrides, out: str, opts: list[str], devic
         fail(f"target slurm: {exc}", 1)
     write_output(files, out)
     script = os.path.join(os.path.abspath(out), slurm.script_name(the_plan, options))
+    # Ctrl-C must cancel the job even when SIGINT came in ignored (started with `&` from a script).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     started = time.monotonic()
     job = _sbatch(script, the_plan)
     console.print(f"[bold]graph submit[/] {pipeline}: job [bold]{job.job_id}[/] (graph '{the_plan.graph}', "
