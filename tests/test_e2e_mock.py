@@ -240,11 +240,10 @@ def test_ctrl_c_leaves_no_process(tmp_path: pathlib.Path) -> None:
     assert not alive(tree), f"processes survived Ctrl-C: {sorted(alive(tree))}"
 
 
+@pytest.mark.parametrize("graph", ["e_p_d", "e_pd"], indirect=True)  # the graphs with a separate encoder
 def test_embeddings_move_over_the_tensor_edge(graph: RunningGraph) -> None:
     """E/P/D and E/PD: the encoder's embedding bytes reach the next engine over nodes.transport;
     the receiving mock checks them against the image (a mismatch would be a 4xx, failing the request)."""
-    if graph.name not in ("e_p_d", "e_pd"):  # type: ignore[attr-defined]
-        pytest.skip("only graphs with a separate encoder move embeddings")
     consumers = [s["name"] for s in graph.plan["services"] if s["role"] in ("prefill", "prefill_decode")]
 
     def received_bytes() -> float:

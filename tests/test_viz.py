@@ -143,15 +143,19 @@ console.log(JSON.stringify(out));
 """
 
 
+# Where `npm install mermaid@11 jsdom@25` was run: .ci/run does it in .cache/mermaid.
+MERMAID_DIR = pathlib.Path(os.environ.get("SERVEGRAPH_MERMAID_DIR") or ROOT / ".cache" / "mermaid")
+
+
 @pytest.mark.skipif(
-    not os.environ.get("SERVEGRAPH_MERMAID_DIR") or shutil.which("node") is None,
-    reason="opt-in: set SERVEGRAPH_MERMAID_DIR to a folder where `npm install mermaid@11 jsdom@25` was run",
+    not (MERMAID_DIR / "node_modules" / "mermaid").is_dir() or shutil.which("node") is None,
+    reason=f"needs node and `npm install mermaid@11 jsdom@25` in {MERMAID_DIR} (bash .ci/run does it)",
 )
 def test_mermaid_parses_with_mermaid_itself() -> None:
     charts = {p.stem: render(_spec(p), "mermaid") for p in PIPELINES}
     charts["broken"] = 'flowchart LR\n  a -->|"x| b ]['
     proc = subprocess.run(
-        ["node", "--input-type=module", "-e", _MERMAID_PARSE], cwd=os.environ["SERVEGRAPH_MERMAID_DIR"],
+        ["node", "--input-type=module", "-e", _MERMAID_PARSE], cwd=MERMAID_DIR,
         env={**os.environ, "CHARTS": json.dumps(charts)}, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
