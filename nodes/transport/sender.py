@@ -152,6 +152,14 @@ class TensorSender:
                 self._regs.remove(reg)
                 self._agent.deregister(reg)
 
+    def _stage_threshold(self, mem: str) -> int:
+        """Runs shorter than this are copied through staging rather than written from where they are."""
+        return self.stage_below if self.stage_below is not None else STAGE_BELOW[mem]
+
+    def _in_place(self, info: memory.ArrayInfo) -> bool:
+        """One array big enough and registered: WRITTEN from where it is, no staging copy."""
+        return info.nbytes >= self._stage_threshold(info.mem) and self._covered(info.addr, info.nbytes)
+
     def _covered(self, addr: int, nbytes: int) -> bool:
         end = addr + nbytes
         for reg in self._regs:
@@ -231,8 +239,7 @@ class TensorSender:
         general path (not registered, small enough to stage, no lease).
         """
         n = info.nbytes
-        stage_below = self.stage_below if self.stage_below is not None else STAGE_BELOW[info.mem]
-        if n < stage_below or not self._covered(info.addr, n):
+        if not self._in_place(info):
             return None
         slot = self._slots.lease(n, deadline, xfer_id)
         if slot is None:
@@ -245,18 +252,7 @@ class TensorSender:
             dsts = [self.handle.base + off for off in self._slots.leased_offsets()]
             self._agent.prepare(self._remote, pairs, dsts, local, self._remote_mem)
             self._prepared.add(key)
-        notif = NOTIF_PREFIX + orjson.dumps(
-            {
-                "rx": slot.receiver_id,
-                "id": slot.xfer_id,
-                "off": slot.offset,
-                "n": n,
-                "layout": [[info.dtype, info.shape, n, 1]],
-                "crc": crc,
-                "lease": True,
-                "seq": slot.seq,
-            }
-        )
+        notif = NOTIF_PREFIX + orjson.dumps(_notice(slot, n, [[info.dtype, info.shape, n, 1]], crc, leased=True))
         dst = self.handle.base + slot.offset
         try:
             self._agent.write(
@@ -334,14 +330,7 @@ class TensorSender:
         if self.backend == "nixl":
             return self._deliver_nixl(total, layout, count, crc, deadline, xfer_id, nixl_pairs)
         reservation = self._slots.slot(total, deadline, xfer_id)
-        meta = {
-            "rx": reservation.receiver_id,
-            "id": reservation.xfer_id,
-            "off": reservation.offset,
-            "n": total,
-            "layout": layout,
-            "crc": crc,
-        }
+        meta = _notice(reservation, total, layout, crc)
         try:
             if self.backend == "shm":
                 fill(self._shm_view, reservation.offset)
@@ -370,16 +359,7 @@ class TensorSender:
         leased = reservation is not None
         if reservation is None:
             reservation = self._slots.slot(total, deadline, xfer_id)
-        meta = {
-            "rx": reservation.receiver_id,
-            "id": reservation.xfer_id,
-            "off": reservation.offset,
-            "n": total,
-            "layout": layout,
-            "crc": crc,
-            "lease": leased,
-            "seq": reservation.seq,
-        }
+        meta = _notice(reservation, total, layout, crc, leased)
         temp: list[Registration] = []  # registrations for this send only
         try:
             try:
@@ -417,8 +397,7 @@ class TensorSender:
     def _array_pairs(self, arrays: Sequence[Any], infos: list, offsets: list[int], temp: list) -> tuple[list, str, int]:
         if len(infos) == 1:
             info = infos[0]
-            stage_below = self.stage_below if self.stage_below is not None else STAGE_BELOW[info.mem]
-            if info.nbytes >= stage_below and self._covered(info.addr, info.nbytes):
+            if self._in_place(info):
                 return [(info.addr, 0, info.nbytes)], info.mem, info.device
         mems = {(i.mem, i.device) for i in infos}
         if len(mems) != 1:
@@ -426,7 +405,7 @@ class TensorSender:
                 f"one send must come from one memory kind, got {sorted(mems)}; send DRAM and VRAM arrays separately"
             )
         mem, device = mems.pop()
-        stage_below = self.stage_below if self.stage_below is not None else STAGE_BELOW[mem]
+        stage_below = self._stage_threshold(mem)
         runs = coalesce([i.addr for i in infos], [i.nbytes for i in infos], offsets)
 
         def registered(addr: int, nbytes: int) -> bool:
@@ -439,7 +418,7 @@ class TensorSender:
     def _block_pairs(
         self, pool: Any, info: memory.ArrayInfo, ids: np.ndarray, block: int, temp: list
     ) -> tuple[list, str, int]:
-        stage_below = self.stage_below if self.stage_below is not None else STAGE_BELOW[info.mem]
+        stage_below = self._stage_threshold(info.mem)
         starts, lengths = block_runs(ids)
         total = ids.size * block
         if int(lengths.min()) * block >= stage_below:
@@ -517,6 +496,13 @@ def _contiguous_groups(members: list[int], offsets: list[int], sizes: list[int])
             groups.append([index])
         end = offsets[index] + sizes[index]
     return groups
+
+
+def _notice(slot: Reservation, total: int, layout: list, crc: int | None, leased: bool = False) -> dict:
+    """What the receiver learns of a transfer: its slot, size, layout, CRC and, for a leased
+    slot, how many times this sender has written it."""
+    return {"rx": slot.receiver_id, "id": slot.xfer_id, "off": slot.offset, "n": total, "layout": layout,
+            "crc": crc, "lease": leased, "seq": slot.seq}
 
 
 def _tcp_payload(arrays: Sequence[Any], infos: list, offsets: list[int]) -> list[Any]:
