@@ -31,7 +31,7 @@ import aiohttp
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.e2e import http_json, start_graph  # noqa: E402
+from tests.e2e import metric_sum, metrics, start_graph  # noqa: E402
 
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 
@@ -91,16 +91,6 @@ async def load(url: str, streams: int, concurrency: int, max_tokens: int, kill_a
     return tally
 
 
-def dead_worker_calls(metrics_text: str, service: str) -> int:
-    """Calls the frontend sent to ``service`` that found it unreachable."""
-    total = 0.0
-    for line in metrics_text.splitlines():
-        if line.startswith("servegraph_upstream_requests_total{") and f'service="{service}"' in line \
-                and 'status="unreachable"' in line:
-            total += float(line.rsplit(" ", 1)[1])
-    return int(total)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--streams", type=int, default=200)
@@ -128,8 +118,10 @@ def main() -> None:
             tally = asyncio.run(load(g.url + "/chat/completions", args.streams, args.concurrency, args.max_tokens,
                                      args.kill_after, kill))
             took = time.monotonic() - start
-            _, text = http_json("GET", g.url.removesuffix("/v1") + "/metrics")
-            rows.append((limit, tally, dead_worker_calls(text, "worker-0"), took))
+            # Calls the frontend still sent to the killed worker (each found it unreachable).
+            dead = metric_sum(metrics(g.url.removesuffix("/v1")), "servegraph_upstream_requests_total",
+                              service="worker-0", status="unreachable")
+            rows.append((limit, tally, int(dead), took))
         finally:
             g.stop()
     print(f"\n# {args.streams} streams of {args.max_tokens} tokens, {args.concurrency} at a time, "

@@ -32,9 +32,9 @@ sys.path.insert(0, str(ROOT))
 
 from compiler.cli.common import Overrides  # noqa: E402
 from compiler.cli.run_cmd import prepare  # noqa: E402
-from tests.e2e import free_port_block, http_json, start_graph  # noqa: E402
+from tests.e2e import free_port_block, http_json, metric_sum, metrics, start_graph  # noqa: E402
 from tests.vllm_fixtures import (  # noqa: E402
-    TEXT_MODEL, complete, engine_sets, metric_sum, metrics, tiny_models,
+    TEXT_MODEL, complete, engine_sets, tiny_models,
 )
 
 PD_SETS = engine_sets("prefill", "decode")

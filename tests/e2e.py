@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import signal
 import socket
 import subprocess
@@ -52,6 +53,24 @@ def http_json(method: str, url: str, body: Any = None, timeout: float = 60.0) ->
         return status, json.loads(raw)
     except ValueError:
         return status, raw.decode(errors="replace")
+
+
+def metrics(base_url: str) -> dict[str, float]:
+    """A Prometheus /metrics page as {'name{labels}': value} (comments dropped)."""
+    status, text = http_json("GET", base_url + "/metrics")
+    assert status == 200, f"{base_url}/metrics: HTTP {status}"
+    out = {}
+    for line in str(text).splitlines():
+        match = re.match(r"^([A-Za-z_:][\w:]*(?:\{[^}]*\})?)\s+(\S+)$", line)
+        if match and not line.startswith("#"):
+            out[match.group(1)] = float(match.group(2))
+    return out
+
+
+def metric_sum(values: dict[str, float], name: str, **labels: str) -> float:
+    """Sum of a metric over its label sets, only those carrying every ``labels`` value if given."""
+    return sum(v for k, v in values.items()
+               if (k == name or k.startswith(name + "{")) and all(f'{lk}="{lv}"' in k for lk, lv in labels.items()))
 
 
 @dataclass

@@ -13,7 +13,7 @@ import time
 import openai
 import pytest
 
-from tests.e2e import RunningGraph, http_json, start_graph
+from tests.e2e import RunningGraph, http_json, metric_sum, metrics, start_graph
 
 pytestmark = pytest.mark.e2e_mock
 
@@ -30,14 +30,8 @@ def faults(g: RunningGraph, service: str, **knobs: object) -> None:
 
 
 def metric(g: RunningGraph, name: str, **labels: str) -> float:
-    _, text = http_json("GET", g.url.removesuffix("/v1") + "/metrics")
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        if all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    """A frontend metric summed over the label sets that carry ``labels``."""
+    return metric_sum(metrics(g.url.removesuffix("/v1")), name, **labels)
 
 
 def client(g: RunningGraph, timeout: float = 90) -> openai.OpenAI:
@@ -136,12 +130,7 @@ def test_migration_limit_zero_ends_a_broken_stream_with_an_error(tmp_path: pathl
 def test_client_that_goes_away_frees_the_engine(agg: RunningGraph) -> None:
     """Closing a stream mid-way closes the frontend's stream to the engine: its request stops running."""
     def running() -> float:
-        total = 0.0
-        for w in ("worker-0", "worker-1"):
-            _, text = http_json("GET", agg.service_url(w) + "/metrics")
-            total += sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                         if line.startswith("vllm:num_requests_running"))
-        return total
+        return sum(metric_sum(metrics(agg.service_url(w)), "vllm:num_requests_running") for w in ("worker-0", "worker-1"))
 
     stream = client(agg).chat.completions.create(model=LLAMA, messages=[{"role": "user", "content": "go on"}],
                                                  max_tokens=500, stream=True)  # 500 x 20 ms = 10 s if not stopped

@@ -13,7 +13,7 @@ import openai
 import pytest
 from PIL import Image
 
-from tests.e2e import RunningGraph, alive, http_json, process_tree, start_graph
+from tests.e2e import RunningGraph, alive, http_json, metric_sum, metrics, process_tree, start_graph
 
 pytestmark = pytest.mark.e2e_mock
 
@@ -247,12 +247,7 @@ def test_embeddings_move_over_the_tensor_edge(graph: RunningGraph) -> None:
     consumers = [s["name"] for s in graph.plan["services"] if s["role"] in ("prefill", "prefill_decode")]
 
     def received_bytes() -> float:
-        total = 0.0
-        for name in consumers:
-            _, text = http_json("GET", graph.service_url(name) + "/metrics")
-            total += sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                         if line.startswith("mock_ec_bytes_received_total"))
-        return total
+        return sum(metric_sum(metrics(graph.service_url(name)), "mock_ec_bytes_received_total") for name in consumers)
 
     before = received_bytes()
     content = [{"type": "text", "text": "describe"}, {"type": "image_url", "image_url": {"url": image_url((9, 99, 199))}}]

@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from tests.e2e import RunningGraph
+from tests.e2e import RunningGraph, metric_sum, metrics
 from tests.vllm_fixtures import (
-    MM_MODEL, TEXT_MODEL, chat_with_image, complete, engine_sets, greedy, image_messages, make_image,
-    metric_sum, metrics, missing_vllm, start_vllm_graph, tiny_models, token_ids,
+    MM_MODEL, TEXT_MODEL, chat_with_image, complete, engine_sets, image_messages, make_image,
+    missing_vllm, start_vllm_graph, tiny_models, token_ids,
 )
 
 _MISSING = missing_vllm()

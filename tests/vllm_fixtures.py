@@ -13,7 +13,6 @@ import importlib.util
 import io
 import os
 import pathlib
-import re
 import subprocess
 import sys
 import tempfile
@@ -109,23 +108,6 @@ def make_image(seed: int) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
-
-
-def metrics(base_url: str) -> dict[str, float]:
-    """A Prometheus /metrics page as {'name{labels}': value} (comments dropped)."""
-    status, text = http_json("GET", base_url + "/metrics")
-    assert status == 200, f"{base_url}/metrics: HTTP {status}"
-    out = {}
-    for line in str(text).splitlines():
-        match = re.match(r"^([A-Za-z_:][\w:]*(?:\{[^}]*\})?)\s+(\S+)$", line)
-        if match and not line.startswith("#"):
-            out[match.group(1)] = float(match.group(2))
-    return out
-
-
-def metric_sum(values: dict[str, float], name: str) -> float:
-    """Sum of a metric over all its label sets."""
-    return sum(v for k, v in values.items() if k == name or k.startswith(name + "{"))
 
 
 def token_ids(answer: dict[str, Any]) -> list[int]:
