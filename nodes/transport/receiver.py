@@ -354,11 +354,11 @@ class TensorReceiver:
             return
         lease.seq = max(lease.seq, int(meta.get("seq", 0)))
         lease.state = "busy" if lease.state == "idle" or lease.seq < lease.expect else "orphan"
-        self._xfers[xid] = _Xfer(off=off, n=lease.n, conn=lease.cid, t0=time.monotonic(), lease=True)
+        self._xfers[xid] = _Xfer(off=off, n=lease.n, conn=lease.cid, t0=time.monotonic(), state="done", meta=meta,
+                                 lease=True)
         if xid in self._forgotten:  # its receiver gave up waiting: nobody will take it
             self._drop(xid)
             return
-        self._xfers[xid].state, self._xfers[xid].meta = "done", meta
         self._events.append(xid)
         self._cond.notify_all()
 
