@@ -292,9 +292,8 @@ class SlotClient:
             TransportTimeout: no answer before ``deadline``.
             TransportError: the receiver refused or hung up (the connection is dropped).
         """
+        self.settle(deadline)
         try:
-            while self._inflight:
-                self._settle_one(deadline)
             self._connection().post(header, payload)
             return self._next_reply(deadline, header["op"])
         except TransportError:
