@@ -151,9 +151,10 @@ class Supervisor:
                 failure = await self._start_all()
             self._view, echo.through_rich = None, False
             if failure is None and not self._stop.is_set():
+                # Banner first: whoever sees "running" in the state file finds the URL already printed.
+                print_ready(self.console, self.plan, self.url, os.path.join(self.workdir, "logs"), self.state_path)
                 self._phase = "running"
                 self._write_state()
-                print_ready(self.console, self.plan, self.url, os.path.join(self.workdir, "logs"), self.state_path)
                 await self._stop.wait()
         finally:
             await self._shutdown()
