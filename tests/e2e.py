@@ -19,10 +19,28 @@ from typing import Any
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-def free_port_block(count: int, start: int = 20000, end: int = 60000) -> int:
-    """The first port of ``count`` consecutive free ports (checked by binding)."""
+def _ephemeral_low(default: int = 32768) -> int:
+    """The first port of the kernel's ephemeral range."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
+            return int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return default
+
+
+def free_port_block(count: int, start: int = 20000, end: int | None = None) -> int:
+    """The first port of ``count`` consecutive free ports (checked by binding).
+
+    By default below the kernel's ephemeral range: there no engine's outgoing
+    connection or auto-bound socket (vLLM's ZMQ and NIXL side channels start
+    before our frontend) can take a port between this check and the bind.
+    """
     import random
 
+    if end is None:
+        end = _ephemeral_low()
+        if end - start < 4 * count:  # an unusual ephemeral range: take what is there
+            end = 60000
     for _ in range(200):
         base = random.randrange(start, end - count)
         if all(_is_free(base + i) for i in range(count)):
