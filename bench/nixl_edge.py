@@ -9,7 +9,10 @@ notification has been posted; GB/s is the median over ``--repeat`` runs.
     python bench/nixl_edge.py --sizes 4M,64M,1G,1024x64K --repeat 5
     python bench/nixl_edge.py --device cuda                # on a GPU host, torch needed
 
-Cases per size: ``ours`` (TensorSender.send), ``raw`` (NIXL, one descriptor,
+``--order blocked`` runs each path's reps back to back instead of taking turns.
+
+Cases per size: ``ours`` (TensorSender.send), ``ours/prep`` (the same array
+through ``TensorSender.prepare``: described once, as raw's handle is made once), ``raw`` (NIXL, one descriptor,
 transfer handle prepared once and re-posted), ``ceiling`` (numpy copy in one
 process; on cuda a device copy and torch CUDA IPC between processes). A block
 case ``NxB`` sends N blocks of B bytes scattered over a pool (every other
@@ -158,6 +161,7 @@ def sender_main(args: argparse.Namespace, handle: dict, raw_md: bytes, raw_base:
             paths["raw/notif"] = _RawWrite(raw, remote, [(_addr(pool), raw_base, total)], mem, b"r" * 200)
         if count == 1:
             paths["ours"] = lambda p=pool: tx.send([p], timeout=120)
+            paths["ours/prep"] = tx.prepare(pool).send  # described once, as raw's handle is prepared once
         else:
             blocks = pool.reshape(2 * count, block)
             scattered, contiguous = np.arange(count) * 2, np.arange(count)
@@ -166,24 +170,31 @@ def sender_main(args: argparse.Namespace, handle: dict, raw_md: bytes, raw_base:
             paths["ours"] = lambda b=blocks, i=scattered: tx.send_blocks(b, i, timeout=120)
             paths["ours/contig"] = lambda b=blocks, i=contiguous: tx.send_blocks(b, i, timeout=120)
         times: dict[str, list[float]] = {kind: [] for kind in paths}
-        phases: list[tuple[float, ...]] = []
+        phases: dict[str, list[tuple[float, ...]]] = {"ours": [], "ours/prep": []}
         made = _PREPARED[0]
-        for rep in range(reps + 1):
-            for kind, run in paths.items():
-                _sync(args.device)
-                if marks is not None:
-                    marks.clear()
-                t0 = time.perf_counter()
-                run()
-                t1 = time.perf_counter()
-                if rep:  # rep 0 warms connections and caches
-                    times[kind].append(t1 - t0)
-                    if marks and kind == "ours":
-                        phases.append(_phases(marks, t0, t1))
-        if phases:
+        if args.order == "interleaved":
+            schedule = [(rep, kind) for rep in range(reps + 1) for kind in paths]
+        else:
+            schedule = [(rep, kind) for kind in paths for rep in range(reps + 1)]
+        for rep, kind in schedule:
+            run = paths[kind]
+            _sync(args.device)
+            if marks is not None:
+                marks.clear()
+            t0 = time.perf_counter()
+            run()
+            t1 = time.perf_counter()
+            if rep:  # rep 0 warms connections and caches
+                times[kind].append(t1 - t0)
+                if marks and kind in phases:
+                    phases[kind].append(_phases(marks, t0, t1))
+        if marks is not None:
             names = ("describe", "to lease", "lease", "to write", "to post", "in flight", "to return", "return")
-            cols = "  ".join(f"{n} {statistics.median(p) * 1e6:.1f}" for n, p in zip(names, zip(*phases)))
-            print(f"profile {text} ours (us, median): {cols}; {_PREPARED[0] - made} handles made")
+            for kind, stamps in phases.items():
+                if stamps:
+                    cols = "  ".join(f"{n} {statistics.median(p) * 1e6:.1f}" for n, p in zip(names, zip(*stamps)))
+                    print(f"profile {text} {kind} (us, median): {cols}")
+            print(f"profile {text}: {_PREPARED[0] - made} transfer handles made")
             rawn = statistics.median(times["raw/notif"]) * 1e6
             print(f"profile {text} raw {statistics.median(times['raw']) * 1e6:.1f} us, with 200 B notif {rawn:.1f}")
             if text == args.sizes[0] or count > 1:
@@ -213,7 +224,8 @@ def _instrument(tx: TensorSender) -> dict[str, float]:
     """Time stamps of one send's phases: slot taken, write called, NIXL post, NIXL done (``--profile``)."""
     marks: dict[str, float] = {}
     slots, agent = tx._slots, tx._agent._agent
-    lease, write, transfer, check = slots.lease, tx._agent.write, agent.transfer, agent.check_xfer_state
+    lease, transfer, check = slots.lease, agent.transfer, agent.check_xfer_state
+    write, post = tx._agent.write, tx._agent.post
 
     def timed_describe(*a: Any, **k: Any) -> Any:
         got = describe(*a, **k)
@@ -226,11 +238,14 @@ def _instrument(tx: TensorSender) -> dict[str, float]:
         marks["slot"] = time.perf_counter()
         return got
 
-    def timed_write(*a: Any, **k: Any) -> Any:
-        marks["write"] = time.perf_counter()
-        got = write(*a, **k)
-        marks["written"] = time.perf_counter()
-        return got
+    def timed(call: Any) -> Any:
+        def timed_call(*a: Any, **k: Any) -> Any:
+            marks["write"] = time.perf_counter()
+            got = call(*a, **k)
+            marks["written"] = time.perf_counter()
+            return got
+
+        return timed_call
 
     def counted_prepare(*a: Any, **k: Any) -> Any:
         _PREPARED[0] += 1
@@ -253,7 +268,7 @@ def _instrument(tx: TensorSender) -> dict[str, float]:
         return state
 
     slots.lease, agent.transfer, agent.check_xfer_state = timed_lease, timed_transfer, timed_check
-    tx._agent.write = timed_write
+    tx._agent.write, tx._agent.post = timed(write), timed(post)
     describe = sender_module.memory.describe
     sender_module.memory.describe = timed_describe
     return marks
@@ -378,6 +393,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=5, help="timed runs per case (plus one warm-up)")
     parser.add_argument("--repeat-1g", type=int, default=2, help="cap on runs for cases of 1 GiB or more")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument(
+        "--order",
+        choices=("interleaved", "blocked"),
+        default="interleaved",
+        help="interleaved: the paths take turns, rep by rep (drift hits all alike); "
+        "blocked: each path's reps back to back",
+    )
     parser.add_argument("--profile", action="store_true", help="print where our send's time goes, per case")
     args = parser.parse_args(argv)
     if args.sizes is None:
@@ -436,7 +458,7 @@ def print_table(results: dict, args: argparse.Namespace, backend: str) -> None:
 
     tls = os.environ.get("UCX_TLS", "(default)")
     print(f"\nedge backend={backend} device={args.device} repeat={args.repeat} cpus={os.cpu_count()} UCX_TLS={tls}")
-    columns = ("ours", "ours/ctg", "raw", "raw/desc", "ceiling", "ceil/ipc", "ours/raw")
+    columns = ("ours", "ours/prep", "ours/ctg", "raw", "raw/desc", "ceiling", "ceil/ipc", "ours/raw", "prep/raw")
     head = f"{'case':>10} " + " ".join(f"{c:>8}" for c in columns) + f" {'ours/ceil':>9} {'merge win':>9}"
     print(head + "   (GB/s, median)")
     for case, r in results.items():
@@ -444,8 +466,10 @@ def print_table(results: dict, args: argparse.Namespace, backend: str) -> None:
         per_desc = gbps(r.get("raw/desc"))
         win = f"{ours / per_desc:8.1f}x" if "raw/desc" in r else f"{'':>9}"
         print(
-            f"{case:>10} {ours:8.2f} {gbps(r.get('ours/contig')):8.2f} {raw:8.2f} {per_desc:8.2f} {ceil:8.2f} "
-            f"{gbps(r.get('ceiling/ipc')):8.2f} {ours / raw:8.2f} {ours / ceil:9.2f} {win}"
+            f"{case:>10} {ours:8.2f} {gbps(r.get('ours/prep')):8.2f} {gbps(r.get('ours/contig')):8.2f} "
+            f"{raw:8.2f} {per_desc:8.2f} {ceil:8.2f} "
+            f"{gbps(r.get('ceiling/ipc')):8.2f} {ours / raw:8.2f} {gbps(r.get('ours/prep')) / raw:8.2f} "
+            f"{ours / ceil:9.2f} {win}"
         )
 
 

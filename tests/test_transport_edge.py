@@ -307,3 +307,28 @@ def test_leased_slots_are_reused_and_given_back_on_close(nixl_agent: None) -> No
         while receiver.pending():  # the goodbye frees them (no transfer is in flight)
             assert time.monotonic() < deadline, "leases not given back after close()"
             time.sleep(0.01)
+
+
+def test_a_prepared_buffer_and_changing_sizes_keep_slots_and_bytes_right(nixl_agent: None) -> None:
+    """``prepare`` sends the buffer as it is at each call; switching sizes re-leases and frees everything on close."""
+    with TensorReceiver(64 << 20, backend="nixl") as receiver:
+        tx = TensorSender(receiver.handle(), backend="nixl")
+        small, big = np.empty(1 << 20, np.uint8), np.empty(8 << 20, np.uint8)
+        tx.register(small)
+        tx.register(big)
+        prepared = tx.prepare(small)
+        unregistered = tx.prepare(pattern(256 << 10, "float32", 3))  # goes the general way, same API
+        for seed in range(12):
+            source = big if seed % 4 == 3 else small  # every 4th send needs bigger slots
+            source[:] = pattern(source.nbytes, "uint8", seed)
+            ticket = prepared.send(timeout=DEADLINE_S) if source is small else tx.send([big], timeout=DEADLINE_S)
+            with receiver.recv(ticket.xfer_id, timeout=DEADLINE_S) as got:
+                assert_same_bytes(got.arrays[0], source)
+        ticket = unregistered.send(timeout=DEADLINE_S, checksum=True)
+        with receiver.recv(ticket.xfer_id, timeout=DEADLINE_S) as got:
+            assert_same_bytes(got.arrays[0], pattern(256 << 10, "float32", 3))
+        tx.close()
+        deadline = time.monotonic() + DEADLINE_S
+        while receiver.pending():  # a slot set aside for a send that never came is given back too
+            assert time.monotonic() < deadline, "leases not given back after close()"
+            time.sleep(0.01)

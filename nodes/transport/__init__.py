@@ -13,10 +13,13 @@ Sender (e.g. an encoder)::
     tx.register(big_buffer)                          # optional: zero-copy sources
     ticket = tx.send([emb], timeout=10)              # WRITE + notification
     # pass ticket.to_dict() on to the receiver
+    out = tx.prepare(big_buffer)                     # a buffer sent again and again:
+    ticket = out.send(timeout=10)                    #   described once, each send a re-post
 
 Over NIXL a sender leases a few slots of the receiver's region once and gets
 them back as credits when the receiver releases transfers, and keeps its
-NIXL transfers prepared: a send of a registered array re-posts one (see
+one prepared NIXL WRITE per slot and registered array: a send re-posts
+one, and the next send's slot is set aside while the bytes move (see
 ``slot_client``). Backends: NIXL when importable and startable; otherwise
 shared memory (same host) or the receiver's TCP side channel, with one
 logged warning. Force one
@@ -29,10 +32,11 @@ from .edge import recv_embeddings, send_embeddings
 from .errors import TransportError, TransportTimeout
 from .handle import EdgeHandle
 from .receiver import Received, TensorReceiver
-from .sender import Reservation, TensorSender, Ticket
+from .sender import PreparedSend, Reservation, TensorSender, Ticket
 
 __all__ = [
     "EdgeHandle",
+    "PreparedSend",
     "Received",
     "Reservation",
     "TensorReceiver",

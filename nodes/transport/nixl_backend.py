@@ -142,55 +142,63 @@ class NixlAgent:
         key = _key(remote, pairs, dst_base, local_mem, remote_mem)
         with self._lock:
             entry = self._xfers.pop(key, None)  # popped while in flight: no other thread re-posts it
-            try:
-                if entry is None:
-                    entry = self._prepare(remote, pairs, dst_base, local_mem, remote_mem)
-                state = self._agent.transfer(entry[0], notif)
-            except Exception as exc:
-                if entry is not None:
-                    _release(entry[0])
-                raise TransportError(f"NIXL could not start the write to {remote}: {exc}") from exc
-        handle = entry[0]
-        if meanwhile is not None:
-            meanwhile()
-        if state == "PROC":
-            state = poll_xfer(lambda: self._checked(handle), deadline)
-        if state == "DONE" and reuse:
-            with self._lock:
-                self._keep(key, entry)
-            return
+            if entry is None:
+                entry = self._prepare(remote, pairs, dst_base, local_mem, remote_mem)
+        try:
+            self.post(entry[0], notif, deadline, remote, meanwhile)
+        except TransportError:
+            self.release(entry[0])
+            raise
         with self._lock:
-            _release(handle)
-        if state == "PROC":
-            raise TransportTimeout(f"NIXL write to {remote} still in flight at its deadline")
-        if state != "DONE":
-            raise TransportError(f"NIXL write to {remote} failed (state {state}); is the receiver alive?")
+            if reuse:
+                self._keep(key, entry)
+            else:
+                _release(entry[0])
 
-    def prepare(
-        self,
-        remote: str,
-        pairs: Pairs,
-        dst_bases: list[int],
-        local_mem: tuple[str, int],
-        remote_mem: tuple[str, int],
-    ) -> None:
-        """Create and keep the WRITE of ``pairs`` to each of ``dst_bases`` (a sender's leased slots).
+    def make_write(
+        self, remote: str, pairs: Pairs, dst_base: int, local_mem: tuple[str, int], remote_mem: tuple[str, int]
+    ) -> Any:
+        """A WRITE of ``pairs`` to ``dst_base`` that the caller owns: ``post`` it as often as
+        needed, ``release`` it before its local memory is deregistered.
 
-        A sender rotates through its slots at the pace of the receiver's
-        releases; with every slot's transfer made up front, each send is a re-post.
+        A sender keeps one per leased slot and source array: a send is then a re-post.
 
         Raises:
             TransportError: NIXL refused the descriptors.
         """
         with self._lock:
-            for dst_base in dst_bases:
-                key = _key(remote, pairs, dst_base, local_mem, remote_mem)
-                if key not in self._xfers:
-                    try:
-                        entry = self._prepare(remote, pairs, dst_base, local_mem, remote_mem)
-                    except Exception as exc:
-                        raise TransportError(f"NIXL could not prepare the write to {remote}: {exc}") from exc
-                    self._keep(key, entry)
+            return self._prepare(remote, pairs, dst_base, local_mem, remote_mem)[0]
+
+    def post(
+        self, handle: Any, notif: bytes, deadline: float, remote: str, meanwhile: Callable[[], None] | None = None
+    ) -> None:
+        """Post a prepared WRITE with this notification and wait until the bytes are there.
+
+        ``meanwhile`` runs while they move (it must not raise). After an error
+        the handle is of no more use: ``release`` it.
+
+        Raises:
+            TransportTimeout: still in flight at ``deadline`` (time.monotonic()).
+            TransportError: NIXL reported an error (peer gone, bad descriptor).
+        """
+        with self._lock:
+            try:
+                state = self._agent.transfer(handle, notif)
+            except Exception as exc:
+                raise TransportError(f"NIXL could not start the write to {remote}: {exc}") from exc
+        if meanwhile is not None:
+            meanwhile()
+        if state == "PROC":
+            state = poll_xfer(lambda: self._checked(handle), deadline)
+        if state == "PROC":
+            raise TransportTimeout(f"NIXL write to {remote} still in flight at its deadline")
+        if state != "DONE":
+            raise TransportError(f"NIXL write to {remote} failed (state {state}); is the receiver alive?")
+
+    def release(self, handle: Any) -> None:
+        """Free a handle from ``make_write`` (or one whose post failed)."""
+        with self._lock:
+            _release(handle)
 
     def _keep(self, key: tuple, entry: tuple[Any, int, int]) -> None:
         """Cache a prepared transfer, dropping the least recently used beyond the cap (caller holds the lock)."""
@@ -212,9 +220,12 @@ class NixlAgent:
             local = [(src, n, ldev) for src, _, n in pairs]
             far = [(dst_base + dst, n, rdev) for _, dst, n in pairs]
             lo, hi = min(p[0] for p in pairs), max(p[0] + p[2] for p in pairs)
-        handle = self._agent.initialize_xfer(
-            "WRITE", self._agent.get_xfer_descs(local, lmem), self._agent.get_xfer_descs(far, rmem), remote
-        )
+        try:
+            handle = self._agent.initialize_xfer(
+                "WRITE", self._agent.get_xfer_descs(local, lmem), self._agent.get_xfer_descs(far, rmem), remote
+            )
+        except Exception as exc:  # nixl raises RuntimeError or backend-specific errors
+            raise TransportError(f"NIXL could not prepare the write to {remote}: {exc}") from exc
         return handle, lo, hi
 
     def _checked(self, handle: Any) -> str:

@@ -33,6 +33,26 @@ log = logging.getLogger(__name__)
 # costs ~3.5 us extra DRAM->DRAM (a 64 KiB copy ~8 us: keep them direct) and
 # ~12 us VRAM->VRAM (a 4 MiB device copy ~4 us: stage them).
 STAGE_BELOW = {"DRAM": 32 << 10, "VRAM": 4 << 20}
+MAX_ROUTES = 256  # source arrays whose fast-path facts a sender keeps
+
+
+class _Route:
+    """What every in-place send of one registered array shares, worked out on its first send.
+
+    It owns one prepared WRITE per leased slot (made when the leases change):
+    a send re-posts one with its notification, as raw NIXL re-posts a prepared handle.
+    """
+
+    __slots__ = ("nbytes", "pairs", "layout", "local", "generation", "heads", "writes")
+
+    def __init__(self, nbytes: int, pairs: list, layout: list, local: tuple[str, int]) -> None:
+        self.nbytes, self.pairs, self.layout, self.local = nbytes, pairs, layout, local
+        self.generation = -1  # lease generation the writes and heads below are for
+        self.heads: dict[int, bytes] = {}  # leased slot offset -> its notifications' fixed start
+        self.writes: dict[int, Any] = {}  # leased slot offset -> prepared NIXL WRITE into it
+
+
+_UNROUTED = object()
 
 
 class Ticket(NamedTuple):
@@ -57,6 +77,25 @@ class Ticket(NamedTuple):
             return cls(str(data["xfer_id"]), int(data["nbytes"]), int(data["count"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise TransportError(f"malformed edge ticket {data!r}: needs xfer_id, nbytes, count") from exc
+
+
+class PreparedSend:
+    """One array described once, sent again and again: what ``TensorSender.prepare`` returns."""
+
+    __slots__ = ("_sender", "_array", "_info")
+
+    def __init__(self, sender: TensorSender, array: Any, info: memory.ArrayInfo) -> None:
+        self._sender, self._array, self._info = sender, array, info
+
+    def send(self, *, timeout: float = 30.0, xfer_id: str | None = None, checksum: bool = False) -> Ticket:
+        """Send the array as it is now (see ``TensorSender.send``)."""
+        sender = self._sender
+        if sender.backend == "nixl":
+            deadline = time.monotonic() + timeout
+            ticket = sender._send_in_place(self._array, self._info, deadline, xfer_id, checksum)
+            if ticket is not None:
+                return ticket
+        return sender.send([self._array], timeout=timeout, xfer_id=xfer_id, checksum=checksum)
 
 
 class TensorSender:
@@ -95,7 +134,7 @@ class TensorSender:
         self._staging: tuple[Any, Registration, int, tuple[str, int]] | None = None  # region, reg, size, kind
         self._shm = self._shm_view = None
         self._lock = threading.Lock()  # one send at a time: slots, staging and prepared transfers are shared
-        self._prepared: set[tuple] = set()  # (lease generation, address, bytes, memory) made for every leased slot
+        self._routes: dict[memory.ArrayInfo, _Route | None] = {}  # per source array: in place or not, and how
         self.backend = self._pick(requested_backend(backend))
         if self.backend == "nixl":
             self._slots.agent = self._agent.name
@@ -140,6 +179,7 @@ class TensorSender:
             return
         info = memory.describe(array, "registered array")
         with self._lock:
+            self._forget_routes()
             self._regs.append(self._agent.register(info.addr, info.nbytes, info.mem, info.device))
 
     def unregister(self, array: Any) -> None:
@@ -148,6 +188,7 @@ class TensorSender:
             return
         addr = memory.describe(array, "registered array").addr
         with self._lock:
+            self._forget_routes()
             for reg in [r for r in self._regs if r.lo == addr]:
                 self._regs.remove(reg)
                 self._agent.deregister(reg)
@@ -203,12 +244,11 @@ class TensorSender:
         """
         deadline = time.monotonic() + timeout
         infos = [memory.describe(a, f"array {i}") for i, a in enumerate(arrays)]
-        crc = memory.crc32(arrays) if checksum else None
         if len(infos) == 1 and self.backend == "nixl":
-            with self._lock:
-                ticket = self._send_registered(infos[0], deadline, xfer_id, crc)
+            ticket = self._send_in_place(arrays[0], infos[0], deadline, xfer_id, checksum)
             if ticket is not None:
                 return ticket
+        crc = memory.crc32(arrays) if checksum else None
         offsets, total = pack([i.nbytes for i in infos])
         layout = encode_layout([(i.dtype, i.shape, i.nbytes) for i in infos])
 
@@ -229,47 +269,82 @@ class TensorSender:
                 tcp_parts=lambda: _tcp_payload(arrays, infos, offsets),
             )
 
-    def _send_registered(
-        self, info: memory.ArrayInfo, deadline: float, xfer_id: str | None, crc: int | None
+    def prepare(self, array: Any) -> PreparedSend:
+        """Describe ``array`` once for sends of it again and again (a KV pool, an output buffer).
+
+        What a prepared transfer handle is to raw NIXL: each ``send()`` of the
+        result skips looking at the array. Register the array first for the
+        zero-copy path; it must keep its storage, shape and dtype while prepared.
+
+        Raises:
+            TransportError: not a contiguous array.
+        """
+        return PreparedSend(self, array, memory.describe(array, "prepared array"))
+
+    def _send_in_place(
+        self, array: Any, info: memory.ArrayInfo, deadline: float, xfer_id: str | None, checksum: bool
     ) -> Ticket | None:
         """The fast path: one registered array, WRITTEN from where it is into a leased slot.
 
         Does what raw NIXL does per transfer (re-post a prepared handle) plus
-        the notification; returns None when the array or receiver needs the
-        general path (not registered, small enough to stage, no lease).
+        the lease and the notification; returns None when the array or the
+        receiver needs the general path (not registered, small enough to
+        stage, no lease).
         """
-        n = info.nbytes
+        with self._lock:
+            route = self._routes.get(info, _UNROUTED)
+            if route is _UNROUTED:
+                route = self._routes[info] = self._route(info)
+            if route is None:
+                return None
+            slot = self._slots.lease(route.nbytes, deadline, xfer_id)
+            if slot is None:
+                return None
+            try:
+                if route.generation != self._slots.generation:  # new leases: make every slot's write now
+                    self._release_writes(route)
+                    for off in self._slots.leased_offsets():
+                        route.writes[off] = self._agent.make_write(
+                            self._remote, route.pairs, self.handle.base + off, route.local, self._remote_mem
+                        )
+                    route.generation = self._slots.generation
+                if checksum:
+                    crc = memory.crc32([array])
+                    notif = NOTIF_PREFIX + orjson.dumps(_notice(slot, route.nbytes, route.layout, crc, leased=True))
+                else:
+                    head = route.heads.get(slot.offset)
+                    if head is None:
+                        head = route.heads[slot.offset] = _notice_head(slot, route)
+                    notif = head + b'%d,"id":%b}' % (slot.seq, orjson.dumps(slot.xfer_id))
+                self._agent.post(route.writes[slot.offset], notif, deadline, self._remote, self._slots.collect_credits)
+            except TransportError:
+                self._release_writes(route)
+                route.generation = -1
+                self._slots.drop()  # the receiver frees our leases when we hang up
+                raise
+            return Ticket(slot.xfer_id, route.nbytes, 1)
+
+    def _route(self, info: memory.ArrayInfo) -> _Route | None:
+        """What every in-place send of this array shares; None if it goes the general way (caller holds the lock)."""
         if not self._in_place(info):
             return None
-        slot = self._slots.lease(n, deadline, xfer_id)
-        if slot is None:
-            return None
-        local, pairs = (info.mem, info.device), [(info.addr, 0, n)]
-        key = (self._slots.generation, info.addr, n, local)
-        if key not in self._prepared:
-            if len(self._prepared) > 64:
-                self._prepared.clear()
-            dsts = [self.handle.base + off for off in self._slots.leased_offsets()]
-            self._agent.prepare(self._remote, pairs, dsts, local, self._remote_mem)
-            self._prepared.add(key)
-        notif = NOTIF_PREFIX + orjson.dumps(_notice(slot, n, [[info.dtype, info.shape, n, 1]], crc, leased=True))
-        dst = self.handle.base + slot.offset
-        try:
-            self._agent.write(
-                self._remote,
-                pairs,
-                dst,
-                local,
-                self._remote_mem,
-                notif,
-                deadline,
-                reuse=True,
-                meanwhile=self._slots.collect_credits,
-            )
-        except TransportError:
-            self._slots.drop()  # the receiver frees our leases when we hang up
-            raise
-        return Ticket(slot.xfer_id, n, 1)
+        if len(self._routes) >= MAX_ROUTES:
+            self._forget_routes()
+        pairs = [(info.addr, 0, info.nbytes)]
+        return _Route(info.nbytes, pairs, [[info.dtype, info.shape, info.nbytes, 1]], (info.mem, info.device))
+
+    def _release_writes(self, route: _Route) -> None:
+        for write in route.writes.values():
+            self._agent.release(write)
+        route.writes.clear()
+        route.heads.clear()
+
+    def _forget_routes(self) -> None:
+        """Drop every route and its prepared writes (before registrations change; caller holds the lock)."""
+        for route in self._routes.values():
+            if route is not None:
+                self._release_writes(route)
+        self._routes.clear()
 
     def send_blocks(
         self,
@@ -468,6 +543,7 @@ class TensorSender:
     def _close(self) -> None:
         self._slots.close()
         if self.backend == "nixl":
+            self._forget_routes()
             for reg in self._regs:
                 self._agent.deregister(reg)
             if self._staging is not None:
@@ -503,6 +579,14 @@ def _notice(slot: Reservation, total: int, layout: list, crc: int | None, leased
     slot, how many times this sender has written it."""
     return {"rx": slot.receiver_id, "id": slot.xfer_id, "off": slot.offset, "n": total, "layout": layout,
             "crc": crc, "lease": leased, "seq": slot.seq}
+
+
+def _notice_head(slot: Reservation, route: _Route) -> bytes:
+    """A leased slot's notification for ``route`` up to its write count: the rest is
+    ``b'<seq>,"id":"<id>"}'``. Same fields as ``_notice``; built once per slot, not per send."""
+    whole = _notice(slot, route.nbytes, route.layout, None, leased=True)
+    fixed = {k: v for k, v in whole.items() if k not in ("id", "seq")}
+    return NOTIF_PREFIX + orjson.dumps(fixed)[:-1] + b',"seq":'
 
 
 def _tcp_payload(arrays: Sequence[Any], infos: list, offsets: list[int]) -> list[Any]:

@@ -8,10 +8,9 @@ Every transfer lands in a slot of the receiver's region. Two ways to get one:
   notification; when the receiver's consumer releases the transfer, the
   receiver pushes a credit frame (``{"credit": offset}``) and the slot is
   free again. No side-channel traffic per send, and the same slots come
-  back, so prepared NIXL transfers are re-posted. Credits are read in
-  bursts: while a write is in flight once half the slots are out, or
-  blocking when none is left (until the deadline: a silent receiver is a
-  ``TransportTimeout``). Leases given back (``unlease``, ``bye``) carry the
+  back, so prepared NIXL transfers are re-posted. Credits are read while
+  a write is in flight (whatever is there), or blocking when none is left
+  (until the deadline: a silent receiver is a ``TransportTimeout``). Leases given back (``unlease``, ``bye``) carry the
   write counts, so a slot whose last notification is still on its way is
   freed only after it lands.
 * Reservations (shared memory, TCP, and NIXL when no lease fits): ask for a
@@ -89,6 +88,7 @@ class SlotClient:
         self._generation = getattr(self, "_generation", 0) + 1
         self._seq: dict[int, int] = {}  # offset of each current lease -> writes into it so far
         self._free: list[int] = []  # leased and credited: writable now
+        self._ready: Reservation | None = None  # taken from _free ahead of the next send (see collect_credits)
         self._rx_id = ""
         self._no_lease_until = 0.0
 
@@ -108,6 +108,12 @@ class SlotClient:
             TransportTimeout: every leased slot stayed in use until ``deadline``.
             TransportError: the receiver is gone (the connection is dropped).
         """
+        ready = self._ready
+        if ready is not None:
+            if xfer_id is None and self._lease_floor < nbytes <= self._lease_n:
+                self._ready = None
+                return ready
+            self._unready()
         if not self._lease_floor < nbytes <= self._lease_n and not self._renew(nbytes, deadline):
             return None
         if not self._free:
@@ -117,19 +123,33 @@ class SlotClient:
         return Reservation(xfer_id or next(self._ids), offset, nbytes, self._rx_id, seq)
 
     def collect_credits(self) -> None:
-        """Take the credits already here, without waiting (call it while a write is in flight).
+        """Take the credits already here, without waiting, then set the next send's slot
+        aside (call it while a write is in flight: the next ``lease`` is then a field read).
 
         A broken connection is only noted (the connection is dropped): the
         write in flight does not depend on it, the next send reconnects.
         """
         conn = self._conn
-        # With half our slots still free, reading can wait: credits are read in bursts, not one per send.
-        if conn is None or 2 * len(self._free) >= len(self._seq) or not conn.ready():
+        if conn is None:
             return
-        try:
-            self._await_credits(time.monotonic() + self.connect_timeout)
-        except TransportError:
-            pass  # _await_credits dropped the connection
+        # Read each credit as soon as it is here (a poll costs ~1 us while the bytes move): the slot
+        # freed last is written next, so a steady stream keeps to a few slots whose pages stay warm.
+        if conn.ready():
+            try:
+                self._await_credits(time.monotonic() + self.connect_timeout)
+            except TransportError:
+                return  # _await_credits dropped the connection
+        if self._ready is None and self._free:
+            offset = self._free.pop()
+            seq = self._seq[offset] = self._seq[offset] + 1
+            self._ready = Reservation(next(self._ids), offset, self._lease_n, self._rx_id, seq)
+
+    def _unready(self) -> None:
+        """Put the slot set aside for the next send back: it was not written."""
+        ready, self._ready = self._ready, None
+        if ready is not None and ready.offset in self._seq:
+            self._seq[ready.offset] -= 1
+            self._free.append(ready.offset)
 
     def _await_credits(self, deadline: float) -> None:
         """Block for a credit, then take every frame already here (credits come in bursts)."""
@@ -186,6 +206,7 @@ class SlotClient:
 
     def leases(self) -> list[list[int]]:
         """``[offset, writes]`` per leased slot: the receiver frees a slot once it saw that many notifications."""
+        self._unready()
         return [[off, seq] for off, seq in self._seq.items()]
 
     # -- reservations -------------------------------------------------------------
