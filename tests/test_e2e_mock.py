@@ -129,8 +129,21 @@ def test_models_health_metrics(graph: RunningGraph) -> None:
     assert status == 200 and [m["id"] for m in data["data"]] == [ALL[graph.name]]  # type: ignore[attr-defined]
     base = graph.url.removesuffix("/v1")
     assert http_json("GET", base + "/health")[0] == 200
-    status, text = http_json("GET", base + "/metrics")
-    assert status == 200 and "servegraph_requests_total" in text
+    model = ALL[graph.name]  # type: ignore[attr-defined]
+    before = metrics(base)
+    c = client(graph)
+    c.chat.completions.create(model=model, messages=[{"role": "user", "content": "count me"}], max_tokens=3)
+    list(c.completions.create(model=model, prompt="count me too", max_tokens=3, stream=True))
+    after = metrics(base)
+
+    def grew(name: str, **labels: str) -> float:
+        return metric_sum(after, name, model=model, **labels) - metric_sum(before, name, model=model, **labels)
+
+    assert grew("servegraph_requests_total", kind="chat", status="200") == 1
+    assert grew("servegraph_requests_total", kind="completions", status="200") == 1
+    # a stream is timed to its last event, apart from plain requests
+    assert grew("servegraph_request_seconds_count", kind="stream") == 1
+    assert grew("servegraph_request_seconds_count", kind="chat") == 1
 
 
 # --- shape-specific handshakes ---------------------------------------------------------

@@ -11,7 +11,8 @@ import time
 import pytest
 
 from nodes.mock.launch import MockProcess, running
-from tests.test_mock_api import get, post
+from tests.e2e import metric_sum, metrics
+from tests.test_mock_api import post
 
 pytestmark = pytest.mark.e2e_mock
 
@@ -23,11 +24,10 @@ VLLM_PREFILL = {"do_remote_decode": True, "do_remote_prefill": False, "remote_en
 
 
 def metric(url: str, name: str) -> float:
-    """The value of one unlabelled (or first labelled) sample."""
-    for line in get(url + "/metrics")[1].splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{name} not exported")
+    """The value of an (unlabelled) counter of a mock."""
+    values = metrics(url)
+    assert any(k == name or k.startswith(name + "{") for k in values), f"{name} not exported"
+    return metric_sum(values, name)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from tests import processor_media as media
-from tests.e2e import ROOT, free_port_block, http_json
+from tests.e2e import ROOT, free_port_block, http_json, metric_sum, metrics
 
 LIMITS = {"max_bytes": 2 * 2**20, "max_pixels": 1024 * 1024, "max_frames": 4, "max_duration_s": 10.0,
           "fetch_timeout_s": 1.0, "video_fps": 2.0, "audio_sample_rate": 8000, "decode_timeout_s": 5.0}
@@ -292,15 +292,12 @@ def test_metrics_count_kinds_outcomes_bytes_and_decode_time(proc: Processor) -> 
     png = media.image("PNG")
     assert proc.process({"type": "image_url", "image_url": {"url": media.data_url("image/png", png)}})[0] == 200
     proc.process({"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}})
-    status, text = http_json("GET", proc.url("/metrics"))
-    assert status == 200
-    metrics = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line and not line.startswith("#")}
-    assert metrics['servegraph_processor_media_parts_total{kind="image",outcome="ok"}'] >= 1
-    assert metrics['servegraph_processor_media_parts_total{kind="image",outcome="refused"}'] >= 1
-    assert metrics['servegraph_processor_media_bytes_total{kind="image"}'] >= len(png)
-    assert metrics['servegraph_processor_decode_seconds_count{kind="image"}'] >= 2
-    assert metrics['servegraph_processor_requests_total{status="400"}'] >= 1
+    values = metrics(proc.url(""))
+    assert metric_sum(values, "servegraph_processor_media_parts_total", kind="image", outcome="ok") >= 1
+    assert metric_sum(values, "servegraph_processor_media_parts_total", kind="image", outcome="refused") >= 1
+    assert metric_sum(values, "servegraph_processor_media_bytes_total", kind="image") >= len(png)
+    assert metric_sum(values, "servegraph_processor_decode_seconds_count", kind="image") >= 2
+    assert metric_sum(values, "servegraph_processor_requests_total", status="400") >= 1
 
 
 _SEEDS = {"image": [media.image("PNG"), media.image("JPEG"), media.image("GIF")],

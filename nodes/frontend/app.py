@@ -74,7 +74,7 @@ class FrontendApp:
 
     async def _generate(self, kind: Kind, path: str, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
-        model, status = "?", 500
+        model, status, timed_as = "?", 500, kind  # a stream's seconds run to its last event: timed apart
         metrics.INFLIGHT.inc()
         try:
             req = parse(await read_body(receive), kind, path)
@@ -85,17 +85,15 @@ class FrontendApp:
                 raise RequestError(404, f"The model `{model}` does not exist. Served: {known}", "model", "model_not_found")
             outcome = await route.execute(req)
             if outcome.stream is not None:
-                status = 200
-                metrics.REQUESTS.labels(model, kind, "200").inc()
+                status, timed_as = 200, "stream"
                 await self._stream(req, route, outcome, model, start, receive, send)
-                metrics.REQUEST_SECONDS.labels(model, "stream").observe(time.perf_counter() - start)
-                return
-            reply = outcome.reply
-            assert reply is not None
-            if reply.status != 200:
-                raise UpstreamError(outcome.service, f"HTTP {reply.status}", reply.status, reply.body)
-            status = 200
-            await send_raw(send, 200, reply.body, JSON)
+            else:
+                reply = outcome.reply
+                assert reply is not None
+                if reply.status != 200:
+                    raise UpstreamError(outcome.service, f"HTTP {reply.status}", reply.status, reply.body)
+                status = 200
+                await send_raw(send, 200, reply.body, JSON)
         except RequestError as exc:
             status = exc.status
             await send_error(send, exc)
@@ -105,7 +103,7 @@ class FrontendApp:
         finally:
             metrics.INFLIGHT.dec()
         metrics.REQUESTS.labels(model, kind, str(status)).inc()
-        metrics.REQUEST_SECONDS.labels(model, kind).observe(time.perf_counter() - start)
+        metrics.REQUEST_SECONDS.labels(model, timed_as).observe(time.perf_counter() - start)
 
     async def _stream(self, req: ClientRequest, route: Route, outcome: Outcome, model: str, start: float,
                       receive: Receive, send: Send) -> None:
