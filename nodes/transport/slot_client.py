@@ -51,6 +51,10 @@ class Reservation(NamedTuple):
     seq: int = 0  # leased slots: how many times this sender has written it, this time included
 
 
+def _is_credit(frame: dict) -> bool:
+    return "credit" in frame
+
+
 def lease_size(nbytes: int) -> int:
     """Leased slots come in powers of two (>= 64 KiB): sizes that vary a little reuse them."""
     return max(MIN_LEASE, 1 << (max(nbytes, 1) - 1).bit_length())
@@ -132,13 +136,16 @@ class SlotClient:
         conn = self._conn
         if conn is None:
             return
-        # Read each credit as soon as it is here (a poll costs ~1 us while the bytes move): the slot
-        # freed last is written next, so a steady stream keeps to a few slots whose pages stay warm.
-        if conn.ready():
-            try:
-                self._await_credits(time.monotonic() + self.connect_timeout)
-            except TransportError:
-                return  # _await_credits dropped the connection
+        # Read each credit as soon as it is here (one syscall while the bytes move): the slot freed
+        # last is written next, so a steady stream keeps to a few slots whose pages stay warm. A
+        # reply owed to an earlier request stays buffered for whoever waits for it.
+        try:
+            conn.read_waiting()
+            while (frame := conn.take_if(_is_credit)) is not None:
+                self._credit(int(frame["credit"]))
+        except TransportError:
+            self.drop()
+            return
         if self._ready is None and self._free:
             offset = self._free.pop()
             seq = self._seq[offset] = self._seq[offset] + 1
