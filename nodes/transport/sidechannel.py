@@ -42,6 +42,18 @@ def recv_exact(sock: socket.socket, view: memoryview) -> None:
         view = view[got:]
 
 
+def _frame_length(prefix: bytes | bytearray) -> int:
+    """A frame's length from its 4-byte prefix.
+
+    Raises:
+        TransportError: longer than any header of ours.
+    """
+    (length,) = _LEN.unpack_from(prefix)
+    if length > MAX_HEADER:
+        raise TransportError(f"side-channel frame of {length} bytes; is something else on this port?")
+    return length
+
+
 def recv_frame(sock: socket.socket) -> dict:
     """Receive one JSON header frame.
 
@@ -51,10 +63,7 @@ def recv_frame(sock: socket.socket) -> dict:
     """
     raw = bytearray(_LEN.size)
     recv_exact(sock, memoryview(raw))
-    (length,) = _LEN.unpack(raw)
-    if length > MAX_HEADER:
-        raise TransportError(f"side-channel frame of {length} bytes; is something else on this port?")
-    body = bytearray(length)
+    body = bytearray(_frame_length(raw))
     recv_exact(sock, memoryview(body))
     return orjson.loads(body)
 
@@ -107,13 +116,16 @@ class Connection:
             TransportError: the receiver closed the connection.
         """
         try:
-            n = os.readv(self.sock.fileno(), [self._chunk])
+            self._append(os.readv(self.sock.fileno(), [self._chunk]))
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
             raise TransportError(f"edge receiver at {self.peer} dropped the connection: {exc}") from exc
+
+    def _append(self, n: int) -> None:
+        """Keep the ``n`` bytes just read into the chunk (0: the peer closed the connection)."""
         if n == 0:
-            raise TransportError(f"edge receiver at {self.peer} closed the connection")
+            raise ConnectionError("peer closed the connection")
         self._buf += self._chunk[:n]
 
     def take_if(self, wanted: Callable[[dict], bool]) -> dict | None:
@@ -125,10 +137,7 @@ class Connection:
         buf = self._buf
         if len(buf) < _LEN.size:
             return None
-        (length,) = _LEN.unpack_from(buf)
-        if length > MAX_HEADER:
-            raise TransportError(f"side-channel frame of {length} bytes; is something else on this port?")
-        end = _LEN.size + length
+        end = _LEN.size + _frame_length(buf)
         if len(buf) < end:
             return None
         frame = orjson.loads(buf[_LEN.size : end])
@@ -167,10 +176,7 @@ class Connection:
         try:
             while (frame := self._frame()) is None:
                 self._set_timeout(deadline_s)
-                chunk = self.sock.recv(1 << 16)
-                if not chunk:
-                    raise ConnectionError("peer closed the connection")
-                self._buf += chunk
+                self._append(self.sock.recv_into(self._chunk))
             return frame
         except TimeoutError as exc:
             raise TransportTimeout(f"edge receiver at {self.peer} did not answer {op!r} in time") from exc

@@ -9,10 +9,11 @@ Every transfer lands in a slot of the receiver's region. Two ways to get one:
   receiver pushes a credit frame (``{"credit": offset}``) and the slot is
   free again. No side-channel traffic per send, and the same slots come
   back, so prepared NIXL transfers are re-posted. Credits are read while
-  a write is in flight (whatever is there), or blocking when none is left
-  (until the deadline: a silent receiver is a ``TransportTimeout``). Leases given back (``unlease``, ``bye``) carry the
-  write counts, so a slot whose last notification is still on its way is
-  freed only after it lands.
+  a write is in flight (whatever is there, and the next send's slot is set
+  aside then), or blocking when none is left (until the deadline: a silent
+  receiver is a ``TransportTimeout``). Leases given back (``unlease``,
+  ``bye``) carry the write counts, so a slot whose last notification is
+  still on its way is freed only after it lands.
 * Reservations (shared memory, TCP, and NIXL when no lease fits): ask for a
   slot per send (a round trip of ~130 us), keeping a few reserved ahead
   (``MAX_AHEAD``, at most a quarter of the region) whose answers are read
@@ -122,9 +123,13 @@ class SlotClient:
             return None
         if not self._free:
             self._await_credits(deadline)
-        offset = self._free.pop()  # the slot freed last: warmest in the caches
+        return self._take_free(xfer_id or next(self._ids), nbytes)
+
+    def _take_free(self, xfer_id: str, nbytes: int) -> Reservation:
+        """The slot freed last (warmest in the caches), counted as written once more."""
+        offset = self._free.pop()
         seq = self._seq[offset] = self._seq[offset] + 1
-        return Reservation(xfer_id or next(self._ids), offset, nbytes, self._rx_id, seq)
+        return Reservation(xfer_id, offset, nbytes, self._rx_id, seq)
 
     def collect_credits(self) -> None:
         """Take the credits already here, without waiting, then set the next send's slot
@@ -147,9 +152,7 @@ class SlotClient:
             self.drop()
             return
         if self._ready is None and self._free:
-            offset = self._free.pop()
-            seq = self._seq[offset] = self._seq[offset] + 1
-            self._ready = Reservation(next(self._ids), offset, self._lease_n, self._rx_id, seq)
+            self._ready = self._take_free(next(self._ids), self._lease_n)
 
     def _unready(self) -> None:
         """Put the slot set aside for the next send back: it was not written."""
