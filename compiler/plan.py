@@ -236,15 +236,14 @@ def _encoder_cache_option(spec: GraphSpec, node: NodeSpec, options: PlanOptions)
     return {}
 
 
+_FRONTEND_SETTINGS = ("host", "request_timeout_s", "stage_timeout_s", "migration_limit")
+
+
 def _frontend_service(spec: GraphSpec, node: NodeSpec, others: list[Service], options: PlanOptions) -> Service:
     name = f"{node.name}-0"
     port = node.port or 8000
-    config = FrontendConfig(
-        graph=spec.name, host=node.options.get("host", "0.0.0.0"), port=port,
-        request_timeout_s=node.options.get("request_timeout_s", 600.0),
-        stage_timeout_s=node.options.get("stage_timeout_s", 120.0),
-        migration_limit=node.options.get("migration_limit", 3), routes=_routes(spec, others, options),
-    )
+    settings = {key: node.options[key] for key in _FRONTEND_SETTINGS if key in node.options}  # else its defaults
+    config = FrontendConfig(graph=spec.name, port=port, routes=_routes(spec, others, options), **settings)
     config_file = f"{name}.json"
     return Service(
         name=name, node=node.name, role="frontend", replica=0,

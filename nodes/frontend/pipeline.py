@@ -19,7 +19,7 @@ class Route:
     """A served model's path through the graph, with its routing state."""
 
     def __init__(self, config: RouteConfig, pool: UpstreamPool, timeout_s: float, stage_timeout_s: float,
-                 migration_limit: int = 3) -> None:
+                 migration_limit: int) -> None:
         self.config = config
         self.pool = pool
         self.timeout_s = timeout_s

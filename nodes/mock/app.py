@@ -14,7 +14,7 @@ from typing import Any, Callable
 from urllib.parse import parse_qs
 
 from ..common.asgi import (
-    JSON, SSE_START, Receive, Send, cancel_on_disconnect, read_json, run_lifespan, send_json, send_raw,
+    JSON, SSE_START, Receive, Send, cancel_on_disconnect, read_json, run_lifespan, send_error, send_json, send_raw,
 )
 from ..common.openai_errors import RequestError
 from .engine import Engine
@@ -108,7 +108,7 @@ class MockApp:
                                f"{method} {path} is not supported" if known else f"no route {path}")
         except RequestError as exc:
             self.engine.metrics.errors[str(exc.status)] += 1
-            await send_json(send, exc.status, exc.body())
+            await send_error(send, exc)
 
     async def _serve_generation(self, req: GenRequest, receive: Receive, send: Send) -> None:
         engine = self.engine
@@ -161,7 +161,7 @@ class MockApp:
             raise RequestError(400, f"bad room path or timeout: {tail}") from None
         info = await self.engine.registry.wait_room(room, timeout)
         if info is None:
-            await send_json(send, 408, RequestError(408, f"room {room} not filled within {timeout:g}s").body())
+            await send_error(send, RequestError(408, f"room {room} not filled within {timeout:g}s"))
         else:
             await send_json(send, 200, info)
 
