@@ -130,7 +130,8 @@ def test_graph_run_pd_mock_serves_then_stops_clean(tmp_path: Path) -> None:
         def ready() -> bool:
             if proc.poll() is not None:
                 raise AssertionError(log.read_text())
-            return "ready:" in log.read_text()
+            # The supervisor prints its banner, then records phase=running: wait for both.
+            return "ready:" in log.read_text() and json.loads((work / "state.json").read_text())["phase"] == "running"
 
         wait_for(ready, 90, "graph run to be ready")
         ready_s = time.monotonic() - t0
