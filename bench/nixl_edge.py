@@ -27,8 +27,9 @@ receiver checks; the run fails if any arrives corrupted. The receiver's region
 holds six of the biggest case: a sender leases at most half of it, and three
 slots in hand keep it from waiting on the receiver's releases. ``--profile``
 prints, per case, the medians of our send's phases (describe, lease, build
-the notification, post, in flight, return), raw NIXL with a notification as
-long as ours, and a cProfile of a stream of sends.
+the notification, post, work done while the bytes move, rest of the wait,
+return), raw NIXL with a notification as long as ours and writing 16 slots
+in turn (as a stream of ours does), and a cProfile of a stream of sends.
 """
 
 from __future__ import annotations
@@ -133,6 +134,24 @@ class _RawWrite:
         self.handle.release()
 
 
+ROTATE_SLOTS = 16  # as many as a sender of ours leases
+
+
+class _RawRotation:
+    """Raw NIXL writing a different slot each time (``--profile``): what moving between slots costs."""
+
+    def __init__(self, writes: list[_RawWrite]) -> None:
+        self.writes, self.turn = writes, 0
+
+    def __call__(self) -> None:
+        self.turn = (self.turn + 1) % len(self.writes)
+        self.writes[self.turn]()
+
+    def close(self) -> None:
+        for write in self.writes:
+            write.close()
+
+
 # -- the two processes ----------------------------------------------------------
 
 
@@ -159,6 +178,10 @@ def sender_main(args: argparse.Namespace, handle: dict, raw_md: bytes, raw_base:
         paths: dict[str, Any] = {"raw": _RawWrite(raw, remote, [(_addr(pool), raw_base, total)], mem)}
         if args.profile:  # raw with a notification as long as ours: does its size cost?
             paths["raw/notif"] = _RawWrite(raw, remote, [(_addr(pool), raw_base, total)], mem, b"r" * 200)
+            if total * ROTATE_SLOTS <= args.raw_room:  # raw moving on to the next slot each time, as ours does
+                paths["raw/rot"] = _RawRotation(
+                    [_RawWrite(raw, remote, [(_addr(pool), raw_base + i * total, total)], mem) for i in range(ROTATE_SLOTS)]
+                )
         if count == 1:
             paths["ours"] = lambda p=pool: tx.send([p], timeout=120)
             paths["ours/prep"] = tx.prepare(pool).send  # described once, as raw's handle is prepared once
@@ -189,14 +212,15 @@ def sender_main(args: argparse.Namespace, handle: dict, raw_md: bytes, raw_base:
                 if marks and kind in phases:
                     phases[kind].append(_phases(marks, t0, t1))
         if marks is not None:
-            names = ("describe", "to lease", "lease", "to write", "to post", "in flight", "to return", "return")
+            names = ("describe", "to lease", "lease", "to write", "to post", "meanwhile", "wait", "to return", "return")
             for kind, stamps in phases.items():
                 if stamps:
                     cols = "  ".join(f"{n} {statistics.median(p) * 1e6:.1f}" for n, p in zip(names, zip(*stamps)))
                     print(f"profile {text} {kind} (us, median): {cols}")
             print(f"profile {text}: {_PREPARED[0] - made} transfer handles made")
             rawn = statistics.median(times["raw/notif"]) * 1e6
-            print(f"profile {text} raw {statistics.median(times['raw']) * 1e6:.1f} us, with 200 B notif {rawn:.1f}")
+            rot = f", into {ROTATE_SLOTS} slots in turn {statistics.median(times['raw/rot']) * 1e6:.1f}" if "raw/rot" in times else ""
+            print(f"profile {text} raw {statistics.median(times['raw']) * 1e6:.1f} us, with 200 B notif {rawn:.1f}{rot}")
             if text == args.sizes[0] or count > 1:
                 _profile_calls(paths["ours"], 300 if count == 1 else 40)
         # one more send of each of our paths with a CRC the receiver checks: the fast path moves the right bytes
@@ -208,7 +232,7 @@ def sender_main(args: argparse.Namespace, handle: dict, raw_md: bytes, raw_base:
         for kind, ts in times.items():
             out.put((text, kind, total, ts))
         for run in paths.values():
-            if isinstance(run, _RawWrite):
+            if isinstance(run, (_RawWrite, _RawRotation)):
                 run.close()
         tx.unregister(pool)
         raw.deregister_memory(raw_reg)
@@ -267,6 +291,12 @@ def _instrument(tx: TensorSender) -> dict[str, float]:
             marks["done"] = time.perf_counter()
         return state
 
+    def timed_meanwhile() -> None:
+        meanwhile()
+        marks["meanwhile"] = time.perf_counter()
+
+    meanwhile = tx._while_in_flight
+    tx._while_in_flight = timed_meanwhile
     slots.lease, agent.transfer, agent.check_xfer_state = timed_lease, timed_transfer, timed_check
     tx._agent.write, tx._agent.post = timed(write), timed(post)
     describe = sender_module.memory.describe
@@ -305,9 +335,10 @@ def _phases(marks: dict[str, float], t0: float, t1: float) -> tuple[float, ...]:
     slot = marks.get("slot", lease)
     write = marks.get("write", slot)
     post = marks.get("post", write)
-    done = marks.get("done", post)
+    busy = marks.get("meanwhile", post)
+    done = max(marks.get("done", busy), busy)  # done already when posted: no wait after the meanwhile work
     written = marks.get("written", done)
-    stamps = (t0, described, lease, slot, write, post, done, written, t1)
+    stamps = (t0, described, lease, slot, write, post, busy, done, written, t1)
     return tuple(b - a for a, b in zip(stamps, stamps[1:]))
 
 
@@ -412,13 +443,16 @@ def main(argv: list[str] | None = None) -> None:
         os.environ.setdefault("UCX_TLS", "cuda_copy,cuda_ipc,tcp,sm,self")
         _cuda_context()
 
-    biggest = max(parse_case(s)[0] * parse_case(s)[1] for s in args.sizes)
+    totals = [parse_case(s)[0] * parse_case(s)[1] for s in args.sizes]
+    biggest = max(totals)
     # a sender leases at most half of the region: room for three slots of the biggest case, so the
     # receiver releasing one while the sender writes the next keeps a free one in hand
     rx = TensorReceiver(6 * biggest + (1 << 20), device="cuda:0" if args.device == "cuda" else "cpu")
     raw = _raw_agent(f"bench-raw-rx-{os.getpid()}")
-    raw_region = _alloc(biggest, args.device)
-    raw.register_memory([(_addr(raw_region), biggest, 0, "")], _mem(args.device))
+    # --profile: room for raw NIXL to rotate over ROTATE_SLOTS slots of the cases up to 64 MiB
+    args.raw_room = max(biggest, ROTATE_SLOTS * max(n for n in totals if n <= 64 << 20)) if args.profile else biggest
+    raw_region = _alloc(args.raw_room, args.device)
+    raw.register_memory([(_addr(raw_region), args.raw_room, 0, "")], _mem(args.device))
     stop = threading.Event()
     checks = {"passed": 0, "failed": 0}
     drain = threading.Thread(target=_drain, args=(rx, stop, checks), daemon=True)

@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -27,6 +29,7 @@ from nodes.transport import (  # noqa: I001
     recv_embeddings,
     send_embeddings,
 )
+from nodes.transport import slot_client
 
 # (bytes, dtype): every dtype at 1 KiB and 4 MiB, one 64 MiB transfer
 CASES = [(size, dtype) for size in (1 << 10, 4 << 20) for dtype in ("float16", "float32", "int8")] + [
@@ -307,6 +310,74 @@ def test_leased_slots_are_reused_and_given_back_on_close(nixl_agent: None) -> No
         while receiver.pending():  # the goodbye frees them (no transfer is in flight)
             assert time.monotonic() < deadline, "leases not given back after close()"
             time.sleep(0.01)
+
+
+def test_a_stream_of_prepared_sends_lands_each_version_in_its_own_slot(nixl_agent: None) -> None:
+    """Back-to-back sends of one buffer, none received in between: each send posts the slot and
+    notification made while the previous one's bytes moved, so each version must sit in its own
+    slot under its own ticket; a send with a checksum or its own id in the stream takes the long way."""
+    with TensorReceiver(64 << 20, backend="nixl") as receiver:
+        tx = TensorSender(receiver.handle(), backend="nixl")
+        buffer = np.empty(1 << 20, np.uint8)
+        tx.register(buffer)
+        prepared = tx.prepare(buffer)
+        for round_ in range(3):
+            sent = []
+            for i in range(10):
+                seed = 100 * round_ + i
+                buffer[:] = pattern(buffer.nbytes, "uint8", seed)
+                if i == 4:
+                    ticket = prepared.send(timeout=DEADLINE_S, checksum=True)
+                elif i == 7:
+                    ticket = prepared.send(timeout=DEADLINE_S, xfer_id=f"own-{round_}")
+                else:
+                    ticket = prepared.send(timeout=DEADLINE_S)
+                sent.append((ticket, seed))
+            assert len({t.xfer_id for t, _ in sent}) == len(sent)
+            for ticket, seed in reversed(sent):  # out of order: slots are freed in any order
+                with receiver.recv(ticket.xfer_id, timeout=DEADLINE_S) as got:
+                    assert_same_bytes(got.arrays[0], pattern(buffer.nbytes, "uint8", seed))
+        tx.close()
+        deadline = time.monotonic() + DEADLINE_S
+        while receiver.pending():
+            assert time.monotonic() < deadline, "leases not given back after close()"
+            time.sleep(0.01)
+
+
+@pytest.mark.parametrize("policy", ["DRAM", "VRAM"])
+def test_a_stream_longer_than_the_leases_waits_for_credits_and_keeps_every_version(
+    nixl_agent: None, policy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More sends than leased slots while a consumer releases them: the sender reads credits on
+    every send (DRAM's policy) or only when few slots are left (VRAM's, run here in DRAM), or waits
+    for one, and no slot is written while still held."""
+    monkeypatch.setitem(slot_client.CREDIT_LOW_WATER, "DRAM", slot_client.CREDIT_LOW_WATER[policy])
+    sends = 60
+    with TensorReceiver(8 << 20, backend="nixl") as receiver:  # 4 MiB to lease: 4 slots of 1 MiB
+        tx = TensorSender(receiver.handle(), backend="nixl")
+        buffer = np.empty(1 << 20, np.uint8)
+        tx.register(buffer)
+        prepared = tx.prepare(buffer)
+        tickets: queue.Queue = queue.Queue()
+        mismatches: list[int] = []
+
+        def consume() -> None:
+            for _ in range(sends):
+                ticket, seed = tickets.get(timeout=DEADLINE_S)
+                with receiver.recv(ticket.xfer_id, timeout=DEADLINE_S) as got:
+                    if not np.array_equal(got.arrays[0], pattern(buffer.nbytes, "uint8", seed)):
+                        mismatches.append(seed)
+
+        consumer = threading.Thread(target=consume)
+        consumer.start()
+        for seed in range(sends):
+            buffer[:] = pattern(buffer.nbytes, "uint8", seed)
+            tickets.put((prepared.send(timeout=DEADLINE_S), seed))
+        consumer.join(timeout=2 * DEADLINE_S)
+        assert not consumer.is_alive()
+        assert mismatches == []
+        assert len(tx._slots.leased_offsets()) == 4
+        tx.close()
 
 
 def test_a_prepared_buffer_and_changing_sizes_keep_slots_and_bytes_right(nixl_agent: None) -> None:

@@ -69,10 +69,12 @@ def test_handle_round_trips_through_json_and_base64() -> None:
     assert EdgeHandle.from_b64(handle.to_b64()) == handle
 
 
-def test_handle_of_another_version_is_rejected_with_a_fix() -> None:
-    data = EdgeHandle(backend="tcp", host="h", port=1, node="n", capacity=1).to_dict() | {"version": 99}
+def test_handle_of_another_version_or_unknown_memory_is_rejected_with_a_fix() -> None:
+    good = EdgeHandle(backend="tcp", host="h", port=1, node="n", capacity=1).to_dict()
     with pytest.raises(TransportError, match="upgrade both"):
-        EdgeHandle.from_dict(data)
+        EdgeHandle.from_dict(good | {"version": 99})
+    with pytest.raises(TransportError, match="mem is 'HBM'"):
+        EdgeHandle.from_dict(good | {"mem": "HBM"})
     with pytest.raises(TransportError, match="base64"):
         EdgeHandle.from_b64("not base64 !!")
 

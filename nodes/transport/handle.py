@@ -67,6 +67,8 @@ class EdgeHandle:
                 f"edge handle version {data.get('version')!r} is not {HANDLE_VERSION}: "
                 "sender and receiver run different servegraph versions; upgrade both"
             )
+        if data.get("mem", "DRAM") not in ("DRAM", "VRAM"):
+            raise TransportError(f"malformed edge handle: mem is {data.get('mem')!r}, not 'DRAM' or 'VRAM'")
         try:
             return cls(**data)
         except TypeError as exc:

@@ -63,7 +63,7 @@ def describe(array: Any, what: str = "array") -> ArrayInfo:
         cuda = array.is_cuda
         return ArrayInfo(
             array.data_ptr(),
-            array.numel() * array.element_size(),
+            array.nbytes,
             _dtype_name(array.dtype),
             tuple(array.shape),
             "VRAM" if cuda else "DRAM",

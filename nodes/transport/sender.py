@@ -1,10 +1,10 @@
 """The sending end: take a slot, write the arrays into it, notify.
 
 Over NIXL a send of a registered array is, in the steady state, what raw
-NIXL does plus a few microseconds of Python: its slot was set aside while the
-previous send's bytes moved (no side-channel round trip), its WRITE into that
-slot is prepared (re-posted with this send's notification), and the
-notification's fixed part is built once per slot.
+NIXL does plus a few microseconds of Python: while the previous send of the
+same array moved its bytes, its slot was set aside (no side-channel round
+trip) and its notification and ticket were made; its WRITE into that slot is
+prepared once and re-posted with the notification.
 """
 
 from __future__ import annotations
@@ -130,12 +130,15 @@ class TensorSender:
         self.handle = handle
         self.connect_timeout = connect_timeout
         self.stage_below = stage_below
-        self._slots = SlotClient(handle.host, handle.port, handle.capacity, connect_timeout)
+        self._slots = SlotClient(handle.host, handle.port, handle.capacity, connect_timeout, mem=handle.mem)
         self._regs: list[Registration] = []
         self._staging: tuple[Any, Registration, int, tuple[str, int]] | None = None  # region, reg, size, kind
         self._shm = self._shm_view = None
         self._lock = threading.Lock()  # one send at a time: slots, staging and prepared transfers are shared
         self._routes: dict[memory.ArrayInfo, _Route | None] = {}  # per source array: in place or not, and how
+        # The next send of the array sent last, ready to post: (info, route, slot, notification, ticket).
+        self._armed: tuple[memory.ArrayInfo, _Route, Reservation, bytes, Ticket] | None = None
+        self._flying: tuple[memory.ArrayInfo, _Route] | None = None  # the send whose bytes are moving
         self.backend = self._pick(requested_backend(backend))
         if self.backend == "nixl":
             self._slots.agent = self._agent.name
@@ -293,40 +296,67 @@ class TensorSender:
         Does what raw NIXL does per transfer (re-post a prepared handle) plus
         the lease and the notification; returns None when the array or the
         receiver needs the general path (not registered, small enough to
-        stage, no lease).
+        stage, no lease). In a stream of sends of one array, the slot, the
+        notification and the ticket were made while the previous send's
+        bytes moved (``_while_in_flight``), so only the post is left.
         """
         with self._lock:
-            route = self._routes.get(info, _UNROUTED)
-            if route is _UNROUTED:
-                route = self._routes[info] = self._route(info)
-            if route is None:
-                return None
-            slot = self._slots.lease(route.nbytes, deadline, xfer_id)
-            if slot is None:
-                return None
+            armed, self._armed = self._armed, None
+            slots = self._slots
+            if (
+                armed is not None
+                and xfer_id is None
+                and not checksum
+                and (armed[0] is info or armed[0] == info)
+                and slots.take_ready(armed[2])  # so the leases, and the route's writes, are as when armed
+            ):
+                _, route, slot, notif, ticket = armed
+            else:
+                route = self._routes.get(info, _UNROUTED)
+                if route is _UNROUTED:
+                    route = self._routes[info] = self._route(info)
+                if route is None:
+                    return None
+                slot = slots.lease(route.nbytes, deadline, xfer_id)
+                if slot is None:
+                    return None
+                ticket, notif = Ticket(slot.xfer_id, route.nbytes, 1), b""
             try:
-                if route.generation != self._slots.generation:  # new leases: make every slot's write now
-                    self._release_writes(route)
-                    for off in self._slots.leased_offsets():
-                        route.writes[off] = self._agent.make_write(
-                            self._remote, route.pairs, self.handle.base + off, route.local, self._remote_mem
-                        )
-                    route.generation = self._slots.generation
-                if checksum:
-                    crc = memory.crc32([array])
-                    notif = NOTIF_PREFIX + orjson.dumps(_notice(slot, route.nbytes, route.layout, crc, leased=True))
-                else:
-                    head = route.heads.get(slot.offset)
-                    if head is None:
-                        head = route.heads[slot.offset] = _notice_head(slot, route)
-                    notif = head + b'%d,"id":%b}' % (slot.seq, orjson.dumps(slot.xfer_id))
-                self._agent.post(route.writes[slot.offset], notif, deadline, self._remote, self._slots.collect_credits)
+                if not notif:
+                    self._ensure_writes(route)
+                    if checksum:
+                        crc = memory.crc32([array])
+                        notif = NOTIF_PREFIX + orjson.dumps(_notice(slot, route.nbytes, route.layout, crc, leased=True))
+                    else:
+                        notif = _leased_notice(slot, route)
+                self._flying = (info, route)
+                self._agent.post(route.writes[slot.offset], notif, deadline, self._remote, self._while_in_flight)
             except TransportError:
                 self._release_writes(route)
                 route.generation = -1
-                self._slots.drop()  # the receiver frees our leases when we hang up
+                slots.drop()  # the receiver frees our leases when we hang up
                 raise
-            return Ticket(slot.xfer_id, route.nbytes, 1)
+            return ticket
+
+    def _ensure_writes(self, route: _Route) -> None:
+        """Make the route's prepared WRITE into every leased slot, if the leases changed since."""
+        if route.generation != self._slots.generation:
+            self._release_writes(route)
+            for off in self._slots.leased_offsets():
+                route.writes[off] = self._agent.make_write(
+                    self._remote, route.pairs, self.handle.base + off, route.local, self._remote_mem
+                )
+            route.generation = self._slots.generation
+
+    def _while_in_flight(self) -> None:
+        """While a send's bytes move: set the next slot aside, then make the same array's next
+        send ready (slot, notification, ticket) so that send only posts."""
+        slots = self._slots
+        slots.collect_credits()
+        ready = slots.ready
+        info, route = self._flying
+        if ready is not None and route.generation == slots.generation:
+            self._armed = (info, route, ready, _leased_notice(ready, route), Ticket(ready.xfer_id, route.nbytes, 1))
 
     def _route(self, info: memory.ArrayInfo) -> _Route | None:
         """What every in-place send of this array shares; None if it goes the general way (caller holds the lock)."""
@@ -342,6 +372,7 @@ class TensorSender:
             self._agent.release(write)
         route.writes.clear()
         route.heads.clear()
+        self._armed = None
 
     def _forget_routes(self) -> None:
         """Drop every route and its prepared writes (before registrations change; caller holds the lock)."""
@@ -583,6 +614,14 @@ def _notice(slot: Reservation, total: int, layout: list, crc: int | None, leased
     slot, how many times this sender has written it."""
     return {"rx": slot.receiver_id, "id": slot.xfer_id, "off": slot.offset, "n": total, "layout": layout,
             "crc": crc, "lease": leased, "seq": slot.seq}
+
+
+def _leased_notice(slot: Reservation, route: _Route) -> bytes:
+    """``_notice`` of a leased slot for ``route``, from the slot's head built once."""
+    head = route.heads.get(slot.offset)
+    if head is None:
+        head = route.heads[slot.offset] = _notice_head(slot, route)
+    return head + b'%d,"id":%b}' % (slot.seq, orjson.dumps(slot.xfer_id))
 
 
 def _notice_head(slot: Reservation, route: _Route) -> bytes:
