@@ -54,6 +54,15 @@ def block_pool() -> np.ndarray:
 BLOCK_IDS = [list(range(0, 512, 2)), list(range(100, 400)), [5, 6, 7, 300, 9, 511]]
 
 
+def close_and_expect_leases_back(tx: TensorSender, receiver: TensorReceiver) -> None:
+    """Close the sender; the receiver must free every slot it leased within the deadline."""
+    tx.close()
+    deadline = time.monotonic() + DEADLINE_S
+    while receiver.pending():
+        assert time.monotonic() < deadline, "leases not given back after close()"
+        time.sleep(0.01)
+
+
 def assert_same_bytes(got: np.ndarray, want: np.ndarray) -> None:
     """Same dtype, shape and bit pattern (NaNs in random floats compare too)."""
     assert (got.dtype, got.shape) == (want.dtype, want.shape)
@@ -305,11 +314,7 @@ def test_leased_slots_are_reused_and_given_back_on_close(nixl_agent: None) -> No
                 assert_same_bytes(got.arrays[0], data)
         assert max(writes) > 1, "no leased slot was written twice: credits did not come back"
         assert receiver.pending() > 0  # the sender still holds its leases, ready to write
-        tx.close()
-        deadline = time.monotonic() + DEADLINE_S
-        while receiver.pending():  # the goodbye frees them (no transfer is in flight)
-            assert time.monotonic() < deadline, "leases not given back after close()"
-            time.sleep(0.01)
+        close_and_expect_leases_back(tx, receiver)  # the goodbye frees them (no transfer is in flight)
 
 
 def test_a_stream_of_prepared_sends_lands_each_version_in_its_own_slot(nixl_agent: None) -> None:
@@ -337,11 +342,7 @@ def test_a_stream_of_prepared_sends_lands_each_version_in_its_own_slot(nixl_agen
             for ticket, seed in reversed(sent):  # out of order: slots are freed in any order
                 with receiver.recv(ticket.xfer_id, timeout=DEADLINE_S) as got:
                     assert_same_bytes(got.arrays[0], pattern(buffer.nbytes, "uint8", seed))
-        tx.close()
-        deadline = time.monotonic() + DEADLINE_S
-        while receiver.pending():
-            assert time.monotonic() < deadline, "leases not given back after close()"
-            time.sleep(0.01)
+        close_and_expect_leases_back(tx, receiver)
 
 
 @pytest.mark.parametrize("policy", ["DRAM", "VRAM"])
@@ -398,8 +399,4 @@ def test_a_prepared_buffer_and_changing_sizes_keep_slots_and_bytes_right(nixl_ag
         ticket = unregistered.send(timeout=DEADLINE_S, checksum=True)
         with receiver.recv(ticket.xfer_id, timeout=DEADLINE_S) as got:
             assert_same_bytes(got.arrays[0], pattern(256 << 10, "float32", 3))
-        tx.close()
-        deadline = time.monotonic() + DEADLINE_S
-        while receiver.pending():  # a slot set aside for a send that never came is given back too
-            assert time.monotonic() < deadline, "leases not given back after close()"
-            time.sleep(0.01)
+        close_and_expect_leases_back(tx, receiver)  # a slot set aside for a send that never came is given back too
