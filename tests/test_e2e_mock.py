@@ -253,6 +253,24 @@ def test_ctrl_c_leaves_no_process(tmp_path: pathlib.Path) -> None:
     assert not alive(tree), f"processes survived Ctrl-C: {sorted(alive(tree))}"
 
 
+@pytest.mark.parametrize("graph", ["pd", "trtllm_pd", "ep_d", "e_p_d"], indirect=True)  # a decode pulls its KV
+def test_kv_bytes_move_from_prefill_to_decode(graph: RunningGraph) -> None:
+    """P/D: the decode's KV pull carries its receiver, and the prefill's KV blocks arrive over
+    nodes.transport (the decode checks them against the prompt's block hashes)."""
+    decodes = [s["name"] for s in graph.plan["services"] if s["role"] == "decode"]
+    assert decodes
+
+    def received_bytes() -> float:
+        return sum(metric_sum(metrics(graph.service_url(name)), "mock_kv_bytes_received_total") for name in decodes)
+
+    before = received_bytes()
+    text = " ".join(["the river runs under the old stone bridge"] * 20)  # several full KV blocks
+    reply = client(graph).chat.completions.create(model=ALL[graph.name], max_tokens=4,  # type: ignore[attr-defined]
+                                                  messages=[{"role": "user", "content": user_content(graph, text)}])
+    assert reply.choices[0].message.content
+    assert received_bytes() > before, "no KV bytes arrived over the tensor edge"
+
+
 @pytest.mark.parametrize("graph", ["e_p_d", "e_pd"], indirect=True)  # the graphs with a separate encoder
 def test_embeddings_move_over_the_tensor_edge(graph: RunningGraph) -> None:
     """E/P/D and E/PD: the encoder's embedding bytes reach the next engine over nodes.transport;

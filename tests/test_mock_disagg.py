@@ -179,6 +179,36 @@ def test_trtllm_context_then_generation(mocks):
     assert status == 400 and err["error"]["param"] == "disaggregated_params"
 
 
+LONG = {**CHAT, "messages": [{"role": "user", "content": " ".join(["the river runs under the old stone bridge"] * 40)}]}
+
+
+def _vllm_handoff(mocks) -> tuple[str, dict]:
+    _, p = post(mocks["vllm_prefill"].url + "/v1/chat/completions",
+                {**LONG, "max_tokens": 1, "kv_transfer_params": VLLM_PREFILL})
+    return "vllm_decode", {**LONG, "kv_transfer_params": p["kv_transfer_params"]}
+
+
+def _trtllm_handoff(mocks) -> tuple[str, dict]:
+    _, c = post(mocks["trtllm_ctx"].url + "/v1/chat/completions",
+                {**LONG, "disaggregated_params": {"request_type": "context_only"}})
+    params = c["choices"][0]["disaggregated_params"]
+    return "trtllm_gen", {**LONG, "disaggregated_params": {**params, "request_type": "generation_only"}}
+
+
+@pytest.mark.parametrize("handoff", [_vllm_handoff, _trtllm_handoff], ids=["vllm", "trtllm"])
+def test_kv_bytes_of_every_prompt_block_cross_the_tensor_edge(mocks, handoff):
+    """The decode's pull carries its receiver; the prefill sends each full prompt block's simulated
+    KV (2048 B, --kv-block-bytes) from its pool, and the decode checks them against the hashes."""
+    decode_name, body = handoff(mocks)
+    url = mocks[decode_name].url
+    blocks, nbytes = metric(url, "mock_kv_blocks_received_total"), metric(url, "mock_kv_bytes_received_total")
+    status, d = post(url + "/v1/chat/completions", body)
+    assert status == 200, d
+    got_blocks = metric(url, "mock_kv_blocks_received_total") - blocks
+    assert got_blocks >= 10
+    assert metric(url, "mock_kv_bytes_received_total") - nbytes == got_blocks * 2048
+
+
 def png(color: tuple[int, int, int]) -> str:
     """A tiny PNG as a data URL (pillow)."""
     import io

@@ -23,12 +23,15 @@ Endpoints (every role, every imitation):
   ``nodes.common.kvhash``), ``GET/POST /mock/faults``, ``GET /mock/state``.
 * Peer handshakes (mock to mock): ``POST /mock/kv/pull``,
   ``GET /mock/sglang/room/<room>``, ``POST /mock/ec/pull``; served on the HTTP
-  port and on ``--bootstrap-port``.
+  port and on ``--bootstrap-port``. The pulls move real bytes over
+  ``nodes.transport``: an encoder's embeddings, and a prefill's simulated KV
+  (``--kv-block-bytes`` per prompt block) that the decode checks.
 
 Modules: ``config`` (CLI), ``server`` (binding, uvicorn), ``app`` (routes),
 ``openai_api`` (parsing, bodies), ``engine`` (admission, KV, timing,
 handshakes), ``blocks`` (KV pool), ``transfers`` (handshake state, peer
-client), ``embeddings`` (encoder bytes over ``nodes.transport``),
-``tokenizer``, ``media``, ``metrics``, ``faults``, ``launch`` (start mocks as
-subprocesses, for tests and benchmarks).
+client), ``embeddings`` (what an encoder produces), ``edge`` (embedding
+and KV bytes over ``nodes.transport``), ``tokenizer``, ``media``,
+``metrics``, ``faults``, ``launch`` (start mocks as subprocesses, for tests
+and benchmarks).
 """

@@ -50,9 +50,10 @@ class MockApp:
         }
         self._post: dict[str, Callable[[Any], Any]] = {
             "/tokenize": self._tokenize, "/detokenize": self._detokenize,
-            "/mock/kv/pull": engine.registry.take_kv, "/mock/faults": self._set_faults,
+            "/mock/faults": self._set_faults,
         }
-        self._post_async = {"/mock/ec/pull": engine.handshakes.serve_ec_pull}
+        self._post_async = {"/mock/ec/pull": engine.handshakes.serve_ec_pull,
+                            "/mock/kv/pull": engine.handshakes.serve_kv_pull}
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         kind = scope["type"]

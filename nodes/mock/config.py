@@ -25,6 +25,7 @@ class MockConfig:
     advertise_host: str = ""
     block_size: int = 16
     kv_blocks: int = 4096
+    kv_block_bytes: int = 2048
     prefill_tps: float = 20000.0
     itl_ms: float = 5.0
     ttft_ms: float = 0.0
@@ -92,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--advertise-host", default="", help="address peers use to reach this engine (default: $SG_SELF_HOST)")
     a("--block-size", type=int, default=16, help="tokens per KV block")
     a("--kv-blocks", type=int, default=4096, help="KV cache capacity in blocks")
+    a("--kv-block-bytes", type=int, default=2048,
+      help="bytes of simulated KV per block that a prefill sends its decode over the tensor edge "
+           "(0: only the block hashes go)")
     a("--prefill-tps", type=float, default=20000.0, help="prompt tokens per second of prefill")
     a("--itl-ms", type=float, default=5.0, help="inter-token latency")
     a("--ttft-ms", type=float, default=0.0, help="fixed overhead before the first token")
@@ -130,6 +134,8 @@ def parse_args(argv: list[str] | None = None) -> MockConfig:
                         ("--max-num-seqs", cfg.max_num_seqs), ("--mm-tokens", cfg.mm_tokens)):
         if value < 1:
             parser.error(f"{flag} must be >= 1, got {value}")
+    if cfg.kv_block_bytes < 0:
+        parser.error(f"--kv-block-bytes must be >= 0, got {cfg.kv_block_bytes}")
     for flag, value in (("--prefill-tps", cfg.prefill_tps), ("--speedup", cfg.speedup)):
         if value <= 0:
             parser.error(f"{flag} must be > 0, got {value}")

@@ -27,7 +27,7 @@ from ..common.kvhash import block_hashes
 from ..common.openai_errors import RequestError
 from .blocks import Allocation, BlockPool
 from .config import MockConfig
-from .embeddings import EmbeddingEdge
+from .edge import PeerEdge
 from .faults import Faults
 from .handshakes import Handshakes
 from .metrics import MockMetrics
@@ -53,7 +53,7 @@ class Engine:
         self.faults = Faults(cfg.fail_rate, cfg.stall_after_tokens, cfg.exit_after_requests, cfg.health_fail)
         self.registry = TransferRegistry(self.engine_id, cfg.transfer_ttl_s, self._release)
         self.peers = PeerClient()
-        self.edge = EmbeddingEdge(cfg.host, cfg.public_host)
+        self.edge = PeerEdge(cfg.host, cfg.public_host, cfg.kv_blocks, cfg.kv_block_bytes)
         self.handshakes = Handshakes(self)
         self._active = 0
         self._slot_queue: deque[asyncio.Future[None]] = deque()

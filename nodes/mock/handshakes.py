@@ -2,8 +2,8 @@
 
 vLLM: a prefill asked for ``do_remote_decode`` keeps the KV and returns
 ``kv_transfer_params`` (vLLM 0.32's fields); the decode pulls the block hashes
-from ``remote_host:remote_port`` (POST /mock/kv/pull) and checks them against
-its own prompt. TRT-LLM: the same pull, addressed by ``ctx_request_id`` and an
+from ``remote_host:remote_port`` (POST /mock/kv/pull), with the KV bytes over
+``nodes.transport`` when present, and checks both against its own prompt. TRT-LLM: the same pull, addressed by ``ctx_request_id`` and an
 ``encoded_opaque_state`` (base64 JSON) in ``disaggregated_params``. SGLang:
 the prefill fills the bootstrap room, the decode long-polls it on
 ``bootstrap_host:bootstrap_port``. Encoder: ``ec_transfer_params`` names
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ..common.openai_errors import RequestError
+from .edge import kv_blocks_for
 from .embeddings import HIDDEN, embedding_for
 from .request import GenRequest, Prepared
 from .transfers import peer_error_message
@@ -132,6 +133,22 @@ class Handshakes:
             "transport": "nodes.transport" if self.engine.edge.available else None,
         }
 
+    async def serve_kv_pull(self, payload: Any) -> dict[str, Any]:
+        """POST /mock/kv/pull on a prefill: check the handle, send the KV blocks if a receiver is
+        given, then unpin them and hand over the block hashes."""
+        registry = self.engine.registry
+        offer = registry.claim_kv(payload)
+        try:
+            answer: dict[str, Any] = {"block_hashes": offer.hashes, "num_tokens": offer.num_tokens}
+            receiver = payload.get("receiver")
+            if receiver is not None and offer.hashes and self.engine.edge.moves_kv:
+                prompt_blocks = offer.alloc.block_ids[: len(offer.hashes)]
+                answer["ticket"] = await self.engine.edge.send_kv(receiver, prompt_blocks, offer.hashes,
+                                                                  self.cfg.transfer_timeout_s)
+            return answer
+        finally:
+            registry.release_kv(offer)
+
     async def serve_ec_pull(self, payload: Any) -> dict[str, Any]:
         """POST /mock/ec/pull on an encoder: check the handle, then send the bytes if a receiver is given."""
         answer = self.engine.registry.take_ec(payload)
@@ -167,7 +184,8 @@ class Handshakes:
                                f"({len(body.get('mm_hashes') or [])} encoded vs {len(mine)} here, hashes differ)",
                                "ec_transfer_params")
         if "ticket" in body:
-            got = await self.engine.edge.receive(body["ticket"], self.cfg.transfer_timeout_s)
+            got = await self.engine.edge.receive(body["ticket"], self.cfg.transfer_timeout_s,
+                                                 "embeddings from the encoder", "ec_transfer_params")
             want = embedding_for(mine, self.cfg.mm_tokens)
             if got.shape != want.shape or got.tobytes() != want.tobytes():
                 raise RequestError(400, "the embedding bytes from the encoder differ from what these media encode to",
@@ -218,11 +236,22 @@ class Handshakes:
                 raise RequestError(400, "disaggregated_params must carry the ctx_request_id and "
                                    "encoded_opaque_state a context server returned", field_) from None
         url = f"http://{host}:{port}/mock/kv/pull"
+        edge = self.engine.edge
+        if edge.moves_kv:
+            pull["receiver"] = await edge.receiver_handle()
         status, answer = await self.engine.peers.call("POST", url, "KV pull from the prefill",
                                                self.cfg.transfer_timeout_s, pull)
         if status != 200:
             raise RequestError(400, f"{field_} rejected by the prefill at {host}:{port}: "
                                f"{peer_error_message(answer)}", field_)
+        if "ticket" in answer:
+            got = await edge.receive(answer["ticket"], self.cfg.transfer_timeout_s, "KV blocks from the prefill",
+                                     field_)
+            hashes = answer.get("block_hashes") or []
+            if got.shape[0] != len(hashes) or got.tobytes() != kv_blocks_for(hashes, got.shape[1]).tobytes():
+                raise RequestError(400, f"the KV bytes from the prefill at {host}:{port} are not those of the "
+                                   "blocks it named", field_)
+            self.engine.metrics.kv_bytes_received += int(got.nbytes)
         return answer
 
     async def _wait_room(self, body: dict[str, Any]) -> dict[str, Any]:

@@ -125,6 +125,7 @@ class MockMetrics:
         self.kv_sent = 0
         self.ec_received = 0
         self.ec_bytes_received = 0
+        self.kv_bytes_received = 0
         self.success: dict[str, int] = defaultdict(int)
         self.requests: dict[str, int] = defaultdict(int)
         self.errors: dict[str, int] = defaultdict(int)
@@ -199,6 +200,8 @@ class MockMetrics:
             ("mock_kv_transfers_sent", "KV offers and rooms published as a prefill.", self.kv_sent),
             ("mock_ec_transfers_received", "Encoder embedding handles consumed.", self.ec_received),
             ("mock_ec_bytes_received", "Embedding bytes received over the tensor edge.", self.ec_bytes_received),
+            ("mock_kv_bytes_received", "KV bytes received from a prefill over the tensor edge.",
+             self.kv_bytes_received),
             ("mock_prefix_hit_blocks", "Prompt blocks found in the prefix cache.", self.prefix_hit_blocks),
             ("mock_prefix_query_blocks", "Prompt blocks looked up in the prefix cache.", self.prefix_query_blocks),
         ):

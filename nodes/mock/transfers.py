@@ -4,7 +4,8 @@ Sender side (a prefill or encoder) keeps what it produced until a peer takes it:
 
 * KV offers, keyed by request id (vLLM ``remote_request_id``, TRT-LLM
   ``ctx_request_id``): the prefill's blocks stay pinned until the decode pulls
-  them with POST /mock/kv/pull, or until ``--transfer-ttl-s`` passes.
+  them with POST /mock/kv/pull (and, with the decode's receiver in the pull,
+  are sent over the tensor edge first), or until ``--transfer-ttl-s`` passes.
 * SGLang bootstrap rooms: the decode long-polls GET /mock/sglang/room/<room>
   on the prefill's bootstrap port until the prefill fills the room.
 * Embedding handles of an encoder, pulled with POST /mock/ec/pull (readable
@@ -78,8 +79,9 @@ class TransferRegistry:
         """Keep ``alloc`` pinned until a decode pulls ``request_id``."""
         self._kv[request_id] = KVOffer(alloc, hashes, num_tokens, time.monotonic() + self.ttl_s)
 
-    def take_kv(self, payload: Any) -> dict[str, Any]:
-        """Serve POST /mock/kv/pull: check the decode's handle and hand over the block hashes.
+    def claim_kv(self, payload: Any) -> KVOffer:
+        """POST /mock/kv/pull: check the decode's handle and take its offer (its blocks stay
+        pinned until ``release_kv``, so they can be sent first).
 
         Raises:
             RequestError: 400 malformed, 404 unknown engine or request, 409 block ids differ.
@@ -99,8 +101,11 @@ class TransferRegistry:
             raise RequestError(409, f"block ids {payload.get('block_ids')!r} do not match the blocks of request "
                                f"{request_id!r}", "remote_block_ids")
         del self._kv[str(request_id)]
+        return offer
+
+    def release_kv(self, offer: KVOffer) -> None:
+        """Give a claimed offer's blocks back to the pool."""
         self._release(offer.alloc)
-        return {"block_hashes": offer.hashes, "num_tokens": offer.num_tokens}
 
     # --- SGLang bootstrap rooms ------------------------------------------------------------
 

@@ -25,10 +25,11 @@ shared memory (same host) or the receiver's TCP side channel, with one
 logged warning. Force one
 with ``backend=`` or ``SERVEGRAPH_TRANSPORT=nixl|shm|tcp``. Every wait has a
 deadline: a dead or silent peer raises ``TransportTimeout``/``TransportError``.
-For the E/P/D request path see ``nodes.transport.edge``.
+For the E/P/D request path (and a prefill's KV blocks to a decode) see
+``nodes.transport.edge``.
 """
 
-from .edge import recv_embeddings, send_embeddings
+from .edge import recv_array, recv_embeddings, send_blocks, send_embeddings
 from .errors import TransportError, TransportTimeout
 from .handle import EdgeHandle
 from .receiver import Received, TensorReceiver
@@ -44,6 +45,8 @@ __all__ = [
     "Ticket",
     "TransportError",
     "TransportTimeout",
+    "recv_array",
     "recv_embeddings",
+    "send_blocks",
     "send_embeddings",
 ]

@@ -179,11 +179,16 @@ class TensorSender:
     # -- registration ----------------------------------------------------------
 
     def register(self, array: Any) -> None:
-        """Register a source buffer once so later sends from it are zero-copy (NIXL only)."""
+        """Register a source buffer once so later sends from it are zero-copy (NIXL only).
+
+        Registering the same buffer again is a no-op.
+        """
         if self.backend != "nixl":
             return
         info = memory.describe(array, "registered array")
         with self._lock:
+            if any(r.lo == info.addr and r.hi == info.addr + info.nbytes for r in self._regs):
+                return
             self._forget_routes()
             self._regs.append(self._agent.register(info.addr, info.nbytes, info.mem, info.device))
 
