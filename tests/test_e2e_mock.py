@@ -253,7 +253,7 @@ def test_ctrl_c_leaves_no_process(tmp_path: pathlib.Path) -> None:
     assert not alive(tree), f"processes survived Ctrl-C: {sorted(alive(tree))}"
 
 
-@pytest.mark.parametrize("graph", ["pd", "trtllm_pd", "ep_d", "e_p_d"], indirect=True)  # a decode pulls its KV
+@pytest.mark.parametrize("graph", ["pd", "sglang_pd", "trtllm_pd", "ep_d", "e_p_d"], indirect=True)  # a decode gets KV
 def test_kv_bytes_move_from_prefill_to_decode(graph: RunningGraph) -> None:
     """P/D: the decode's KV pull carries its receiver, and the prefill's KV blocks arrive over
     nodes.transport (the decode checks them against the prompt's block hashes)."""

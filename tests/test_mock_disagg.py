@@ -195,14 +195,25 @@ def _trtllm_handoff(mocks) -> tuple[str, dict]:
     return "trtllm_gen", {**LONG, "disaggregated_params": {**params, "request_type": "generation_only"}}
 
 
-@pytest.mark.parametrize("handoff", [_vllm_handoff, _trtllm_handoff], ids=["vllm", "trtllm"])
+def _sglang_handoff(mocks) -> tuple[str, dict]:
+    body = {**LONG, "bootstrap_host": "127.0.0.1", "bootstrap_port": mocks["sglang_prefill"].bootstrap_port,
+            "bootstrap_room": random.getrandbits(63)}
+    return "sglang_decode", body
+
+
+@pytest.mark.parametrize("handoff", [_vllm_handoff, _trtllm_handoff, _sglang_handoff], ids=["vllm", "trtllm", "sglang"])
 def test_kv_bytes_of_every_prompt_block_cross_the_tensor_edge(mocks, handoff):
-    """The decode's pull carries its receiver; the prefill sends each full prompt block's simulated
-    KV (2048 B, --kv-block-bytes) from its pool, and the decode checks them against the hashes."""
+    """The decode's pull (or room wait) carries its receiver; the prefill sends each full prompt
+    block's simulated KV (2048 B, --kv-block-bytes) from its pool, and the decode checks them."""
     decode_name, body = handoff(mocks)
     url = mocks[decode_name].url
     blocks, nbytes = metric(url, "mock_kv_blocks_received_total"), metric(url, "mock_kv_bytes_received_total")
-    status, d = post(url + "/v1/chat/completions", body)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        decoding = pool.submit(post, url + "/v1/chat/completions", body)
+        if decode_name == "sglang_decode":  # the decode waits in the room until the prefill fills it
+            time.sleep(0.2)
+            assert post(mocks["sglang_prefill"].url + "/v1/chat/completions", body)[0] == 200
+        status, d = decoding.result()
     assert status == 200, d
     got_blocks = metric(url, "mock_kv_blocks_received_total") - blocks
     assert got_blocks >= 10

@@ -160,7 +160,7 @@ class MockApp:
             timeout = float(query.get("timeout_s", [self.cfg.bootstrap_timeout_s])[0])
         except ValueError:
             raise RequestError(400, f"bad room path or timeout: {tail}") from None
-        info = await self.engine.registry.wait_room(room, timeout)
+        info = await self.engine.handshakes.serve_room(room, timeout, query.get("receiver", [None])[0])
         if info is None:
             await send_error(send, RequestError(408, f"room {room} not filled within {timeout:g}s"))
         else:

@@ -82,6 +82,12 @@ class PeerEdge:
                                                    advertise_host=self._advertise)
         return self._rx.handle().to_dict()
 
+    async def receiver_b64(self) -> str:
+        """The receiver's handle as one URL-safe string (for a query parameter)."""
+        from ..transport import EdgeHandle
+
+        return EdgeHandle.from_dict(await self.receiver_handle()).to_b64()
+
     async def send(self, receiver: Any, array: Any, timeout_s: float) -> dict[str, Any]:
         """Write embeddings to the prefill's receiver; returns the ticket.
 

@@ -136,18 +136,30 @@ class Handshakes:
     async def serve_kv_pull(self, payload: Any) -> dict[str, Any]:
         """POST /mock/kv/pull on a prefill: check the handle, send the KV blocks if a receiver is
         given, then unpin them and hand over the block hashes."""
-        registry = self.engine.registry
-        offer = registry.claim_kv(payload)
+        offer = self.engine.registry.claim_kv(payload)
+        answer: dict[str, Any] = {"block_hashes": offer.hashes, "num_tokens": offer.num_tokens}
+        return await self._send_kv(answer, offer.alloc, payload.get("receiver"))
+
+    async def serve_room(self, room: int, timeout_s: float, receiver: str | None) -> dict[str, Any] | None:
+        """GET /mock/sglang/room/<room> on a prefill: wait for the room, send its KV blocks if a
+        receiver is given, then unpin them; None if the room was not filled in time."""
+        taken = await self.engine.registry.take_room(room, timeout_s)
+        if taken is None:
+            return None
+        info, alloc = taken
+        return await self._send_kv(dict(info), alloc, receiver)
+
+    async def _send_kv(self, answer: dict[str, Any], alloc: Any, receiver: Any) -> dict[str, Any]:
+        """Send the prompt blocks named in ``answer`` to ``receiver`` (if any), then release them;
+        the ticket goes into the answer."""
         try:
-            answer: dict[str, Any] = {"block_hashes": offer.hashes, "num_tokens": offer.num_tokens}
-            receiver = payload.get("receiver")
-            if receiver is not None and offer.hashes and self.engine.edge.moves_kv:
-                prompt_blocks = offer.alloc.block_ids[: len(offer.hashes)]
-                answer["ticket"] = await self.engine.edge.send_kv(receiver, prompt_blocks, offer.hashes,
+            hashes = answer["block_hashes"]
+            if receiver is not None and hashes and alloc is not None and self.engine.edge.moves_kv:
+                answer["ticket"] = await self.engine.edge.send_kv(receiver, alloc.block_ids[: len(hashes)], hashes,
                                                                   self.cfg.transfer_timeout_s)
             return answer
         finally:
-            registry.release_kv(offer)
+            self.engine.registry.release_blocks(alloc)
 
     async def serve_ec_pull(self, payload: Any) -> dict[str, Any]:
         """POST /mock/ec/pull on an encoder: check the handle, then send the bytes if a receiver is given."""
@@ -236,23 +248,27 @@ class Handshakes:
                 raise RequestError(400, "disaggregated_params must carry the ctx_request_id and "
                                    "encoded_opaque_state a context server returned", field_) from None
         url = f"http://{host}:{port}/mock/kv/pull"
-        edge = self.engine.edge
-        if edge.moves_kv:
-            pull["receiver"] = await edge.receiver_handle()
+        if self.engine.edge.moves_kv:
+            pull["receiver"] = await self.engine.edge.receiver_handle()
         status, answer = await self.engine.peers.call("POST", url, "KV pull from the prefill",
                                                self.cfg.transfer_timeout_s, pull)
         if status != 200:
             raise RequestError(400, f"{field_} rejected by the prefill at {host}:{port}: "
                                f"{peer_error_message(answer)}", field_)
-        if "ticket" in answer:
-            got = await edge.receive(answer["ticket"], self.cfg.transfer_timeout_s, "KV blocks from the prefill",
-                                     field_)
-            hashes = answer.get("block_hashes") or []
-            if got.shape[0] != len(hashes) or got.tobytes() != kv_blocks_for(hashes, got.shape[1]).tobytes():
-                raise RequestError(400, f"the KV bytes from the prefill at {host}:{port} are not those of the "
-                                   "blocks it named", field_)
-            self.engine.metrics.kv_bytes_received += int(got.nbytes)
+        await self._receive_kv_bytes(answer, f"{host}:{port}", field_)
         return answer
+
+    async def _receive_kv_bytes(self, answer: dict[str, Any], prefill: str, field_: str) -> None:
+        """Take the KV bytes named by the answer's ticket (if any) and check they are its blocks'."""
+        if "ticket" not in answer:
+            return
+        got = await self.engine.edge.receive(answer["ticket"], self.cfg.transfer_timeout_s,
+                                             f"KV blocks from the prefill at {prefill}", field_)
+        hashes = answer.get("block_hashes") or []
+        if got.ndim != 2 or got.tobytes() != kv_blocks_for(hashes, got.shape[1]).tobytes():
+            raise RequestError(400, f"the KV bytes from the prefill at {prefill} are not those of the blocks "
+                               "it named", field_)
+        self.engine.metrics.kv_bytes_received += int(got.nbytes)
 
     async def _wait_room(self, body: dict[str, Any]) -> dict[str, Any]:
         room = _room_of(body)
@@ -264,6 +280,8 @@ class Handshakes:
                                "bootstrap server", "bootstrap_port")
         timeout = self.cfg.bootstrap_timeout_s
         url = f"http://{host}:{port}/mock/sglang/room/{room}?timeout_s={timeout}"
+        if self.engine.edge.moves_kv:
+            url += "&receiver=" + await self.engine.edge.receiver_b64()
         status, answer = await self.engine.peers.call("GET", url, "bootstrap room wait", timeout + 5.0)
         if status == 408:
             raise RequestError(504, f"bootstrap room {room} was never filled by the prefill at {host}:{port} "
@@ -272,6 +290,7 @@ class Handshakes:
         if status != 200:
             raise RequestError(400, f"bootstrap room {room} at {host}:{port}: {peer_error_message(answer)}",
                                "bootstrap_room")
+        await self._receive_kv_bytes(answer, f"{host}:{port}", "bootstrap_room")
         return answer
 
     def check_first_token(self, prep: Prepared) -> None:

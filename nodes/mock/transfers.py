@@ -7,7 +7,8 @@ Sender side (a prefill or encoder) keeps what it produced until a peer takes it:
   them with POST /mock/kv/pull (and, with the decode's receiver in the pull,
   are sent over the tensor edge first), or until ``--transfer-ttl-s`` passes.
 * SGLang bootstrap rooms: the decode long-polls GET /mock/sglang/room/<room>
-  on the prefill's bootstrap port until the prefill fills the room.
+  on the prefill's bootstrap port until the prefill fills the room (and, with
+  the decode's receiver in the query, gets the KV over the tensor edge first).
 * Embedding handles of an encoder, pulled with POST /mock/ec/pull (readable
   until they expire, so a retried prefill can read them again).
 
@@ -81,7 +82,7 @@ class TransferRegistry:
 
     def claim_kv(self, payload: Any) -> KVOffer:
         """POST /mock/kv/pull: check the decode's handle and take its offer (its blocks stay
-        pinned until ``release_kv``, so they can be sent first).
+        pinned until ``release_blocks``, so they can be sent first).
 
         Raises:
             RequestError: 400 malformed, 404 unknown engine or request, 409 block ids differ.
@@ -103,10 +104,6 @@ class TransferRegistry:
         del self._kv[str(request_id)]
         return offer
 
-    def release_kv(self, offer: KVOffer) -> None:
-        """Give a claimed offer's blocks back to the pool."""
-        self._release(offer.alloc)
-
     # --- SGLang bootstrap rooms ------------------------------------------------------------
 
     def _room(self, room: int) -> _Room:
@@ -125,8 +122,11 @@ class TransferRegistry:
         entry.expires = time.monotonic() + self.ttl_s
         entry.future.set_result(info)
 
-    async def wait_room(self, room: int, timeout_s: float) -> dict[str, Any] | None:
-        """Wait until ``room`` is filled; None if it was not within ``timeout_s``."""
+    async def take_room(self, room: int, timeout_s: float) -> tuple[dict[str, Any], Allocation | None] | None:
+        """Wait until ``room`` is filled and take it; None if it was not within ``timeout_s``.
+
+        Returns its info and its blocks, still pinned: ``release_blocks`` them once sent.
+        """
         entry = self._room(room)
         entry.waiters += 1
         try:
@@ -136,10 +136,13 @@ class TransferRegistry:
         finally:
             entry.waiters -= 1
         self._rooms.pop(room, None)
-        if entry.alloc is not None:
-            self._release(entry.alloc)
-            entry.alloc = None
-        return info
+        alloc, entry.alloc = entry.alloc, None
+        return info, alloc
+
+    def release_blocks(self, alloc: Allocation | None) -> None:
+        """Give a taken offer's or room's blocks back to the pool."""
+        if alloc is not None:
+            self._release(alloc)
 
     # --- encoder handles -------------------------------------------------------------------
 
