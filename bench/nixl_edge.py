@@ -49,7 +49,7 @@ import numpy as np  # noqa: E402
 
 from nodes.transport import TensorReceiver, TensorSender, TransportError, TransportTimeout  # noqa: E402
 from nodes.transport import sender as sender_module  # noqa: E402
-from nodes.transport.nixl_backend import poll_xfer  # noqa: E402
+from nodes.transport.nixl_backend import poll_xfer, quiet_agent  # noqa: E402
 
 UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 
@@ -106,9 +106,10 @@ def _sync(device: str) -> None:
 
 
 def _raw_agent(name: str) -> Any:
+    """Raw NIXL with our agent's settings (its progress thread's delay: see PROGRESS_DELAY_US)."""
     from nixl._api import nixl_agent, nixl_agent_config
 
-    return nixl_agent(name, nixl_agent_config(backends=["UCX"]))
+    return quiet_agent(nixl_agent, name, nixl_agent_config(backends=["UCX"]))
 
 
 class _RawWrite:

@@ -71,7 +71,7 @@ class NixlAgent:
             raise NixlUnavailable(f"import nixl failed: {exc}") from exc
         self.name = name or f"sg-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
-            self._agent = nixl_agent(self.name, nixl_agent_config(backends=["UCX"]))
+            self._agent = quiet_agent(nixl_agent, self.name, nixl_agent_config(backends=["UCX"]))
         except Exception as exc:  # nixl raises RuntimeError or backend-specific errors
             raise NixlUnavailable(f"NIXL agent failed to start: {exc}") from exc
         if "UCX" not in self._agent.backends:
@@ -242,6 +242,35 @@ class NixlAgent:
             for m in msgs
             if m.startswith(NOTIF_PREFIX)
         ]
+
+
+# nixl._api makes every agent with pthrDelay = 0: its progress thread then spins, a whole core per
+# process even when idle (100% of a core measured here). With a delay the thread sleeps in the UCX
+# worker's event wait and wakes on traffic: ~2% idle. Transfers are polled by the caller anyway.
+# $SERVEGRAPH_NIXL_PROGRESS_US=0 restores the spinning thread.
+PROGRESS_DELAY_US = int(os.environ.get("SERVEGRAPH_NIXL_PROGRESS_US", "100"))
+_make_lock = threading.Lock()
+
+
+def quiet_agent(nixl_agent: Any, name: str, config: Any) -> Any:
+    """``nixl_agent(name, config)`` with the progress thread's delay set (the API has no option for it)."""
+    from nixl import _api
+
+    bindings = getattr(_api, "nixlBind", None)
+    if bindings is None or not hasattr(bindings, "nixlAgent"):
+        return nixl_agent(name, config)
+    make = bindings.nixlAgent
+
+    def with_delay(agent_name: str, agent_config: Any) -> Any:
+        agent_config.pthrDelay = PROGRESS_DELAY_US
+        return make(agent_name, agent_config)
+
+    with _make_lock:
+        bindings.nixlAgent = with_delay
+        try:
+            return nixl_agent(name, config)
+        finally:
+            bindings.nixlAgent = make
 
 
 def _key(remote: str, pairs: Pairs, dst_base: int, local_mem: tuple[str, int], remote_mem: tuple[str, int]) -> tuple:
