@@ -41,8 +41,9 @@ _tuple_new = tuple.__new__  # a NamedTuple's own __new__ parses keywords: ~3x sl
 class _Route:
     """What every in-place send of one registered array shares, worked out on its first send.
 
-    It owns one prepared WRITE per leased slot (made when the leases change):
-    a send re-posts one with its notification, as raw NIXL re-posts a prepared handle.
+    It owns a prepared WRITE per leased slot it has written (made on first use,
+    dropped when the leases change): a send re-posts one with its notification,
+    as raw NIXL re-posts a prepared handle.
     """
 
     __slots__ = ("nbytes", "pairs", "layout", "local", "generation", "heads", "writes")
@@ -335,8 +336,13 @@ class TensorSender:
                         notif = NOTIF_PREFIX + orjson.dumps(_notice(slot, route.nbytes, route.layout, crc, leased=True))
                     else:
                         notif = _leased_notice(slot, route)
+                write = route.writes.get(slot.offset)
+                if write is None:  # made on a slot's first use: a new array costs one, not one per lease
+                    write = route.writes[slot.offset] = self._agent.make_write(
+                        self._remote, route.pairs, self.handle.base + slot.offset, route.local, self._remote_mem
+                    )
                 self._flying = (info, route)
-                self._agent.post(route.writes[slot.offset], notif, deadline, self._remote, self._while_in_flight)
+                self._agent.post(write, notif, deadline, self._remote, self._while_in_flight)
             except TransportError:
                 self._release_writes(route)
                 route.generation = -1
@@ -345,13 +351,9 @@ class TensorSender:
             return ticket
 
     def _ensure_writes(self, route: _Route) -> None:
-        """Make the route's prepared WRITE into every leased slot, if the leases changed since."""
+        """Drop the route's prepared WRITEs if the leases changed since they were made."""
         if route.generation != self._slots.generation:
             self._release_writes(route)
-            for off in self._slots.leased_offsets():
-                route.writes[off] = self._agent.make_write(
-                    self._remote, route.pairs, self.handle.base + off, route.local, self._remote_mem
-                )
             route.generation = self._slots.generation
 
     def _while_in_flight(self) -> None:
