@@ -180,9 +180,8 @@ def sender_main(args: argparse.Namespace, handle: dict, raw_md: bytes, raw_base:
         if args.profile:  # raw with a notification as long as ours: does its size cost?
             paths["raw/notif"] = _RawWrite(raw, remote, [(_addr(pool), raw_base, total)], mem, b"r" * 200)
             if total * ROTATE_SLOTS <= args.raw_room:  # raw moving on to the next slot each time, as ours does
-                paths["raw/rot"] = _RawRotation(
-                    [_RawWrite(raw, remote, [(_addr(pool), raw_base + i * total, total)], mem) for i in range(ROTATE_SLOTS)]
-                )
+                slots = [(_addr(pool), raw_base + i * total, total) for i in range(ROTATE_SLOTS)]
+                paths["raw/rot"] = _RawRotation([_RawWrite(raw, remote, [slot], mem) for slot in slots])
         if count == 1:
             paths["ours"] = lambda p=pool: tx.send([p], timeout=120)
             paths["ours/prep"] = tx.prepare(pool).send  # described once, as raw's handle is prepared once
@@ -219,9 +218,9 @@ def sender_main(args: argparse.Namespace, handle: dict, raw_md: bytes, raw_base:
                     cols = "  ".join(f"{n} {statistics.median(p) * 1e6:.1f}" for n, p in zip(names, zip(*stamps)))
                     print(f"profile {text} {kind} (us, median): {cols}")
             print(f"profile {text}: {_PREPARED[0] - made} transfer handles made")
-            rawn = statistics.median(times["raw/notif"]) * 1e6
-            rot = f", into {ROTATE_SLOTS} slots in turn {statistics.median(times['raw/rot']) * 1e6:.1f}" if "raw/rot" in times else ""
-            print(f"profile {text} raw {statistics.median(times['raw']) * 1e6:.1f} us, with 200 B notif {rawn:.1f}{rot}")
+            us = {kind: statistics.median(times[kind]) * 1e6 for kind in ("raw", "raw/notif", "raw/rot") if kind in times}
+            rot = f", into {ROTATE_SLOTS} slots in turn {us['raw/rot']:.1f}" if "raw/rot" in us else ""
+            print(f"profile {text} raw {us['raw']:.1f} us, with 200 B notif {us['raw/notif']:.1f}{rot}")
             if text == args.sizes[0] or count > 1:
                 _profile_calls(paths["ours"], 300 if count == 1 else 40)
         # one more send of each of our paths with a CRC the receiver checks: the fast path moves the right bytes

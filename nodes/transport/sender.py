@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 # ~12 us VRAM->VRAM (a 4 MiB device copy ~4 us: stage them).
 STAGE_BELOW = {"DRAM": 32 << 10, "VRAM": 4 << 20}
 MAX_ROUTES = 256  # source arrays whose fast-path facts a sender keeps
-_tuple_new = tuple.__new__  # a NamedTuple's own __new__ parses keywords: ~3x slower, once per send
 
 
 class _Route:
@@ -327,22 +326,18 @@ class TensorSender:
                 slot = slots.lease(route.nbytes, deadline, xfer_id)
                 if slot is None:
                     return None
-                ticket, notif = Ticket(slot.xfer_id, route.nbytes, 1), b""
+                ticket, notif = Ticket(slot.xfer_id, route.nbytes, 1), None
             try:
-                if not notif:
-                    self._ensure_writes(route)
+                if notif is None:
+                    self._drop_stale_writes(route)
                     if checksum:
                         crc = memory.crc32([array])
                         notif = NOTIF_PREFIX + orjson.dumps(_notice(slot, route.nbytes, route.layout, crc, leased=True))
                     else:
                         notif = _leased_notice(slot, route)
-                write = route.writes.get(slot.offset)
-                if write is None:  # made on a slot's first use: a new array costs one, not one per lease
-                    write = route.writes[slot.offset] = self._agent.make_write(
-                        self._remote, route.pairs, self.handle.base + slot.offset, route.local, self._remote_mem
-                    )
                 self._flying = (info, route)
-                self._agent.post(write, notif, deadline, self._remote, self._while_in_flight)
+                self._agent.post(self._write_into(route, slot.offset), notif, deadline, self._remote,
+                                 self._while_in_flight)
             except TransportError:
                 self._release_writes(route)
                 route.generation = -1
@@ -350,11 +345,21 @@ class TensorSender:
                 raise
             return ticket
 
-    def _ensure_writes(self, route: _Route) -> None:
+    def _drop_stale_writes(self, route: _Route) -> None:
         """Drop the route's prepared WRITEs if the leases changed since they were made."""
         if route.generation != self._slots.generation:
             self._release_writes(route)
             route.generation = self._slots.generation
+
+    def _write_into(self, route: _Route, offset: int) -> Any:
+        """The route's prepared WRITE into the leased slot at ``offset``, made on the slot's first
+        use (a new array costs one NIXL request, not one per lease)."""
+        write = route.writes.get(offset)
+        if write is None:
+            write = route.writes[offset] = self._agent.make_write(
+                self._remote, route.pairs, self.handle.base + offset, route.local, self._remote_mem
+            )
+        return write
 
     def _while_in_flight(self) -> None:
         """While a send's bytes move: set the next slot aside, then make the same array's next
@@ -364,7 +369,7 @@ class TensorSender:
         ready = slots.ready
         info, route = self._flying
         if ready is not None and route.generation == slots.generation:
-            ticket = _tuple_new(Ticket, (ready.xfer_id, route.nbytes, 1))
+            ticket = memory.new_tuple(Ticket, (ready.xfer_id, route.nbytes, 1))
             self._armed = (info, route, ready, _leased_notice(ready, route), ticket)
 
     def _route(self, info: memory.ArrayInfo) -> _Route | None:

@@ -98,12 +98,20 @@ class Connection:
         self._chunk = memoryview(bytearray(1 << 16))
 
     def ready(self) -> bool:
-        """Whether a frame (or the peer's hang-up) is waiting: ~1 us, no read."""
-        return self._buffered_frame() or bool(self._poller.poll(0))
+        """Whether a frame (or the peer's hang-up) is waiting: ~1 us, no read.
 
-    def _buffered_frame(self) -> bool:
+        Raises:
+            TransportError: the buffered frame is longer than any header of ours.
+        """
+        return self._buffered_end() > 0 or bool(self._poller.poll(0))
+
+    def _buffered_end(self) -> int:
+        """Where the first buffered frame ends, if it is all here; else 0."""
         buf = self._buf
-        return len(buf) >= _LEN.size and len(buf) >= _LEN.size + _LEN.unpack_from(buf)[0]
+        if len(buf) < _LEN.size:
+            return 0
+        end = _LEN.size + _frame_length(buf)
+        return end if len(buf) >= end else 0
 
     def read_waiting(self) -> None:
         """Buffer whatever bytes are already here, without waiting: one syscall.
@@ -134,12 +142,10 @@ class Connection:
 
     def _frame(self, wanted: Callable[[dict], bool] | None = None) -> dict | None:
         """The next whole frame from the buffer (if one is there and, given ``wanted``, wanted)."""
+        end = self._buffered_end()
+        if not end:
+            return None
         buf = self._buf
-        if len(buf) < _LEN.size:
-            return None
-        end = _LEN.size + _frame_length(buf)
-        if len(buf) < end:
-            return None
         frame = orjson.loads(buf[_LEN.size : end])
         if wanted is not None and not wanted(frame):
             return None

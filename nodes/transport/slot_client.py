@@ -33,6 +33,7 @@ import uuid
 from typing import Any, NamedTuple
 
 from .errors import TransportError, TransportTimeout
+from .memory import new_tuple
 from .sidechannel import Connection
 
 MAX_AHEAD = 4  # slots a sender keeps reserved ahead of its next sends
@@ -57,10 +58,6 @@ class Reservation(NamedTuple):
     nbytes: int
     receiver_id: str
     seq: int = 0  # leased slots: how many times this sender has written it, this time included
-
-
-# A NamedTuple's own __new__ parses keywords: ~3x slower than tuple's, once per send on the fast path.
-_tuple_new = tuple.__new__
 
 
 def _is_credit(frame: dict) -> bool:
@@ -156,7 +153,7 @@ class SlotClient:
         """The slot freed last (in DRAM, the warmest in the caches), counted as written once more."""
         offset = self._free.pop()
         seq = self._seq[offset] = self._seq[offset] + 1
-        return _tuple_new(Reservation, (xfer_id, offset, nbytes, self._rx_id, seq))
+        return new_tuple(Reservation, (xfer_id, offset, nbytes, self._rx_id, seq))
 
     def collect_credits(self) -> None:
         """Set the next send's slot aside, first taking the credits already here (without
