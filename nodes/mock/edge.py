@@ -72,21 +72,22 @@ class PeerEdge:
         """Whether KV blocks travel as bytes (the edge is up and blocks have a size)."""
         return self._kv_shape[1] > 0 and self.available
 
-    async def receiver_handle(self) -> dict[str, Any]:
-        """The receiver's handle, for an encoder or a prefill to send to."""
+    async def _receiver(self) -> Any:
         async with self._lock:
             if self._rx is None:
                 from ..transport import TensorReceiver
 
                 self._rx = await asyncio.to_thread(TensorReceiver, _RECEIVER_BYTES, host=self._bind,
                                                    advertise_host=self._advertise)
-        return self._rx.handle().to_dict()
+        return self._rx
+
+    async def receiver_handle(self) -> dict[str, Any]:
+        """The receiver's handle, for an encoder or a prefill to send to."""
+        return (await self._receiver()).handle().to_dict()
 
     async def receiver_b64(self) -> str:
         """The receiver's handle as one URL-safe string (for a query parameter)."""
-        from ..transport import EdgeHandle
-
-        return EdgeHandle.from_dict(await self.receiver_handle()).to_b64()
+        return (await self._receiver()).handle().to_b64()
 
     async def send(self, receiver: Any, array: Any, timeout_s: float) -> dict[str, Any]:
         """Write embeddings to the prefill's receiver; returns the ticket.

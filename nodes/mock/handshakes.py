@@ -3,10 +3,11 @@
 vLLM: a prefill asked for ``do_remote_decode`` keeps the KV and returns
 ``kv_transfer_params`` (vLLM 0.32's fields); the decode pulls the block hashes
 from ``remote_host:remote_port`` (POST /mock/kv/pull), with the KV bytes over
-``nodes.transport`` when present, and checks both against its own prompt. TRT-LLM: the same pull, addressed by ``ctx_request_id`` and an
+``nodes.transport`` when present, and checks both against its own prompt.
+TRT-LLM: the same pull, addressed by ``ctx_request_id`` and an
 ``encoded_opaque_state`` (base64 JSON) in ``disaggregated_params``. SGLang:
 the prefill fills the bootstrap room, the decode long-polls it on
-``bootstrap_host:bootstrap_port``. Encoder: ``ec_transfer_params`` names
+``bootstrap_host:bootstrap_port`` (its receiver in the query for the bytes). Encoder: ``ec_transfer_params`` names
 embeddings the prefill pulls (bytes over ``nodes.transport`` when present).
 """
 
