@@ -49,7 +49,7 @@ import numpy as np  # noqa: E402
 
 from nodes.transport import TensorReceiver, TensorSender, TransportError, TransportTimeout  # noqa: E402
 from nodes.transport import sender as sender_module  # noqa: E402
-from nodes.transport.nixl_backend import poll_xfer, quiet_agent  # noqa: E402
+from nodes.transport.nixl_backend import TransferCalls, poll_xfer, quiet_agent  # noqa: E402
 
 UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 
@@ -135,6 +135,23 @@ class _RawWrite:
         self.handle.release()
 
 
+class _RawBoundWrite(_RawWrite):
+    """Raw NIXL posted and polled through the bindings under ``nixl._api``, as our edge does (``--profile``)."""
+
+    def __init__(self, agent: Any, remote: str, pairs: list[tuple[int, int, int]], mem: str) -> None:
+        super().__init__(agent, remote, pairs, mem)
+        self.core = TransferCalls(agent)
+        self.native = self.core.handle(self.handle)
+
+    def __call__(self) -> None:
+        core, native = self.core, self.native
+        status = core.start(native, self.notif)
+        if status == core.in_prog:
+            status = poll_xfer(lambda: core.state(native), time.monotonic() + 120, core.in_prog)
+        if status != core.done:
+            raise RuntimeError(f"raw NIXL write failed: {status}")
+
+
 ROTATE_SLOTS = 16  # as many as a sender of ours leases
 
 
@@ -179,6 +196,7 @@ def sender_main(args: argparse.Namespace, handle: dict, raw_md: bytes, raw_base:
         paths: dict[str, Any] = {"raw": _RawWrite(raw, remote, [(_addr(pool), raw_base, total)], mem)}
         if args.profile:  # raw with a notification as long as ours: does its size cost?
             paths["raw/notif"] = _RawWrite(raw, remote, [(_addr(pool), raw_base, total)], mem, b"r" * 200)
+            paths["raw/bind"] = _RawBoundWrite(raw, remote, [(_addr(pool), raw_base, total)], mem)
             if total * ROTATE_SLOTS <= args.raw_room:  # raw moving on to the next slot each time, as ours does
                 slots = [(_addr(pool), raw_base + i * total, total) for i in range(ROTATE_SLOTS)]
                 paths["raw/rot"] = _RawRotation([_RawWrite(raw, remote, [slot], mem) for slot in slots])
@@ -192,8 +210,12 @@ def sender_main(args: argparse.Namespace, handle: dict, raw_md: bytes, raw_base:
             paths["raw/desc"] = _RawWrite(raw, remote, per_block, mem)
             paths["ours"] = lambda b=blocks, i=scattered: tx.send_blocks(b, i, timeout=120)
             paths["ours/contig"] = lambda b=blocks, i=contiguous: tx.send_blocks(b, i, timeout=120)
+            if args.profile:  # the same run as one prepared array: what send_blocks adds to it
+                paths["ours/slice"] = tx.prepare(blocks[:count]).send
         times: dict[str, list[float]] = {kind: [] for kind in paths}
-        phases: dict[str, list[tuple[float, ...]]] = {"ours": [], "ours/prep": []}
+        profiled = ("ours", "ours/prep", "ours/contig", "ours/slice")
+        phases: dict[str, list[tuple[float, ...]]] = {kind: [] for kind in profiled}
+        leased = dict.fromkeys(phases, 0)  # reps whose send had to lease a slot (none set aside while the last moved)
         made = _PREPARED[0]
         if args.order == "interleaved":
             schedule = [(rep, kind) for rep in range(reps + 1) for kind in paths]
@@ -211,18 +233,25 @@ def sender_main(args: argparse.Namespace, handle: dict, raw_md: bytes, raw_base:
                 times[kind].append(t1 - t0)
                 if marks and kind in phases:
                     phases[kind].append(_phases(marks, t0, t1))
+                    leased[kind] += "lease" in marks
         if marks is not None:
             names = ("describe", "to lease", "lease", "to write", "to post", "meanwhile", "wait", "to return", "return")
             for kind, stamps in phases.items():
                 if stamps:
                     cols = "  ".join(f"{n} {statistics.median(p) * 1e6:.1f}" for n, p in zip(names, zip(*stamps)))
-                    print(f"profile {text} {kind} (us, median): {cols}")
+                    print(f"profile {text} {kind} (us, median): {cols}  (leased in {leased[kind]} of {len(stamps)})")
             print(f"profile {text}: {_PREPARED[0] - made} transfer handles made")
-            us = {kind: statistics.median(times[kind]) * 1e6 for kind in ("raw", "raw/notif", "raw/rot") if kind in times}
+            us = {kind: statistics.median(times[kind]) * 1e6 for kind in times if kind.startswith("raw")}
             rot = f", into {ROTATE_SLOTS} slots in turn {us['raw/rot']:.1f}" if "raw/rot" in us else ""
-            print(f"profile {text} raw {us['raw']:.1f} us, with 200 B notif {us['raw/notif']:.1f}{rot}")
-            if text == args.sizes[0] or count > 1:
-                _profile_calls(paths["ours"], 300 if count == 1 else 40)
+            print(
+                f"profile {text} raw {us['raw']:.1f} us, with 200 B notif {us['raw/notif']:.1f}{rot}, "
+                f"through the bindings {us['raw/bind']:.1f}"
+            )
+            if text == args.sizes[0]:
+                _profile_calls(paths["ours"], 300)
+            if count > 1:
+                for kind in ("ours", "ours/contig"):
+                    _profile_calls(paths[kind], 40, kind)
         # one more send of each of our paths with a CRC the receiver checks: the fast path moves the right bytes
         if count == 1:
             tx.send([pool], timeout=120, checksum=True)
@@ -232,7 +261,7 @@ def sender_main(args: argparse.Namespace, handle: dict, raw_md: bytes, raw_base:
         for kind, ts in times.items():
             out.put((text, kind, total, ts))
         for run in paths.values():
-            if isinstance(run, (_RawWrite, _RawRotation)):
+            if isinstance(run, (_RawWrite, _RawRotation)):  # _RawBoundWrite too
                 run.close()
         tx.unregister(pool)
         raw.deregister_memory(raw_reg)
@@ -247,8 +276,8 @@ _PREPARED = [0]  # NIXL transfer requests our sender created (the rest were re-p
 def _instrument(tx: TensorSender) -> dict[str, float]:
     """Time stamps of one send's phases: slot taken, write called, NIXL post, NIXL done (``--profile``)."""
     marks: dict[str, float] = {}
-    slots, agent = tx._slots, tx._agent._agent
-    lease, transfer, check = slots.lease, agent.transfer, agent.check_xfer_state
+    slots, core = tx._slots, tx._agent._calls
+    lease, start, state = slots.lease, core.start, core.state
     write, post = tx._agent.write, tx._agent.post
 
     def timed_describe(*a: Any, **k: Any) -> Any:
@@ -278,18 +307,18 @@ def _instrument(tx: TensorSender) -> dict[str, float]:
     prepare = tx._agent._prepare
     tx._agent._prepare = counted_prepare
 
-    def timed_transfer(handle: Any, notif: bytes = b"") -> str:
+    def timed_start(handle: Any, notif: bytes) -> Any:
         marks["post"] = time.perf_counter()
-        state = transfer(handle, notif)
-        if state != "PROC":
+        status = start(handle, notif)
+        if status != core.in_prog:
             marks["done"] = time.perf_counter()
-        return state
+        return status
 
-    def timed_check(handle: Any) -> str:
-        state = check(handle)
-        if state != "PROC":
+    def timed_state(handle: Any) -> Any:
+        status = state(handle)
+        if status != core.in_prog:
             marks["done"] = time.perf_counter()
-        return state
+        return status
 
     def timed_meanwhile() -> None:
         meanwhile()
@@ -297,14 +326,14 @@ def _instrument(tx: TensorSender) -> dict[str, float]:
 
     meanwhile = tx._while_in_flight
     tx._while_in_flight = timed_meanwhile
-    slots.lease, agent.transfer, agent.check_xfer_state = timed_lease, timed_transfer, timed_check
+    slots.lease, core.start, core.state = timed_lease, timed_start, timed_state
     tx._agent.write, tx._agent.post = timed(write), timed(post)
     describe = sender_module.memory.describe
     sender_module.memory.describe = timed_describe
     return marks
 
 
-def _profile_calls(send: Any, count: int = 300) -> None:
+def _profile_calls(send: Any, count: int = 300, kind: str = "ours") -> None:
     """Where a stream of our sends spends its time, by function (``--profile``, first case only)."""
     import cProfile
     import io
@@ -323,7 +352,7 @@ def _profile_calls(send: Any, count: int = 300) -> None:
     for _ in range(count):
         send()
     profile.disable()
-    print(f"{count} sends back to back (profiled): {(time.perf_counter() - t0) / count * 1e6:.1f} us each")
+    print(f"{count} {kind} sends back to back (profiled): {(time.perf_counter() - t0) / count * 1e6:.1f} us each")
     text = io.StringIO()
     pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(14)
     print("\n".join(line for line in text.getvalue().splitlines() if line.strip())[-2600:])

@@ -29,7 +29,7 @@ from nodes.transport import (  # noqa: I001
     recv_embeddings,
     send_embeddings,
 )
-from nodes.transport import slot_client
+from nodes.transport import nixl_backend, slot_client
 
 # (bytes, dtype): every dtype at 1 KiB and 4 MiB, one 64 MiB transfer
 CASES = [(size, dtype) for size in (1 << 10, 4 << 20) for dtype in ("float16", "float32", "int8")] + [
@@ -418,3 +418,46 @@ def test_a_prepared_buffer_and_changing_sizes_keep_slots_and_bytes_right(nixl_ag
         with receiver.recv(ticket.xfer_id, timeout=DEADLINE_S) as got:
             assert_same_bytes(got.arrays[0], pattern(256 << 10, "float32", 3))
         close_and_expect_leases_back(tx, receiver)  # a slot set aside for a send that never came is given back too
+
+
+def test_a_run_of_consecutive_blocks_is_sent_in_place_and_bad_runs_are_refused(nixl_agent: None) -> None:
+    """``send_blocks`` of consecutive ids writes that run of the registered pool from where it is, as a
+    prepared send of one array (its own route, no staging), again and again; scattered ids still take
+    the general way; a run that leaves the pool is refused by name."""
+    with TensorReceiver(64 << 20, backend="nixl") as receiver:
+        tx = TensorSender(receiver.handle(), backend="nixl")
+        pool = block_pool().copy()
+        tx.register(pool)
+        cases = [range(100, 400)] * 3 + [[3, 4, 5, 6, 7], range(0, 512, 2), range(200, 264)]
+        for i, ids in enumerate(cases):
+            pool.view(np.uint16)[list(ids)] += 1  # new bytes each time
+            ticket = tx.send_blocks(pool, ids, timeout=DEADLINE_S, checksum=i == 1)
+            with receiver.recv(ticket.xfer_id, timeout=DEADLINE_S) as got:
+                assert_same_bytes(got.arrays[0], pool[list(ids)])
+        runs = {(info.addr, info.shape) for info in tx._routes}
+        block = pool.nbytes // len(pool)
+        assert (pool.ctypes.data + 100 * block, (300, 32, 64)) in runs
+        assert (pool.ctypes.data + 200 * block, (64, 32, 64)) in runs
+        assert len(runs) == 2, "a run under stage_below (20 KiB) or scattered ids got a route"
+        for bad in (range(510, 513), range(-1, 3), []):
+            with pytest.raises(TransportError, match=r"within \[0, 512\)"):
+                tx.send_blocks(pool, bad, timeout=DEADLINE_S)
+        close_and_expect_leases_back(tx, receiver)
+
+
+def test_sends_work_through_nixls_public_calls_too(nixl_agent: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where nixl keeps its bindings elsewhere, posts and polls go through ``nixl._api``'s methods."""
+    agent = nixl_backend.process_agent()
+    public = nixl_backend.TransferCalls(agent._agent, use_bindings=False)
+    assert not public.native and public.done == "DONE"
+    monkeypatch.setattr(agent, "_calls", public)
+    with TensorReceiver(16 << 20, backend="nixl") as receiver:
+        tx = TensorSender(receiver.handle(), backend="nixl")
+        data = np.empty(1 << 20, np.uint8)
+        tx.register(data)
+        for seed in range(5):
+            data[:] = pattern(data.nbytes, "uint8", seed)
+            ticket = tx.send([data], timeout=DEADLINE_S)
+            with receiver.recv(ticket.xfer_id, timeout=DEADLINE_S) as got:
+                assert_same_bytes(got.arrays[0], data)
+        close_and_expect_leases_back(tx, receiver)

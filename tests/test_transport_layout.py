@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 
 from nodes.transport import EdgeHandle, TransportError
-from nodes.transport.layout import ALIGN, block_runs, coalesce, decode_layout, encode_layout, pack, plan_segments
+from nodes.transport.layout import (
+    ALIGN,
+    block_runs,
+    coalesce,
+    consecutive_start,
+    decode_layout,
+    encode_layout,
+    pack,
+    plan_segments,
+)
 from nodes.transport.slots import SLOT_ALIGN, SlotAllocator
 
 
@@ -77,6 +86,24 @@ def test_handle_of_another_version_or_unknown_memory_is_rejected_with_a_fix() ->
         EdgeHandle.from_dict(good | {"mem": "HBM"})
     with pytest.raises(TransportError, match="base64"):
         EdgeHandle.from_b64("not base64 !!")
+
+
+@pytest.mark.parametrize(
+    ("ids", "first"),
+    [
+        ([5, 6, 7], 5),
+        ([0], 0),
+        (list(range(70_000, 71_024)), 70_000),  # past the kept counting array: it grows
+        ([], None),
+        ([3, 5], None),
+        ([2, 1, 0, 3], None),  # right ends, wrong order
+        ([0, 2, 1, 3], None),
+        ([-1, 0, 1], None),
+        ([7, 7, 7], None),
+    ],
+)
+def test_consecutive_start_finds_one_run_only(ids: list[int], first: int | None) -> None:
+    assert consecutive_start(np.array(ids, dtype=np.int64)) == first
 
 
 def test_block_runs_finds_consecutive_ids() -> None:

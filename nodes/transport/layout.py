@@ -125,3 +125,26 @@ def block_runs(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     starts = np.concatenate(([0], breaks))
     lengths = np.diff(np.concatenate((starts, [ids.size])))
     return ids[starts], lengths
+
+
+_COUNTING = np.arange(0, dtype=np.int64)  # 0, 1, 2, ...: grown on demand (see consecutive_start)
+
+
+def consecutive_start(ids: np.ndarray) -> int | None:
+    """The first id if ``ids`` (1-D int64) are consecutive (``first, first + 1, ...``), else None
+    (a KV request's blocks often are one run: its whole prompt).
+
+    Between transfers numpy's ufuncs run cold, at several us each (a diff-based check: 3 us
+    hot, 20-26 us in the bench's interleaved runs), so this compares bytes with a slice of a
+    kept ``arange`` instead: two copies and a memcmp, ~0.6 us hot for 1024 ids.
+    """
+    global _COUNTING
+    n = ids.size
+    if n == 0:
+        return None
+    first = int(ids[0])
+    if int(ids[-1]) - first != n - 1 or first < 0:
+        return None
+    if first + n > _COUNTING.size:
+        _COUNTING = np.arange(max(first + n, 2 * _COUNTING.size), dtype=np.int64)
+    return first if ids.tobytes() == _COUNTING[first : first + n].tobytes() else None

@@ -23,8 +23,8 @@ from .config import requested_backend
 from .errors import TransportError
 from .fallback import attach_segment, can_share_memory, close_mapping, log_once
 from .handle import EdgeHandle
-from .layout import Segment, block_runs, coalesce, encode_layout, pack, plan_segments
-from .nixl_backend import NOTIF_PREFIX, NixlUnavailable, Registration, process_agent
+from .layout import Segment, block_runs, coalesce, consecutive_start, encode_layout, pack, plan_segments
+from .nixl_backend import NOTIF_PREFIX, NixlUnavailable, PreparedWrite, Registration, process_agent
 from .slot_client import Reservation, SlotClient
 
 log = logging.getLogger(__name__)
@@ -51,10 +51,7 @@ class _Route:
         self.nbytes, self.pairs, self.layout, self.local = nbytes, pairs, layout, local
         self.generation = -1  # lease generation the writes and heads below are for
         self.heads: dict[int, bytes] = {}  # leased slot offset -> its notifications' fixed start
-        self.writes: dict[int, Any] = {}  # leased slot offset -> prepared NIXL WRITE into it
-
-
-_UNROUTED = object()
+        self.writes: dict[int, PreparedWrite] = {}  # leased slot offset -> prepared NIXL WRITE into it
 
 
 class Ticket(NamedTuple):
@@ -94,7 +91,7 @@ class PreparedSend:
         sender = self._sender
         if sender.backend == "nixl":
             deadline = time.monotonic() + timeout
-            ticket = sender._send_in_place(self._array, self._info, deadline, xfer_id, checksum)
+            ticket = sender._send_in_place(self._info, deadline, xfer_id, self._array if checksum else None)
             if ticket is not None:
                 return ticket
         return sender.send([self._array], timeout=timeout, xfer_id=xfer_id, checksum=checksum)
@@ -136,10 +133,11 @@ class TensorSender:
         self._staging: tuple[Any, Registration, int, tuple[str, int]] | None = None  # region, reg, size, kind
         self._shm = self._shm_view = None
         self._lock = threading.Lock()  # one send at a time: slots, staging and prepared transfers are shared
-        self._routes: dict[memory.ArrayInfo, _Route | None] = {}  # per source array: in place or not, and how
-        # The next send of the array sent last, ready to post: (info, route, slot, notification, ticket).
-        self._armed: tuple[memory.ArrayInfo, _Route, Reservation, bytes, Ticket] | None = None
-        self._flying: tuple[memory.ArrayInfo, _Route] | None = None  # the send whose bytes are moving
+        self._routes: dict[memory.ArrayInfo, _Route] = {}  # per registered source array sent in place: how
+        # The next send of the array sent last, ready to post: (info, route, slot, notification, ticket,
+        # the route's write into that slot if it has one yet).
+        self._armed: tuple[memory.ArrayInfo, _Route, Reservation, bytes, Ticket, PreparedWrite | None] | None = None
+        self._flying: tuple[memory.ArrayInfo, _Route] | tuple = ()  # the send whose bytes are moving: info, route
         self.backend = self._pick(requested_backend(backend))
         if self.backend == "nixl":
             self._slots.agent = self._agent.name
@@ -256,11 +254,14 @@ class TensorSender:
             TransportError: the receiver refused or vanished.
         """
         deadline = time.monotonic() + timeout
-        infos = [memory.describe(a, f"array {i}") for i, a in enumerate(arrays)]
-        if len(infos) == 1 and self.backend == "nixl":
-            ticket = self._send_in_place(arrays[0], infos[0], deadline, xfer_id, checksum)
+        if len(arrays) == 1 and self.backend == "nixl":
+            info = memory.describe(arrays[0], "array 0")
+            ticket = self._send_in_place(info, deadline, xfer_id, arrays[0] if checksum else None)
             if ticket is not None:
                 return ticket
+            infos = [info]
+        else:
+            infos = [memory.describe(a, f"array {i}") for i, a in enumerate(arrays)]
         crc = memory.crc32(arrays) if checksum else None
         offsets, total = pack([i.nbytes for i in infos])
         layout = encode_layout([(i.dtype, i.shape, i.nbytes) for i in infos])
@@ -295,7 +296,7 @@ class TensorSender:
         return PreparedSend(self, array, memory.describe(array, "prepared array"))
 
     def _send_in_place(
-        self, array: Any, info: memory.ArrayInfo, deadline: float, xfer_id: str | None, checksum: bool
+        self, info: memory.ArrayInfo, deadline: float, xfer_id: str | None, crc_of: Any = None
     ) -> Ticket | None:
         """The fast path: one registered array, WRITTEN from where it is into a leased slot.
 
@@ -305,6 +306,7 @@ class TensorSender:
         stage, no lease). In a stream of sends of one array, the slot, the
         notification and the ticket were made while the previous send's
         bytes moved (``_while_in_flight``), so only the post is left.
+        ``crc_of``: the array itself when the notification is to carry its CRC.
         """
         with self._lock:
             armed, self._armed = self._armed, None
@@ -312,31 +314,33 @@ class TensorSender:
             if (
                 armed is not None
                 and xfer_id is None
-                and not checksum
+                and crc_of is None
                 and (armed[0] is info or armed[0] == info)
                 and slots.take_ready(armed[2])  # so the leases, and the route's writes, are as when armed
             ):
-                _, route, slot, notif, ticket = armed
+                _, route, slot, notif, ticket, write = armed
+                flying = armed
             else:
-                route = self._routes.get(info, _UNROUTED)
-                if route is _UNROUTED:
-                    route = self._routes[info] = self._route(info)
+                route = self._routes.get(info)
                 if route is None:
-                    return None
+                    route = self._route(info)
+                    if route is None:
+                        return None
+                    self._routes[info] = route
                 slot = slots.lease(route.nbytes, deadline, xfer_id)
                 if slot is None:
                     return None
-                ticket, notif = Ticket(slot.xfer_id, route.nbytes, 1), None
+                ticket, notif, write, flying = Ticket(slot.xfer_id, route.nbytes, 1), None, None, (info, route)
             try:
                 if notif is None:
                     self._drop_stale_writes(route)
-                    if checksum:
-                        crc = memory.crc32([array])
+                    if crc_of is not None:
+                        crc = memory.crc32([crc_of])
                         notif = NOTIF_PREFIX + orjson.dumps(_notice(slot, route.nbytes, route.layout, crc, leased=True))
                     else:
                         notif = _leased_notice(slot, route)
-                self._flying = (info, route)
-                self._agent.post(self._write_into(route, slot.offset), notif, deadline, self._remote,
+                self._flying = flying
+                self._agent.post(write or self._write_into(route, slot.offset), notif, deadline, self._remote,
                                  self._while_in_flight)
             except TransportError:
                 self._release_writes(route)
@@ -351,7 +355,7 @@ class TensorSender:
             self._release_writes(route)
             route.generation = self._slots.generation
 
-    def _write_into(self, route: _Route, offset: int) -> Any:
+    def _write_into(self, route: _Route, offset: int) -> PreparedWrite:
         """The route's prepared WRITE into the leased slot at ``offset``, made on the slot's first
         use (a new array costs one NIXL request, not one per lease)."""
         write = route.writes.get(offset)
@@ -367,10 +371,13 @@ class TensorSender:
         slots = self._slots
         slots.collect_credits()
         ready = slots.ready
-        info, route = self._flying
+        flying = self._flying
+        info, route = flying[0], flying[1]
         if ready is not None and route.generation == slots.generation:
             ticket = memory.new_tuple(Ticket, (ready.xfer_id, route.nbytes, 1))
-            self._armed = (info, route, ready, _leased_notice(ready, route), ticket)
+            # a write not made yet is made at the send: making one here would hold up this one's end
+            write = route.writes.get(ready.offset)
+            self._armed = (info, route, ready, _leased_notice(ready, route), ticket, write)
 
     def _route(self, info: memory.ArrayInfo) -> _Route | None:
         """What every in-place send of this array shares; None if it goes the general way (caller holds the lock)."""
@@ -391,8 +398,7 @@ class TensorSender:
     def _forget_routes(self) -> None:
         """Drop every route and its prepared writes (before registrations change; caller holds the lock)."""
         for route in self._routes.values():
-            if route is not None:
-                self._release_writes(route)
+            self._release_writes(route)
         self._routes.clear()
 
     def send_blocks(
@@ -417,13 +423,27 @@ class TensorSender:
         """
         deadline = time.monotonic() + timeout
         info = memory.describe(pool, "block pool")
-        ids = np.asarray(block_ids, dtype=np.int64).reshape(-1)
+        ids = block_ids if _is_id_vector(block_ids) else np.asarray(block_ids, dtype=np.int64).reshape(-1)
         nblocks = info.shape[0] if info.shape else 0
-        if ids.size == 0 or nblocks == 0 or ids.min() < 0 or ids.max() >= nblocks:
-            raise TransportError(f"block ids must be non-empty and within [0, {nblocks}) of the pool's first dimension")
+        first = consecutive_start(ids)
+        if first is None or first < 0 or first + ids.size > nblocks:
+            first = None
+            if ids.size == 0 or nblocks == 0 or ids.min() < 0 or ids.max() >= nblocks:
+                raise TransportError(
+                    f"block ids must be non-empty and within [0, {nblocks}) of the pool's first dimension"
+                )
         block = info.nbytes // nblocks
         total = ids.size * block
         shape = (int(ids.size), *info.shape[1:])
+        if first is not None and self.backend == "nixl":
+            # One run of consecutive blocks is one array: the fast path of a registered array.
+            run = memory.new_tuple(
+                memory.ArrayInfo, (info.addr + first * block, total, info.dtype, shape, info.mem, info.device)
+            )
+            crc_of = memory.take(pool, ids) if checksum else None
+            ticket = self._send_in_place(run, deadline, xfer_id, crc_of)
+            if ticket is not None:
+                return ticket
         with self._lock:
             return self._deliver(
                 total,
@@ -608,6 +628,11 @@ class TensorSender:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _is_id_vector(ids: Any) -> bool:
+    """Already what ``send_blocks`` works on: a 1-D int64 numpy array (no conversion needed)."""
+    return type(ids) is np.ndarray and ids.ndim == 1 and ids.dtype == np.int64
 
 
 def _contiguous_groups(members: list[int], offsets: list[int], sizes: list[int]) -> list[list[int]]:
