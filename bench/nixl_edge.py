@@ -47,7 +47,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from nodes.transport import TensorReceiver, TensorSender, TransportError, TransportTimeout  # noqa: E402
+from nodes.transport import EdgeHandle, TensorReceiver, TensorSender, TransportError, TransportTimeout  # noqa: E402
 from nodes.transport import sender as sender_module  # noqa: E402
 from nodes.transport.nixl_backend import TransferCalls, poll_xfer, quiet_agent  # noqa: E402
 
@@ -185,6 +185,9 @@ def sender_main(args: argparse.Namespace, handle: dict, raw_md: bytes, raw_base:
     marks = _instrument(tx) if args.profile else None
     raw = _raw_agent(f"bench-raw-tx-{os.getpid()}")
     remote = raw.add_remote_agent(raw_md)
+    if args.profile:
+        edge = EdgeHandle.from_dict(handle)
+        ours_rx, rx_top = raw.add_remote_agent(edge.nixl_metadata()), edge.base + edge.capacity
     mem = _mem(args.device)
     for text in args.sizes:
         count, block = parse_case(text)
@@ -197,6 +200,9 @@ def sender_main(args: argparse.Namespace, handle: dict, raw_md: bytes, raw_base:
         if args.profile:  # raw with a notification as long as ours: does its size cost?
             paths["raw/notif"] = _RawWrite(raw, remote, [(_addr(pool), raw_base, total)], mem, b"r" * 200)
             paths["raw/bind"] = _RawBoundWrite(raw, remote, [(_addr(pool), raw_base, total)], mem)
+            # raw NIXL into our receiver's region (its top end, which leases never reach): does a
+            # receiver that is busy taking our sends slow a write down?
+            paths["raw/rx"] = _RawWrite(raw, ours_rx, [(_addr(pool), rx_top - total, total)], mem)
             if total * ROTATE_SLOTS <= args.raw_room:  # raw moving on to the next slot each time, as ours does
                 slots = [(_addr(pool), raw_base + i * total, total) for i in range(ROTATE_SLOTS)]
                 paths["raw/rot"] = _RawRotation([_RawWrite(raw, remote, [slot], mem) for slot in slots])
@@ -245,7 +251,7 @@ def sender_main(args: argparse.Namespace, handle: dict, raw_md: bytes, raw_base:
             rot = f", into {ROTATE_SLOTS} slots in turn {us['raw/rot']:.1f}" if "raw/rot" in us else ""
             print(
                 f"profile {text} raw {us['raw']:.1f} us, with 200 B notif {us['raw/notif']:.1f}{rot}, "
-                f"through the bindings {us['raw/bind']:.1f}"
+                f"through the bindings {us['raw/bind']:.1f}, into our receiver's region {us['raw/rx']:.1f}"
             )
             if text == args.sizes[0]:
                 _profile_calls(paths["ours"], 300)
