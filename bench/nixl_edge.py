@@ -41,6 +41,7 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -49,7 +50,7 @@ import numpy as np  # noqa: E402
 
 from nodes.transport import EdgeHandle, TensorReceiver, TensorSender, TransportError, TransportTimeout  # noqa: E402
 from nodes.transport import sender as sender_module  # noqa: E402
-from nodes.transport.nixl_backend import TransferCalls, poll_xfer, quiet_agent  # noqa: E402
+from nodes.transport.nixl_backend import NAP_S, SPIN_S, TransferCalls, quiet_agent  # noqa: E402
 
 UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 
@@ -112,6 +113,21 @@ def _raw_agent(name: str) -> Any:
     return quiet_agent(nixl_agent, name, nixl_agent_config(backends=["UCX"]))
 
 
+def poll_xfer(check: Callable[[], Any], deadline: float, in_prog: Any = "PROC") -> Any:
+    """Poll ``check()`` until it is not ``in_prog`` or ``deadline`` passes: the edge's policy
+    (spin ``SPIN_S``, then nap ``NAP_S``), as a pure spin starves UCX's progress threads on few cores."""
+    start = time.monotonic()
+    state = check()
+    while state == in_prog:
+        now = time.monotonic()
+        if now > deadline:
+            break
+        if now - start > SPIN_S:
+            time.sleep(NAP_S)
+        state = check()
+    return state
+
+
 class _RawWrite:
     """One prepared raw NIXL WRITE of ``pairs``, re-posted on each call."""
 
@@ -124,7 +140,6 @@ class _RawWrite:
         self.handle = agent.initialize_xfer("WRITE", local, far, remote, b"raw")
 
     def __call__(self) -> None:
-        # Same polling as the edge: a pure spin starves UCX's progress threads on few cores.
         state = self.agent.transfer(self.handle, self.notif)
         if state == "PROC":
             state = poll_xfer(lambda: self.agent.check_xfer_state(self.handle), time.monotonic() + 120)

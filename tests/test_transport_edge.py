@@ -30,6 +30,7 @@ from nodes.transport import (  # noqa: I001
     send_embeddings,
 )
 from nodes.transport import nixl_backend, slot_client
+from nodes.transport import sender as sender_module
 
 # (bytes, dtype): every dtype at 1 KiB and 4 MiB, one 64 MiB transfer
 CASES = [(size, dtype) for size in (1 << 10, 4 << 20) for dtype in ("float16", "float32", "int8")] + [
@@ -460,4 +461,24 @@ def test_sends_work_through_nixls_public_calls_too(nixl_agent: None, monkeypatch
             ticket = tx.send([data], timeout=DEADLINE_S)
             with receiver.recv(ticket.xfer_id, timeout=DEADLINE_S) as got:
                 assert_same_bytes(got.arrays[0], data)
+        close_and_expect_leases_back(tx, receiver)
+
+
+def test_many_different_runs_keep_a_bounded_route_cache(nixl_agent: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each new run of a pool gets a route with its own prepared writes; past ``MAX_ROUTES`` the
+    oldest is dropped (its writes released), one at a time, and every run still arrives intact."""
+    monkeypatch.setattr(sender_module, "MAX_ROUTES", 4)
+    with TensorReceiver(16 << 20, backend="nixl") as receiver:
+        tx = TensorSender(receiver.handle(), backend="nixl")
+        pool = block_pool().copy()
+        tx.register(pool)
+        for start in range(0, 400, 40):  # ten different runs of 16 blocks (64 KiB each)
+            ids = range(start, start + 16)
+            ticket = tx.send_blocks(pool, ids, timeout=DEADLINE_S)
+            with receiver.recv(ticket.xfer_id, timeout=DEADLINE_S) as got:
+                assert_same_bytes(got.arrays[0], pool[start : start + 16])
+            assert len(tx._routes) <= 4
+        block = pool.nbytes // len(pool)
+        kept = sorted((info.addr - pool.ctypes.data) // block for info in tx._routes)
+        assert kept == [240, 280, 320, 360], kept  # the four newest
         close_and_expect_leases_back(tx, receiver)

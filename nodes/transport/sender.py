@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 # costs ~3.5 us extra DRAM->DRAM (a 64 KiB copy ~8 us: keep them direct) and
 # ~12 us VRAM->VRAM (a 4 MiB device copy ~4 us: stage them).
 STAGE_BELOW = {"DRAM": 32 << 10, "VRAM": 4 << 20}
-MAX_ROUTES = 256  # source arrays whose fast-path facts a sender keeps
+# Source arrays (or runs of a block pool) whose fast-path facts a sender keeps, the oldest dropped
+# first; each holds up to one prepared NIXL WRITE per leased slot (at most 16).
+MAX_ROUTES = 64
 
 
 class _Route:
@@ -137,7 +139,7 @@ class TensorSender:
         # The next send of the array sent last, ready to post: (info, route, slot, notification, ticket,
         # the route's write into that slot if it has one yet).
         self._armed: tuple[memory.ArrayInfo, _Route, Reservation, bytes, Ticket, PreparedWrite | None] | None = None
-        self._flying: tuple[memory.ArrayInfo, _Route] | tuple = ()  # the send whose bytes are moving: info, route
+        self._flying: tuple = ()  # (info, route, ...) of the send whose bytes are moving
         self.backend = self._pick(requested_backend(backend))
         if self.backend == "nixl":
             self._slots.agent = self._agent.name
@@ -384,7 +386,7 @@ class TensorSender:
         if not self._in_place(info):
             return None
         if len(self._routes) >= MAX_ROUTES:
-            self._forget_routes()
+            self._release_writes(self._routes.pop(next(iter(self._routes))))
         pairs = [(info.addr, 0, info.nbytes)]
         return _Route(info.nbytes, pairs, [[info.dtype, info.shape, info.nbytes, 1]], (info.mem, info.device))
 
@@ -426,7 +428,7 @@ class TensorSender:
         ids = block_ids if _is_id_vector(block_ids) else np.asarray(block_ids, dtype=np.int64).reshape(-1)
         nblocks = info.shape[0] if info.shape else 0
         first = consecutive_start(ids)
-        if first is None or first < 0 or first + ids.size > nblocks:
+        if first is None or first + ids.size > nblocks:
             first = None
             if ids.size == 0 or nblocks == 0 or ids.min() < 0 or ids.max() >= nblocks:
                 raise TransportError(
