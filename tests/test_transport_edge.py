@@ -451,6 +451,9 @@ def test_sends_work_through_nixls_public_calls_too(nixl_agent: None, monkeypatch
     agent = nixl_backend.process_agent()
     public = nixl_backend.TransferCalls(agent._agent, use_bindings=False)
     assert not public.native and public.done == "DONE"
+    moved = nixl_backend.TransferCalls(agent._agent)  # a handle without the binding's where nixl 1.5 keeps it
+    assert moved.native and moved.handle(marker := object()) is marker and not moved.native
+    assert moved.start == agent._agent.transfer
     monkeypatch.setattr(agent, "_calls", public)
     with TensorReceiver(16 << 20, backend="nixl") as receiver:
         tx = TensorSender(receiver.handle(), backend="nixl")

@@ -62,11 +62,12 @@ class TransferCalls:
     them, the public methods are used (same results, slower).
     """
 
-    __slots__ = ("start", "state", "done", "in_prog", "native")
+    __slots__ = ("agent", "start", "state", "done", "in_prog", "native")
 
     def __init__(self, agent: Any, use_bindings: bool = True) -> None:
         from nixl import _api
 
+        self.agent = agent
         bindings, core = getattr(_api, "nixlBind", None), getattr(agent, "agent", None)
         calls, codes = ("postXferReq", "getXferStatus"), ("NIXL_SUCCESS", "NIXL_IN_PROG")
         if use_bindings and all(hasattr(core, f) for f in calls) and all(hasattr(bindings, c) for c in codes):
@@ -74,13 +75,25 @@ class TransferCalls:
             self.done, self.in_prog = bindings.NIXL_SUCCESS, bindings.NIXL_IN_PROG
             self.native = True
         else:
-            self.start, self.state = agent.transfer, agent.check_xfer_state
-            self.done, self.in_prog = "DONE", "PROC"
-            self.native = False
+            self._use_public_methods()
+
+    def _use_public_methods(self) -> None:
+        self.start, self.state = self.agent.transfer, self.agent.check_xfer_state
+        self.done, self.in_prog = "DONE", "PROC"
+        self.native = False
 
     def handle(self, xfer: Any) -> Any:
-        """What ``start``/``state`` take for a handle from ``initialize_xfer``."""
-        return getattr(xfer, "_handle", xfer) if self.native else xfer
+        """What ``start``/``state`` take for a handle from ``initialize_xfer``.
+
+        A handle that does not keep the binding's handle where nixl 1.5 does switches these
+        calls to the public methods (before any native handle was given out: all are alike).
+        """
+        if self.native:
+            native = getattr(xfer, "_handle", None)
+            if native is not None:
+                return native
+            self._use_public_methods()
+        return xfer
 
 
 class PreparedWrite:
