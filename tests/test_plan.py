@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import subprocess
 
 import pytest
 
@@ -29,6 +30,18 @@ def _plan(path: pathlib.Path, mock: bool = False, **options: object) -> Plan:
 def test_local_target_matches_golden(request: pytest.FixtureRequest, path: pathlib.Path, mock: bool) -> None:
     files = local.render(_plan(path, mock))
     assert_golden(request, f"{path.stem}/local{'-mock' if mock else ''}", files)
+
+
+def test_launch_sh_expands_host_placeholders_in_env_values(tmp_path: pathlib.Path) -> None:
+    """A service's env value like ``${SG_SELF_HOST}`` must reach the process as the host, not as
+    that text: bash, not this test, decides what the launch line sets."""
+    script = local.render(_plan(ROOT / "pipelines" / "pd.py"))["launch.sh"]
+    line = next(ln for ln in script.splitlines() if "VLLM_NIXL_SIDE_CHANNEL_HOST=" in ln and "vllm" in ln)
+    env_part = line.split(" python ", 1)[0]  # the assignments before the command
+    probe = tmp_path / "probe.sh"
+    probe.write_text(f"SG_SELF_HOST=10.9.8.7\n{env_part} env\n")
+    out = subprocess.run(["bash", str(probe)], capture_output=True, text=True, check=True).stdout
+    assert "VLLM_NIXL_SIDE_CHANNEL_HOST=10.9.8.7" in out.splitlines(), line
 
 
 @pytest.mark.parametrize("path", PIPELINES, ids=lambda p: p.stem)

@@ -74,7 +74,7 @@ def _launch_script(plan: Plan, options: Options) -> str:
     ]
     for wave in plan.start_order():
         for s in wave:
-            env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(s.env.items()))
+            env = " ".join(f"{k}={_quote(v)}" for k, v in sorted(s.env.items()))
             cmd = " ".join(_quote(a) for a in s.argv)
             lines.append(f"# {s.name}: {s.role}" + (f" ({s.engine})" if s.engine else ""))
             lines.append(f"{env + ' ' if env else ''}{cmd} > logs/{s.name}.log 2>&1 &")
