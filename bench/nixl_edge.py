@@ -129,42 +129,36 @@ def poll_xfer(check: Callable[[], Any], deadline: float, in_prog: Any = "PROC") 
 
 
 class _RawWrite:
-    """One prepared raw NIXL WRITE of ``pairs``, re-posted on each call."""
+    """One prepared raw NIXL WRITE of ``pairs``, re-posted on each call: through ``nixl._api``'s
+    ``transfer``/``check_xfer_state``, or with ``bindings`` through the calls under them, as our
+    edge posts (``--profile``)."""
 
     def __init__(
-        self, agent: Any, remote: str, pairs: list[tuple[int, int, int]], mem: str, notif: bytes = b"raw"
+        self,
+        agent: Any,
+        remote: str,
+        pairs: list[tuple[int, int, int]],
+        mem: str,
+        notif: bytes = b"raw",
+        bindings: bool = False,
     ) -> None:
         local = agent.get_xfer_descs([(s, n, 0) for s, _, n in pairs], mem)
         far = agent.get_xfer_descs([(d, n, 0) for _, d, n in pairs], mem)
-        self.agent, self.notif = agent, notif
+        self.notif = notif
         self.handle = agent.initialize_xfer("WRITE", local, far, remote, b"raw")
+        self.calls = TransferCalls(agent, use_bindings=bindings)
+        self.native = self.calls.handle(self.handle)
 
     def __call__(self) -> None:
-        state = self.agent.transfer(self.handle, self.notif)
-        if state == "PROC":
-            state = poll_xfer(lambda: self.agent.check_xfer_state(self.handle), time.monotonic() + 120)
-        if state != "DONE":
-            raise RuntimeError(f"raw NIXL write failed: {state}")
+        calls, native = self.calls, self.native
+        status = calls.start(native, self.notif)
+        if status == calls.in_prog:
+            status = poll_xfer(lambda: calls.state(native), time.monotonic() + 120, calls.in_prog)
+        if status != calls.done:
+            raise RuntimeError(f"raw NIXL write failed: {status}")
 
     def close(self) -> None:
         self.handle.release()
-
-
-class _RawBoundWrite(_RawWrite):
-    """Raw NIXL posted and polled through the bindings under ``nixl._api``, as our edge does (``--profile``)."""
-
-    def __init__(self, agent: Any, remote: str, pairs: list[tuple[int, int, int]], mem: str) -> None:
-        super().__init__(agent, remote, pairs, mem)
-        self.core = TransferCalls(agent)
-        self.native = self.core.handle(self.handle)
-
-    def __call__(self) -> None:
-        core, native = self.core, self.native
-        status = core.start(native, self.notif)
-        if status == core.in_prog:
-            status = poll_xfer(lambda: core.state(native), time.monotonic() + 120, core.in_prog)
-        if status != core.done:
-            raise RuntimeError(f"raw NIXL write failed: {status}")
 
 
 ROTATE_SLOTS = 16  # as many as a sender of ours leases
@@ -214,7 +208,7 @@ def sender_main(args: argparse.Namespace, handle: dict, raw_md: bytes, raw_base:
         paths: dict[str, Any] = {"raw": _RawWrite(raw, remote, [(_addr(pool), raw_base, total)], mem)}
         if args.profile:  # raw with a notification as long as ours: does its size cost?
             paths["raw/notif"] = _RawWrite(raw, remote, [(_addr(pool), raw_base, total)], mem, b"r" * 200)
-            paths["raw/bind"] = _RawBoundWrite(raw, remote, [(_addr(pool), raw_base, total)], mem)
+            paths["raw/bind"] = _RawWrite(raw, remote, [(_addr(pool), raw_base, total)], mem, bindings=True)
             # raw NIXL into our receiver's region (its top end, which leases never reach): does a
             # receiver that is busy taking our sends slow a write down?
             paths["raw/rx"] = _RawWrite(raw, ours_rx, [(_addr(pool), rx_top - total, total)], mem)
@@ -290,7 +284,7 @@ def sender_main(args: argparse.Namespace, handle: dict, raw_md: bytes, raw_base:
         for kind, ts in times.items():
             out.put((text, kind, total, ts))
         for run in paths.values():
-            if isinstance(run, (_RawWrite, _RawRotation)):  # _RawBoundWrite too
+            if isinstance(run, (_RawWrite, _RawRotation)):
                 run.close()
         tx.unregister(pool)
         raw.deregister_memory(raw_reg)
@@ -363,7 +357,7 @@ def _instrument(tx: TensorSender) -> dict[str, float]:
 
 
 def _profile_calls(send: Any, count: int = 300, kind: str = "ours") -> None:
-    """Where a stream of our sends spends its time, by function (``--profile``, first case only)."""
+    """Where a stream of our sends spends its time, by function (``--profile``: the first case, and block cases)."""
     import cProfile
     import io
     import pstats

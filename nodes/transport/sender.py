@@ -442,7 +442,7 @@ class TensorSender:
             run = memory.new_tuple(
                 memory.ArrayInfo, (info.addr + first * block, total, info.dtype, shape, info.mem, info.device)
             )
-            crc_of = memory.take(pool, ids) if checksum else None
+            crc_of = pool[first : first + ids.size] if checksum else None  # the run itself: no gather
             ticket = self._send_in_place(run, deadline, xfer_id, crc_of)
             if ticket is not None:
                 return ticket
