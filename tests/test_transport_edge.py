@@ -429,7 +429,8 @@ def test_a_run_of_consecutive_blocks_is_sent_in_place_and_bad_runs_are_refused(n
         tx = TensorSender(receiver.handle(), backend="nixl")
         pool = block_pool().copy()
         tx.register(pool)
-        cases = [range(100, 400)] * 3 + [[3, 4, 5, 6, 7], range(0, 512, 2), range(200, 264)]
+        big_endian = np.arange(200, 264, dtype=">i8")  # not native: converted, then one run
+        cases = [range(100, 400)] * 3 + [[3, 4, 5, 6, 7], range(0, 512, 2), big_endian]
         for i, ids in enumerate(cases):
             pool.view(np.uint16)[list(ids)] += 1  # new bytes each time
             ticket = tx.send_blocks(pool, ids, timeout=DEADLINE_S, checksum=i == 1)
@@ -443,6 +444,35 @@ def test_a_run_of_consecutive_blocks_is_sent_in_place_and_bad_runs_are_refused(n
         for bad in (range(510, 513), range(-1, 3), []):
             with pytest.raises(TransportError, match=r"within \[0, 512\)"):
                 tx.send_blocks(pool, bad, timeout=DEADLINE_S)
+        close_and_expect_leases_back(tx, receiver)
+
+
+def test_a_stream_stays_armed_while_other_sends_come_between(
+    nixl_agent: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run of blocks of a prepared pool sent again and again, with a scattered send (the general
+    path) between each: the slot set aside for the run's next send is left to it, so after the first only the
+    scattered sends lease a slot, and every transfer arrives intact."""
+    with TensorReceiver(64 << 20, backend="nixl") as receiver:
+        tx = TensorSender(receiver.handle(), backend="nixl")
+        pool = block_pool().copy()
+        tx.register(pool)
+        leases: list[int] = []
+        lease = tx._slots.lease
+        monkeypatch.setattr(tx._slots, "lease", lambda nbytes, *a, **k: leases.append(nbytes) or lease(nbytes, *a, **k))
+        prepared = tx.prepare(pool)  # the run goes through the prepared pool, the rest through send_blocks
+        run, scattered = range(100, 200), np.arange(0, 400)[:200:2]  # a strided view: converted
+        for seed in range(6):
+            for ids in (run, scattered):
+                pool.view(np.uint16)[list(ids)] += seed + 1
+                if ids is run:  # the range's facts are worked out once; a CRC'd send takes the long way
+                    ticket = prepared.send_blocks(ids, timeout=DEADLINE_S, checksum=seed == 3)
+                else:
+                    ticket = tx.send_blocks(pool, ids, timeout=DEADLINE_S)
+                with receiver.recv(ticket.xfer_id, timeout=DEADLINE_S) as got:
+                    assert_same_bytes(got.arrays[0], pool[list(ids)])
+        assert len(leases) == 1 + 1 + 6, f"the run's armed sends leased too: {len(leases)} leases"
+        assert list(prepared._runs) == [run]
         close_and_expect_leases_back(tx, receiver)
 
 

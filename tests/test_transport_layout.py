@@ -100,10 +100,14 @@ def test_handle_of_another_version_or_unknown_memory_is_rejected_with_a_fix() ->
         ([0, 2, 1, 3], None),
         ([-1, 0, 1], None),
         ([7, 7, 7], None),
+        ([1, 2, 3, 5], None),  # right first, a gap before the end
+        ([80_000, 80_001, 80_003], None),  # past the kept array, wrong last: no growth
+        ([99_998, 99_999], 99_998),
+        ([99_999, 100_000], None),  # leaves the pool
     ],
 )
 def test_consecutive_start_finds_one_run_only(ids: list[int], first: int | None) -> None:
-    assert consecutive_start(np.array(ids, dtype=np.int64)) == first
+    assert consecutive_start(np.array(ids, dtype=np.int64), 100_000) == first
 
 
 def test_block_runs_finds_consecutive_ids() -> None:

@@ -81,12 +81,14 @@ class Ticket(NamedTuple):
 
 
 class PreparedSend:
-    """One array described once, sent again and again: what ``TensorSender.prepare`` returns."""
+    """One array described once, sent again and again, whole or a run of its blocks: what
+    ``TensorSender.prepare`` returns."""
 
-    __slots__ = ("_sender", "_array", "_info")
+    __slots__ = ("_sender", "_array", "_info", "_runs")
 
     def __init__(self, sender: TensorSender, array: Any, info: memory.ArrayInfo) -> None:
         self._sender, self._array, self._info = sender, array, info
+        self._runs: dict[range, memory.ArrayInfo] = {}  # runs of blocks sent as a range -> their facts
 
     def send(self, *, timeout: float = 30.0, xfer_id: str | None = None, checksum: bool = False) -> Ticket:
         """Send the array as it is now (see ``TensorSender.send``)."""
@@ -97,6 +99,19 @@ class PreparedSend:
             if ticket is not None:
                 return ticket
         return sender.send([self._array], timeout=timeout, xfer_id=xfer_id, checksum=checksum)
+
+    def send_blocks(
+        self, block_ids: Sequence[int], *, timeout: float = 30.0, xfer_id: str | None = None, checksum: bool = False
+    ) -> Ticket:
+        """Send blocks of the prepared array, a pool (see ``TensorSender.send_blocks``): what a
+        prepared descriptor list is to raw NIXL. A run given as a ``range`` is worked out on its
+        first send only."""
+        run = self._runs.get(block_ids) if type(block_ids) is range and not checksum else None
+        if run is not None:
+            ticket = self._sender._send_in_place(run, time.monotonic() + timeout, xfer_id)
+            if ticket is not None:
+                return ticket
+        return self._sender._send_blocks(self._array, self._info, block_ids, timeout, xfer_id, checksum, self._runs)
 
 
 class TensorSender:
@@ -288,8 +303,9 @@ class TensorSender:
     def prepare(self, array: Any) -> PreparedSend:
         """Describe ``array`` once for sends of it again and again (a KV pool, an output buffer).
 
-        What a prepared transfer handle is to raw NIXL: each ``send()`` of the
-        result skips looking at the array. Register the array first for the
+        What a prepared transfer handle is to raw NIXL: each ``send()`` (or
+        ``send_blocks(ids)`` of a block pool) of the result skips looking at
+        the array. Register the array first for the
         zero-copy path; it must keep its storage, shape and dtype while prepared.
 
         Raises:
@@ -415,37 +431,60 @@ class TensorSender:
         """Send ``pool[block_ids]``: many equal blocks of one pool, vectorized.
 
         The receiver gets one array of shape ``(len(block_ids), *pool.shape[1:])``.
-        Runs of consecutive ids become one descriptor each; if any run is
-        shorter than ``stage_below`` bytes, all blocks are gathered with one
-        op (``np.take`` / ``index_select``) into staging and go as one
-        descriptor. Register ``pool`` once with ``register``.
+        One run of consecutive ids is written from where it is (the fast path
+        of a registered array; a ``range`` says it is one without the ids
+        being looked at). Otherwise runs of consecutive ids become one
+        descriptor each; if any run is shorter than ``stage_below`` bytes, all
+        blocks are gathered with one op (``np.take`` / ``index_select``) into
+        staging and go as one descriptor. Register ``pool`` once with
+        ``register``; ``prepare(pool).send_blocks(ids)`` also skips looking
+        at the pool on each send.
 
         Raises:
             TransportError: an id is out of range, or see ``send``.
         """
+        return self._send_blocks(pool, memory.describe(pool, "block pool"), block_ids, timeout, xfer_id, checksum)
+
+    def _send_blocks(
+        self,
+        pool: Any,
+        info: memory.ArrayInfo,
+        block_ids: Any,
+        timeout: float,
+        xfer_id: str | None,
+        checksum: bool,
+        runs: dict[range, memory.ArrayInfo] | None = None,
+    ) -> Ticket:
+        """``send_blocks`` of a described pool; ``runs``: a prepared pool's runs sent as ranges."""
         deadline = time.monotonic() + timeout
-        info = memory.describe(pool, "block pool")
-        ids = block_ids if _is_id_vector(block_ids) else np.asarray(block_ids, dtype=np.int64).reshape(-1)
         nblocks = info.shape[0] if info.shape else 0
-        first = consecutive_start(ids)
-        if first is None or first + ids.size > nblocks:
-            first = None
-            if ids.size == 0 or nblocks == 0 or ids.min() < 0 or ids.max() >= nblocks:
+        if type(block_ids) is range and block_ids.step == 1 and 0 <= block_ids.start < block_ids.stop <= nblocks:
+            first, count, ids = block_ids.start, len(block_ids), None  # consecutive by construction: not looked at
+        else:
+            ids = block_ids if _is_id_vector(block_ids) else np.ascontiguousarray(block_ids, np.int64).reshape(-1)
+            first, count = consecutive_start(ids, nblocks), ids.size
+            if first is None and (count == 0 or nblocks == 0 or ids.min() < 0 or ids.max() >= nblocks):
                 raise TransportError(
                     f"block ids must be non-empty and within [0, {nblocks}) of the pool's first dimension"
                 )
         block = info.nbytes // nblocks
-        total = ids.size * block
-        shape = (int(ids.size), *info.shape[1:])
+        total = count * block
+        shape = (count, *info.shape[1:])
         if first is not None and self.backend == "nixl":
             # One run of consecutive blocks is one array: the fast path of a registered array.
             run = memory.new_tuple(
                 memory.ArrayInfo, (info.addr + first * block, total, info.dtype, shape, info.mem, info.device)
             )
-            crc_of = pool[first : first + ids.size] if checksum else None  # the run itself: no gather
+            if ids is None and runs is not None:  # a prepared pool's range: kept for its next send
+                if len(runs) >= MAX_ROUTES:
+                    del runs[next(iter(runs))]
+                runs[block_ids] = run
+            crc_of = pool[first : first + count] if checksum else None  # the run itself: no gather
             ticket = self._send_in_place(run, deadline, xfer_id, crc_of)
             if ticket is not None:
                 return ticket
+        if ids is None:
+            ids = np.arange(first, first + count, dtype=np.int64)
         with self._lock:
             return self._deliver(
                 total,
@@ -632,9 +671,12 @@ class TensorSender:
         self.close()
 
 
+_INT64 = np.dtype(np.int64)  # numpy keeps one per builtin type: ``is`` tells it (``==`` costs ~1 us cold)
+
+
 def _is_id_vector(ids: Any) -> bool:
-    """Already what ``send_blocks`` works on: a 1-D int64 numpy array (no conversion needed)."""
-    return type(ids) is np.ndarray and ids.ndim == 1 and ids.dtype == np.int64
+    """Already what ``send_blocks`` works on: a 1-D C-contiguous native int64 array (no conversion needed)."""
+    return type(ids) is np.ndarray and ids.dtype is _INT64 and ids.ndim == 1 and ids.flags.c_contiguous
 
 
 def _contiguous_groups(members: list[int], offsets: list[int], sizes: list[int]) -> list[list[int]]:

@@ -118,6 +118,11 @@ class SlotClient:
     def lease(self, nbytes: int, deadline: float, xfer_id: str | None = None) -> Reservation | None:
         """A leased slot for ``nbytes``, waiting for a credit if all are in use.
 
+        The slot set aside for the next send (``ready``) is kept for it while
+        another is free: a send that was not made ready (another array, the
+        general path, its own transfer id) leaves the armed send of a stream
+        armed (``TensorSender._while_in_flight``).
+
         Returns None when no lease can be had (the region is too small or its
         lease share is taken): reserve per send then.
 
@@ -125,14 +130,12 @@ class SlotClient:
             TransportTimeout: every leased slot stayed in use until ``deadline``.
             TransportError: the receiver is gone (the connection is dropped).
         """
-        ready = self._ready
-        if ready is not None:
-            if xfer_id is None and self._lease_floor < nbytes <= self._lease_n:
-                self._ready = None
-                return ready
+        if not self._lease_floor < nbytes <= self._lease_n:
             self._unready()
-        if not self._lease_floor < nbytes <= self._lease_n and not self._renew(nbytes, deadline):
-            return None
+            if not self._renew(nbytes, deadline):
+                return None
+        if not self._free and self._ready is not None:
+            self._unready()  # the slot set aside is the only free one: better than waiting
         if not self._free:
             self._await_credits(deadline)
         return self._take_free(xfer_id or next(self._ids), nbytes)
