@@ -136,15 +136,17 @@ class RunningGraph:
         return self.proc.returncode
 
 
-def start_graph(pipeline: str, workdir: pathlib.Path, *args: str, ready_timeout: float = 180.0) -> RunningGraph:
-    """`graph run PIPELINE --mock ...` in its own session; waits until the frontend answers /v1/models."""
+def start_graph(pipeline: str, workdir: pathlib.Path, *args: str, ready_timeout: float = 180.0,
+                extra_env: dict[str, str] | None = None) -> RunningGraph:
+    """`graph run PIPELINE --mock ...` in its own session (its environment: ours plus ``extra_env``);
+    waits until the frontend answers /v1/models."""
     port = free_port_block(1)
     base = free_port_block(40)
     workdir.mkdir(parents=True, exist_ok=True)
     log = workdir.parent / f"{workdir.name}.graph-run.log"
     cmd = [sys.executable, "-m", "compiler.cli", "run", str(ROOT / pipeline), "--port", str(port),
            "--base-port", str(base), "--workdir", str(workdir), *args]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
     with open(log, "wb") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT, env=env, start_new_session=True)
     running = RunningGraph(proc, workdir, port, log)

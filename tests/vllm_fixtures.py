@@ -51,12 +51,17 @@ def tiny_models() -> pathlib.Path:
     return folder
 
 
+#: Put on the engines' PYTHONPATH: its sitecustomize keeps vLLM's NIXL agents from spinning a core each.
+ENGINE_SITE = ROOT / "scripts" / "engine_site"
+
+
 def start_vllm_graph(pipeline: str, model: pathlib.Path, workdir: pathlib.Path, *sets: str) -> RunningGraph:
     """`graph run PIPELINE --device cpu --model MODEL` with every engine at ``MAX_MODEL_LEN``."""
     args = ["--device", "cpu", "--model", str(model)]
     for s in sets:
         args += ["--set", s]
-    return start_graph(pipeline, workdir, *args, ready_timeout=READY_TIMEOUT_S)
+    path = os.pathsep.join(p for p in (str(ENGINE_SITE), os.environ.get("PYTHONPATH", "")) if p)
+    return start_graph(pipeline, workdir, *args, ready_timeout=READY_TIMEOUT_S, extra_env={"PYTHONPATH": path})
 
 
 def engine_sets(*nodes: str) -> list[str]:
