@@ -228,8 +228,8 @@ def sender_main(args: argparse.Namespace, handle: dict, raw_md: bytes, raw_base:
             paths["raw/desc"] = _RawWrite(raw, remote, per_block, mem)
             paths["ours"] = lambda b=blocks, i=scattered: tx.send_blocks(b, i, timeout=120)
             paths["ours/contig"] = lambda b=blocks, i=contiguous: tx.send_blocks(b, i, timeout=120)
-            prepared = tx.prepare(blocks)  # the pool described once, as raw NIXL prepares its descriptor list
-            paths["ours/prep"] = lambda: prepared.send_blocks(range(count), timeout=120)  # a range: one run
+            # the pool described once, as raw NIXL prepares its descriptor list; a range: one run
+            paths["ours/prep"] = lambda p=tx.prepare(blocks), r=range(count): p.send_blocks(r, timeout=120)
             if args.profile:  # the same run as one prepared array: what send_blocks adds to it
                 paths["ours/slice"] = tx.prepare(blocks[:count]).send
         times: dict[str, list[float]] = {kind: [] for kind in paths}
