@@ -52,6 +52,11 @@ class PlanOptions:
         python: interpreter that runs our own nodes.
         nvlink: GPUs on a host are joined by NVLink (changes NIXL/UCX settings).
         single_host: every service runs on one host (local target, `graph run`).
+        listen_host: the address engines and our processes listen on (None: loopback when every
+            service runs on one host, so nothing but the frontend is reachable from outside; every
+            interface otherwise).
+        frontend_host: the address the frontend listens on (None: the graph's Frontend ``host``,
+            else ``listen_host``).
     """
 
     device: str = "gpu"
@@ -61,6 +66,17 @@ class PlanOptions:
     python: str = "python"
     nvlink: bool = False
     single_host: bool = False
+    listen_host: str | None = None
+    frontend_host: str | None = None
+
+    @property
+    def bind_host(self) -> str:
+        """The address services other than the frontend listen on."""
+        return self.listen_host or (LOOPBACK if self.single_host else ALL_INTERFACES)
+
+
+LOOPBACK = "127.0.0.1"
+ALL_INTERFACES = "0.0.0.0"
 
 
 class _Ports:
@@ -160,7 +176,7 @@ def _engine_services(
             served_model_name=node.model_name or "", tp=node.tp, pp=node.pp, dp=node.dp, hosts=node.nodes,
             dtype=node.dtype, kv_cache_dtype=node.kv_cache_dtype, block_size=node.block_size,
             max_model_len=node.max_model_len, engine_args=node.engine_args, imitate=node.imitate,
-            mock=node.mock, port=http, extra_ports=extra, device=options.device,
+            mock=node.mock, host=options.bind_host, port=http, extra_ports=extra, device=options.device,
             consumes_embeddings=consumes_embeddings, encoder_urls=encoder_urls,
             encoder_cache_dir=f"{options.encoder_cache_dir}/{spec.name}",
             cpu_cores=cores.get(name), decode_tp=decode_tp,
@@ -182,7 +198,7 @@ def _processor_services(node: NodeSpec, ports: _Ports, options: PlanOptions) -> 
     for replica in range(node.replicas):
         name = f"{node.name}-{replica}"
         http = ports.take("http")
-        config = ProcessorConfig(port=http, **node.options)
+        config = ProcessorConfig(host=options.bind_host, port=http, **node.options)
         config_file = f"{name}.json"
         out.append(Service(
             name=name, node=node.name, role="processor", replica=replica,
@@ -236,14 +252,15 @@ def _encoder_cache_option(spec: GraphSpec, node: NodeSpec, options: PlanOptions)
     return {}
 
 
-_FRONTEND_SETTINGS = ("host", "request_timeout_s", "stage_timeout_s", "migration_limit")
+_FRONTEND_SETTINGS = ("request_timeout_s", "stage_timeout_s", "migration_limit")
 
 
 def _frontend_service(spec: GraphSpec, node: NodeSpec, others: list[Service], options: PlanOptions) -> Service:
     name = f"{node.name}-0"
     port = node.port or 8000
     settings = {key: node.options[key] for key in _FRONTEND_SETTINGS if key in node.options}  # else its defaults
-    config = FrontendConfig(graph=spec.name, port=port, routes=_routes(spec, others, options), **settings)
+    host = options.frontend_host or node.options.get("host") or options.bind_host
+    config = FrontendConfig(graph=spec.name, host=host, port=port, routes=_routes(spec, others, options), **settings)
     config_file = f"{name}.json"
     return Service(
         name=name, node=node.name, role="frontend", replica=0,

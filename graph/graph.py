@@ -113,10 +113,21 @@ class Graph:
 
         Args:
             node: the node; a node belongs to one graph.
+
+        Raises:
+            GraphError: the node already belongs to another graph.
             problems: problems found while creating it, reported by validation
                 (bad field values are kept on the node itself).
         """
-        if _owner(node) is not self:
+        owner = _owner(node)
+        if owner is not None and owner is not self:
+            raise GraphError(
+                "cross-graph-node",
+                f"{type(node).__name__} '{node.name or node.ROLE}' belongs to graph '{owner.name}'; it cannot be "
+                f"added to graph '{self.name}' as well",
+                f"create a new node for graph '{self.name}'", node=node.name, where=caller_location(),
+            )
+        if owner is None:
             node._graph = self
             self.nodes.append(node)
         for problem in problems:
@@ -208,6 +219,31 @@ class _FailedEdge:
         return _diagnose(self.src, self.dst, self.where)
 
 
+@dataclass(frozen=True)
+class _CrossGraphEdge:
+    """``a >> b`` where ``a`` and ``b`` belong to different graphs; reported in both."""
+
+    src: Node
+    src_graph: "Graph"
+    dst: Node
+    dst_graph: "Graph"
+    where: SourceLocation | None
+
+    def problem(self) -> GraphError:
+        self.src_graph.assign_names()
+        self.dst_graph.assign_names()
+        src = f"{type(self.src).__name__} '{self.src.name}'"
+        dst = f"{type(self.dst).__name__} '{self.dst.name}'"
+        return EdgeError(
+            "cross-graph-edge",
+            f"{src} >> {dst}: '{self.src.name}' belongs to graph '{self.src_graph.name}' and '{self.dst.name}' to "
+            f"graph '{self.dst_graph.name}'; an edge cannot join two graphs",
+            f"create both nodes inside the same `with Graph(...)` block (a node belongs to the graph it was "
+            f"created in), or make a new node for graph '{self.dst_graph.name}'",
+            node=self.dst.name, where=self.where, src=self.src.name, dst=self.dst.name,
+        )
+
+
 @dataclass
 class EdgeError(GraphError):
     """A problem with an edge ``src >> dst`` (``node`` names the node at fault)."""
@@ -222,6 +258,13 @@ def _connect_one(src: Node | PortRef, dst: Node | PortRef, where: SourceLocation
     graph: Graph | None = _owner(src_node) or _owner(dst_node)
     if graph is None:
         raise GraphError("no-graph", "nodes joined outside a graph", "create them inside `with Graph(...)`", where=where)
+    other = _owner(dst_node) if graph is _owner(src_node) else None
+    if other is not None and other is not graph:
+        # with Graph("a"): p = Prefill(...)   with Graph("b"): p >> Decode(...)  -- nodes never move between graphs
+        crossing = _CrossGraphEdge(src_node, graph, dst_node, other, where)
+        graph._failed.append(crossing)
+        other._failed.append(crossing)
+        return
     for n in (src_node, dst_node):
         graph.add(n)
     pairs = _port_pairs(src, dst)

@@ -167,7 +167,9 @@ class Frontend(Node):
     OUTPUTS: ClassVar[tuple[Port, ...]] = (Port("requests", (Text,)),)
 
     port: int = Field(default=8000, ge=1, le=65535, description="HTTP port clients connect to")
-    host: str = Field(default="0.0.0.0", description="address to listen on")
+    host: str | None = Field(
+        default=None, description="address to listen on (default: loopback under `graph run`, every interface "
+        "in a cluster)")
     request_timeout_s: float = Field(default=600.0, gt=0, description="deadline for one request")
     stage_timeout_s: float = Field(
         default=120.0, gt=0, description="deadline for an encoder/prefill answer and for silence in a stream"

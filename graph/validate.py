@@ -55,7 +55,8 @@ _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+|Ki|Mi|Gi|Ti|Pi|Ei|k|
 _PLATFORMS = frozenset({"local", "k8s", "slurm"})
 #: Problems recorded while the graph was written that concern an edge: both of its
 #: nodes then get no dangling/unreachable/unconnected-port message of their own.
-_EDGE_CODES = frozenset({"unknown-port", "ambiguous-port", "port-type-mismatch", "combined-role-split"})
+_EDGE_CODES = frozenset({"unknown-port", "ambiguous-port", "port-type-mismatch", "combined-role-split",
+                         "cross-graph-edge"})
 
 
 def check(fn: Check) -> Check:
@@ -100,14 +101,15 @@ def validate_spec(
         options = dataclasses.replace(options, quiet_nodes=options.quiet_nodes | quiet)
     for fn in CHECKS:
         errors.extend(fn(spec, options))
-    return sorted(errors, key=_report_order)
+    return sorted(errors, key=report_order)
 
 
 def _edge_ends(error: GraphError) -> tuple[str | None, ...]:
     return error.node, getattr(error, "src", None), getattr(error, "dst", None)
 
 
-def _report_order(error: GraphError) -> tuple[bool, str, int]:
+def report_order(error: GraphError) -> tuple[bool, str, int]:
+    """Sort key: graph-wide problems first, then by file and line (a stable sort keeps check order)."""
     where = error.where
     return (where is not None, where.file if where else "", where.line if where else 0)
 
@@ -461,6 +463,19 @@ def tensor_edges_compatible(spec: GraphSpec, _: ValidateOptions) -> Iterator[Gra
                 field="engine",
                 where=where,
             )
+        renamed = src.served_model_name or dst.served_model_name
+        if src.model_name != dst.model_name and (renamed or src.model == dst.model):  # else: pd-model-mismatch
+            # The frontend routes by the name clients send: each name's requests go through the nodes that
+            # serve it, so a prefill and a decode under different names never meet (every request: 503).
+            yield GraphError(
+                "pd-served-name-mismatch",
+                f"{edge}: served model names differ ('{src.model_name}' vs '{dst.model_name}'); requests for "
+                "either name would find no complete path through the graph",
+                f"give '{src.name}' and '{dst.name}' the same served_model_name= (or none, to use the model)",
+                node=dst.name,
+                field="served_model_name",
+                where=where,
+            )
         for field, what in (("model", "model"), ("dtype", "dtype"), ("kv_cache_dtype", "KV-cache dtype")):
             if field == "kv_cache_dtype" and e.type != "KV":
                 continue
@@ -474,23 +489,6 @@ def tensor_edges_compatible(spec: GraphSpec, _: ValidateOptions) -> Iterator[Gra
                     field=field,
                     where=where,
                 )
-
-
-@check
-def vllm_block_sizes(spec: GraphSpec, _: ValidateOptions) -> Iterator[GraphError]:
-    # Prefill(engine="vllm", block_size=32) >> Decode(engine="vllm", block_size=16)
-    for e, src, dst in _tensor_pairs(spec):
-        if e.type != "KV" or src.protocol != "vllm" or dst.protocol != "vllm":
-            continue
-        if src.block_size and dst.block_size and src.block_size > dst.block_size:
-            yield GraphError(
-                "pd-block-size",
-                f"KV edge {src.name} >> {dst.name}: vLLM needs prefill block_size <= decode's ({src.block_size} > {dst.block_size})",
-                f"set block_size<={dst.block_size} on '{src.name}' or raise it on '{dst.name}'",
-                node=src.name,
-                field="block_size",
-                where=_where(e) or _where(src),
-            )
 
 
 # --- resources and ports -------------------------------------------------------

@@ -189,3 +189,63 @@ def test_short_prompts_skip_prefill(tmp_path: pathlib.Path) -> None:
         assert metric(g, "servegraph_disagg_skipped_total", reason="short_prompt") == 1
     finally:
         g.stop()
+
+
+# --- a stage that lost what it handed on (it restarted, or evicted it) -------------------------------
+
+
+def test_prefill_that_lost_its_kv_falls_back_to_decode(pd: RunningGraph) -> None:
+    """The decode cannot load the KV the prefill announced (vLLM answers 500): decode alone serves it."""
+    faults(pd, "prefill-0", lose_handoffs=True)
+    c = client(pd)
+    reply = c.chat.completions.create(model=LLAMA, messages=[{"role": "user", "content": "hi"}], max_tokens=5)
+    assert reply.choices[0].message.content and reply.usage.completion_tokens == 5
+    text, n = stream_text(c, 7)
+    assert text and n == 7
+    assert metric(pd, "servegraph_disagg_skipped_total", reason="kv_lost") == 2
+
+
+def _image_chat(c: openai.OpenAI, i: int) -> openai.types.chat.ChatCompletion:
+    from tests.test_e2e_mock import image_url
+
+    content = [{"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": {"url": image_url((i, 1, 2))}}]
+    return c.chat.completions.create(model=LLAVA, messages=[{"role": "user", "content": content}], max_tokens=3)
+
+
+def test_encoder_that_lost_its_embeddings_is_run_again(tmp_path: pathlib.Path) -> None:
+    """One encoder replica loses every embedding it hands out: the request runs again on the other one.
+    When every replica loses them the client gets a server error (5xx), never a 4xx."""
+    g = start_graph("pipelines/e_p_d.py", tmp_path / "work", "--mock")
+    try:
+        faults(g, "encoder-0", lose_handoffs=True)
+        c = client(g)
+        for i in range(4):
+            assert _image_chat(c, i).choices[0].message.content
+        assert metric(g, "servegraph_request_retries_total", reason="ec_transfer_params") >= 1
+        faults(g, "encoder-1", lose_handoffs=True)
+        with pytest.raises(openai.APIStatusError) as err:
+            _image_chat(c, 9)
+        assert err.value.status_code == 502, err.value
+        assert "lost what an earlier one handed it" in str(err.value)
+    finally:
+        g.stop()
+
+
+def test_no_request_fails_while_replicas_are_killed_under_load(tmp_path: pathlib.Path) -> None:
+    """E/P/D on mock engines, 8 clients (half streamed, half the requests with an image) for 40 s, a
+    random engine replica SIGKILLed every 5 s and restarted by the supervisor: every request is served."""
+    import asyncio
+    import random
+
+    from tests.load import kill_random_engine, run_load
+
+    g = start_graph("pipelines/e_p_d.py", tmp_path / "work", "--mock")
+    try:
+        tally = asyncio.run(run_load(g.url + "/chat/completions", LLAVA, clients=8, duration_s=40, kill_every_s=5,
+                                     kill=kill_random_engine(str(g.workdir / "state.json"), random.Random(3)),
+                                     images=True))
+    finally:
+        g.stop()
+    print(tally.report())
+    assert len(tally.kills) >= 6 and tally.served > 200, tally.report()
+    assert tally.failed == 0, tally.report()

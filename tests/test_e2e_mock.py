@@ -286,3 +286,33 @@ def test_embeddings_move_over_the_tensor_edge(graph: RunningGraph) -> None:
                                                   max_tokens=4)
     assert reply.choices[0].message.content
     assert received_bytes() > before, "no embedding bytes arrived over the tensor edge"
+
+
+def _listening(ports: set[int]) -> dict[int, str]:
+    """Which address each of ``ports`` listens on, from the kernel's socket table (IPv4)."""
+    found: dict[int, str] = {}
+    for line in pathlib.Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, port = local.split(":")
+        if state == "0A" and int(port, 16) in ports:  # 0A: LISTEN
+            found[int(port, 16)] = ".".join(str(int(address[i:i + 2], 16)) for i in (6, 4, 2, 0))
+    return found
+
+
+def test_everything_listens_on_loopback_by_default(graph: RunningGraph) -> None:
+    """`graph run` exposes nothing beyond this host: the frontend and every engine's ports are 127.0.0.1."""
+    ports = {p for s in graph.plan["services"] for p in s["ports"].values()}
+    listening = _listening(ports)
+    assert listening.keys() == ports, f"not listening: {sorted(ports - listening.keys())}"
+    assert set(listening.values()) == {"127.0.0.1"}, listening
+
+
+def test_host_option_exposes_the_frontend_alone(tmp_path: pathlib.Path) -> None:
+    g = start_graph("pipelines/pd.py", tmp_path / "work", "--mock", "--host", "0.0.0.0")
+    try:
+        listening = _listening({p for s in g.plan["services"] for p in s["ports"].values()})
+        frontend = next(s for s in g.plan["services"] if s["role"] == "frontend")
+        assert listening.pop(frontend["ports"]["http"]) == "0.0.0.0"
+        assert listening and set(listening.values()) == {"127.0.0.1"}, listening
+    finally:
+        g.stop()

@@ -125,3 +125,30 @@ def test_help_starts_fast() -> None:
         best = min(best, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
     # CPU time, not wall time: steady on a busy runner. 0.3 s is the goal; typer alone costs ~0.2 s.
     assert best < 0.8, f"graph --help used {best:.2f}s of CPU"
+
+
+@pytest.mark.parametrize("args, option", [
+    (["validate", "pipelines/pd.py", "--gpus", "-1"], "--gpus"),
+    (["validate", "pipelines/pd.py", "--gpus-per-host", "0"], "--gpus-per-host"),
+    (["run", "pipelines/pd.py", "--mock", "--port", "70000"], "--port"),
+    (["run", "pipelines/pd.py", "--mock", "--port", "0"], "--port"),
+    (["submit", "pipelines/pd.py", "--mock", "--port", "70000"], "--port"),
+    (["run", "pipelines/pd.py", "--mock", "--base-port", "-5"], "--base-port"),
+])
+def test_bad_numbers_on_the_command_line_are_refused_by_name(args: list[str], option: str) -> None:
+    """A number out of range is the command line's problem, named by its option, not the graph's."""
+    result = subprocess.run([sys.executable, "-m", "compiler.cli", *args], capture_output=True, text=True,
+                            cwd=ROOT, timeout=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"Invalid value for '{option}'" in result.stderr and "problem" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_errors_are_not_hard_wrapped_when_piped() -> None:
+    """A long message stays on one line in a CI log (grep works), whatever the width."""
+    result = subprocess.run([sys.executable, "-m", "compiler.cli", "validate", "tests/invalid/pd_tp_ratio.py"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=60, env={**__import__("os").environ,
+                                                                                         "COLUMNS": "40"})
+    assert result.returncode == 1
+    line = next(x for x in result.stderr.splitlines() if "[pd-tp-ratio]" in x)
+    assert line.endswith("3 is not a multiple of 2"), line

@@ -83,3 +83,44 @@ def test_nodes_remember_where_they_were_declared(tmp_path: pathlib.Path) -> None
     assert isinstance(g, Graph)
     assert [(n.where.file, n.where.line) for n in g.nodes] == [(path, 3), (path, 4), (path, 5)]
     assert [e.where.line for e in g.edges] == [6, 6]
+
+
+def test_a_pipeline_that_never_finishes_is_stopped_at_its_line(tmp_path: pathlib.Path) -> None:
+    path = _write(tmp_path, """
+        from graph import Frontend, Graph, Worker
+
+        with Graph("g") as g:
+            Frontend() >> Worker(model="m")
+        n = 0
+        while True:
+            n += 1
+    """)
+    with pytest.raises(PipelineLoadError) as info:
+        load_graph(path, timeout_s=0.5)
+    err = info.value
+    assert "did not finish building its graph within 0.5 s" in err.message
+    assert err.where is not None and err.where.line in (6, 7)
+    assert "SERVEGRAPH_LOAD_TIMEOUT_S" in err.detail
+
+
+def test_a_pipeline_that_swallows_exceptions_is_still_stopped(tmp_path: pathlib.Path) -> None:
+    path = _write(tmp_path, """
+        import time
+        while True:
+            try:
+                time.sleep(10)
+            except Exception:
+                pass
+    """)
+    with pytest.raises(PipelineLoadError, match="did not finish"):
+        load_graph(path, timeout_s=0.3)
+
+
+def test_load_time_limit_from_the_environment(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _write(tmp_path, "import time\ntime.sleep(5)\n")
+    monkeypatch.setenv("SERVEGRAPH_LOAD_TIMEOUT_S", "0.2")
+    with pytest.raises(PipelineLoadError, match="within 0.2 s"):
+        load_graph(path)
+    monkeypatch.setenv("SERVEGRAPH_LOAD_TIMEOUT_S", "soon")
+    with pytest.raises(PipelineLoadError, match="is not a number of seconds"):
+        load_graph(path)

@@ -74,9 +74,10 @@ def test_vllm_pd_matches_aggregated(vllm_pd):
     assert metric(decode.url, "mock_kv_transfers_received_total") == before + 1
     _, agg = post(worker.url + "/v1/chat/completions", CHAT)
     assert d["choices"][0]["message"]["content"] == agg["choices"][0]["message"]["content"]
-    # the KV was handed over once: replaying the same handle is refused
+    # the KV was handed over once: replaying the same handle is refused, as a failed KV load (vLLM: 500)
     status, again = post(decode.url + "/v1/chat/completions", {**CHAT, "kv_transfer_params": params})
-    assert status == 400 and "already pulled" in again["error"]["message"]
+    assert status == 500 and "already pulled" in again["error"]["message"]
+    assert again["error"]["code"] == "kv_load_failed" and again["error"]["param"] == "kv_transfer_params"
 
 
 def test_vllm_decode_streams_after_handshake(vllm_pd):
@@ -97,18 +98,19 @@ def urllib_stream(url: str, body: dict) -> list[str]:
         return [line[6:].decode().strip() for line in resp if line.startswith(b"data: ")]
 
 
-@pytest.mark.parametrize("tamper, message", [
-    (lambda p: {**p, "remote_engine_id": "mock-forged"}, "forged"),
-    (lambda p: {**p, "remote_request_id": "999-xxxxxx"}, "no KV waiting"),
-    (lambda p: {**p, "remote_block_ids": [4000, 4001]}, "do not match"),
-    (lambda p: {k: v for k, v in p.items() if k != "remote_host"}, "remote_host"),
+@pytest.mark.parametrize("tamper, message, want", [
+    (lambda p: {**p, "remote_engine_id": "mock-forged"}, "forged", 500),
+    (lambda p: {**p, "remote_request_id": "999-xxxxxx"}, "no KV waiting", 500),
+    (lambda p: {**p, "remote_block_ids": [4000, 4001]}, "do not match", 500),
+    (lambda p: {k: v for k, v in p.items() if k != "remote_host"}, "remote_host", 400),
 ])
-def test_vllm_decode_rejects_forged_params(vllm_pd, tamper, message):
+def test_vllm_decode_rejects_forged_params(vllm_pd, tamper, message, want):
+    """A handle the prefill refuses is a failed KV load (500, as vLLM); a malformed one is a bad request."""
     prefill, decode, _ = vllm_pd
     _, p = post(prefill.url + "/v1/chat/completions", {**CHAT, "max_tokens": 1, "kv_transfer_params": VLLM_PREFILL})
     status, err = post(decode.url + "/v1/chat/completions",
                        {**CHAT, "kv_transfer_params": tamper(p["kv_transfer_params"])})
-    assert status == 400, err
+    assert status == want, err
     assert message in err["error"]["message"]
     assert err["error"]["param"].startswith("kv_transfer_params")
 

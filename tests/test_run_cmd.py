@@ -17,6 +17,7 @@ import pytest
 
 from compiler.cli.common import Overrides
 from compiler.cli.run_cmd import prepare
+from compiler.targets.output import write_output
 from tests.e2e import ROOT, free_port_block, http_json, process_tree
 from tests.fakes.harness import alive_in, wait_for
 
@@ -84,12 +85,12 @@ def test_workdir_that_is_not_a_previous_run_is_refused(tmp_path: Path) -> None:
     keep.write_text("mine")
     done = graph_run(PD, "--mock", "--workdir", str(tmp_path))
     assert done.returncode == 2
-    assert "is not empty and holds no plan.json" in done.stderr
-    assert keep.read_text() == "mine"
+    assert "is not empty and servegraph did not write it" in done.stderr
+    assert keep.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
 def test_workdir_of_a_running_graph_is_refused(tmp_path: Path) -> None:
-    (tmp_path / "plan.json").write_text("{}")
+    write_output({"plan.json": "{}"}, str(tmp_path))
     (tmp_path / "state.json").write_text(json.dumps({"phase": "running", "supervisor_pid": os.getpid()}))
     done = graph_run(PD, "--mock", "--workdir", str(tmp_path))
     assert done.returncode == 2
@@ -99,7 +100,8 @@ def test_workdir_of_a_running_graph_is_refused(tmp_path: Path) -> None:
 
 def test_bad_base_port_is_refused() -> None:
     done = graph_run(PD, "--mock", "--base-port", "80")
-    assert done.returncode == 2 and "--base-port 80 is out of range" in done.stderr
+    assert done.returncode == 2
+    assert "Invalid value for '--base-port': 80 is not in the range 1024<=x<=65000" in done.stderr
 
 
 def _mock_runtime_missing() -> str | None:

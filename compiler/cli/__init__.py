@@ -3,6 +3,7 @@ so that ``graph --help`` starts fast."""
 
 from __future__ import annotations
 
+import sys
 from typing import List, Optional
 
 import typer
@@ -25,6 +26,11 @@ MOCK = typer.Option(False, "--mock", help="run every engine node on the built-in
 MODEL = typer.Option(None, "--model", help="load this model (e.g. a local path) in every engine node")
 SET = typer.Option(None, "--set", help="override a node field: NODE.FIELD=VALUE (repeatable), e.g. decode.replicas=2")
 GRAPH = typer.Option(None, "--graph", help="which graph, when the file defines several")
+PORT = typer.Option(None, "--port", min=1, max=65535, help="frontend port (default: the graph's)")
+BASE_PORT = typer.Option(8100, "--base-port", min=1024, max=65000, help="first port for the other services")
+FORCE = typer.Option(False, "--force", help=(
+    "write into a folder servegraph did not write (its files are kept), and replace servegraph's own files "
+    "even if they were changed since"))
 
 
 def _overrides(mock: bool, model: Optional[str], sets: Optional[List[str]], graph: Optional[str]):
@@ -37,8 +43,8 @@ def _overrides(mock: bool, model: Optional[str], sets: Optional[List[str]], grap
 def validate(
     pipeline: str = PIPELINE,
     json_out: bool = typer.Option(False, "--json", help="print problems as JSON"),
-    gpus: Optional[int] = typer.Option(None, "--gpus", help="GPU budget of the target, checked too"),
-    gpus_per_host: Optional[int] = typer.Option(None, "--gpus-per-host", help="GPUs on one host, checked too"),
+    gpus: Optional[int] = typer.Option(None, "--gpus", min=1, help="GPU budget of the target, checked too"),
+    gpus_per_host: Optional[int] = typer.Option(None, "--gpus-per-host", min=1, help="GPUs on one host, checked too"),
     mock: bool = MOCK,
     model: Optional[str] = MODEL,
     set_: Optional[List[str]] = SET,
@@ -96,11 +102,13 @@ def viz(
 def compile_(
     pipeline: str = PIPELINE,
     target: str = typer.Option(..., "--target", "-t", help="local | k8s | slurm"),
-    out: str = typer.Option(..., "--output", "-o", help="output folder (replaced atomically)"),
+    out: str = typer.Option(..., "--output", "-o", help=(
+        "output folder: new, empty, or one servegraph wrote (only its own files are replaced)")),
     opt: Optional[List[str]] = typer.Option(
         None, "--opt", "-O", help="target option KEY=VALUE (repeatable); `graph targets` lists them"
     ),
     device: str = typer.Option("gpu", "--device", help="gpu, or cpu to run engines on CPU"),
+    force: bool = FORCE,
     mock: bool = MOCK,
     model: Optional[str] = MODEL,
     set_: Optional[List[str]] = SET,
@@ -109,7 +117,7 @@ def compile_(
     """Lower a pipeline to files for a target: a Plan + launch script, manifests, or an sbatch script."""
     from .compile_cmd import run
 
-    run(pipeline, _overrides(mock, model, set_, graph), target, out, list(opt or []), device)
+    run(pipeline, _overrides(mock, model, set_, graph), target, out, list(opt or []), device, force)
 
 
 @app.command()
@@ -131,8 +139,11 @@ def run(
     mock: bool = MOCK,
     model: Optional[str] = MODEL,
     device: str = typer.Option("gpu", "--device", help="gpu, or cpu to run engines on this CPU"),
-    port: Optional[int] = typer.Option(None, "--port", help="frontend port (default: the graph's)"),
-    base_port: int = typer.Option(8100, "--base-port", help="first port for the other services"),
+    port: Optional[int] = PORT,
+    base_port: int = BASE_PORT,
+    host: Optional[str] = typer.Option(None, "--host", help=(
+        "address the frontend listens on (default: the graph's, else 127.0.0.1; --host 0.0.0.0 exposes it "
+        "on every interface, with no authentication). Other services always listen on 127.0.0.1")),
     workdir: Optional[str] = typer.Option(None, "--workdir", help="folder for configs and logs (default: a temp dir)"),
     set_: Optional[List[str]] = SET,
     graph: Optional[str] = GRAPH,
@@ -140,21 +151,24 @@ def run(
     """Serve the graph on this machine: start every process, wait for health, print the URL.
 
     Ctrl-C drains and stops everything. With --mock it needs no GPU and no model download.
+    Everything listens on 127.0.0.1 unless --host says otherwise.
     """
     from .run_cmd import run as run_graph
 
-    run_graph(pipeline, _overrides(mock, model, set_, graph), device, port, base_port, workdir)
+    run_graph(pipeline, _overrides(mock, model, set_, graph), device, port, base_port, workdir, host)
 
 
 @app.command()
 def submit(
     pipeline: str = PIPELINE,
-    out: str = typer.Option("slurm-out", "--output", "-o", help="folder for the sbatch script (replaced)"),
+    out: str = typer.Option("slurm-out", "--output", "-o", help=(
+        "folder for the sbatch script: new, empty, or one servegraph wrote")),
     opt: Optional[List[str]] = typer.Option(None, "--opt", "-O", help="slurm option KEY=VALUE (see `graph targets`)"),
     device: str = typer.Option("gpu", "--device", help="gpu, or cpu to run engines on CPU"),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="keep following after the URL; Ctrl-C cancels the job"),
-    port: Optional[int] = typer.Option(None, "--port", help="frontend port (default: the graph's)"),
-    base_port: int = typer.Option(8100, "--base-port", help="first port for the other services"),
+    port: Optional[int] = PORT,
+    base_port: int = BASE_PORT,
+    force: bool = FORCE,
     mock: bool = MOCK,
     model: Optional[str] = MODEL,
     set_: Optional[List[str]] = SET,
@@ -164,7 +178,7 @@ def submit(
     from .slurm_cmd import submit as run_submit
 
     run_submit(pipeline, _overrides(mock, model, set_, graph), out, list(opt or []), device, wait,
-               port=port, base_port=base_port)
+               port=port, base_port=base_port, force=force)
 
 
 @app.command()
@@ -187,5 +201,11 @@ def doctor(json_out: bool = typer.Option(False, "--json", help="print findings a
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point.
+
+    When stderr is not a terminal (CI logs, pipes), usage errors and help are printed by click
+    plainly: rich would draw them in boxes hard-wrapped at 80 columns, which breaks grep.
+    """
+    if not sys.stderr.isatty():
+        app.rich_markup_mode = None
     app()

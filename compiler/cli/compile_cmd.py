@@ -11,10 +11,11 @@ import yaml
 
 from graph import ValidateOptions
 
-from ..plan import PlanOptions, plan
+from ..plan import PlanOptions
 from ..targets import get_target, target_names
-from ..targets.output import write_output
-from .common import Overrides, checked_spec, console, fail
+from ..targets.output import OutputFolderError, WriteReport, write_output
+from .common import Overrides, checked_plan, console, fail
+
 
 
 def parse_target_options(module: ModuleType, pairs: list[str]) -> Any:
@@ -39,7 +40,8 @@ def parse_target_options(module: ModuleType, pairs: list[str]) -> Any:
         fail(f"bad target option: {exc}")
 
 
-def run(path: str, overrides: Overrides, target: str, out: str, opts: list[str], device: str) -> None:
+def run(path: str, overrides: Overrides, target: str, out: str, opts: list[str], device: str,
+        force: bool = False) -> None:
     if target not in target_names():
         fail(f"unknown target '{target}'; choose one of: {', '.join(target_names())}")
     if device not in ("gpu", "cpu"):
@@ -47,16 +49,36 @@ def run(path: str, overrides: Overrides, target: str, out: str, opts: list[str],
     module = get_target(target)
     options = parse_target_options(module, opts)
     budget = ValidateOptions(**getattr(module, "gpu_budget", lambda o: {})(options))
-    spec = checked_spec(path, overrides, budget)
-    the_plan = plan(spec, PlanOptions(device=device, single_host=(target == "local")))
+    the_plan = checked_plan(path, overrides, PlanOptions(device=device, single_host=(target == "local")), budget)
     try:
         files = module.render(the_plan, options)
     except ValueError as exc:
         fail(f"target {target}: {exc}", 1)
-    write_output(files, out)
-    console.print(f"[green]wrote[/] {len(files)} files to {out}/ ({target}, graph '{spec.name}', {spec.shape})")
+    report = write_files(files, out, force)
+    console.print(f"[green]wrote[/] {len(files)} files to {out}/ ({target}, graph '{the_plan.graph}', "
+                  f"{the_plan.shape})")
     for name in sorted(files):
         console.print(f"  {name}")
+    print_kept(report)
+
+
+def write_files(files: dict[str, str], out: str, force: bool) -> WriteReport:
+    """Write a target's files, or explain why the folder is refused (exit 1)."""
+    try:
+        return write_output(files, out, force=force)
+    except OutputFolderError as exc:
+        fail(str(exc), 1)
+    except OSError as exc:
+        fail(f"cannot write to {out}: {exc.strerror or exc}", 1)
+
+
+def print_kept(report: WriteReport) -> None:
+    """Say what was removed (files of ours no longer produced) and what was left alone."""
+    for name in report.removed:
+        console.print(f"  removed {name} (written by an earlier compile, no longer produced)")
+    if report.kept:
+        shown = ", ".join(report.kept[:6]) + (f" and {len(report.kept) - 6} more" if len(report.kept) > 6 else "")
+        console.print(f"  left alone (not servegraph's): {shown}")
 
 
 def list_targets() -> None:

@@ -10,9 +10,8 @@ import sys
 from dataclasses import dataclass
 
 from rich.markup import escape
-from rich.table import Table
 
-from .common import console, print_json
+from .common import console, make_table, print_json
 
 
 @dataclass
@@ -102,9 +101,9 @@ def run(json_out: bool) -> None:
     if json_out:
         print_json([item.__dict__ for item in items])
         return
-    table = Table(title="graph doctor", show_lines=False)
+    table = make_table("graph doctor")
     for column in ("area", "what", "status", "detail", "how to fix"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for f in items:
         table.add_row(f.area, f.name, "[green]ok[/]" if f.ok else "[yellow]missing[/]", escape(f.detail), escape(f.fix))
     console.print(table)

@@ -6,11 +6,13 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from rich.table import Table
+from graph.nodes import ROLES
 
-from graph import GraphSpec, validate_spec
+from graph import GraphSpec
 
-from .common import Overrides, checked_spec, console, fail, load_spec, print_errors, print_json
+from .common import (
+    Overrides, checked_plan, console, fail, is_wide, load_spec, make_table, print_errors, print_json, problems_of,
+)
 
 
 def run(path: str, overrides: Overrides, json_out: bool, edges: bool, plan_out: bool, device: str) -> None:
@@ -26,7 +28,7 @@ def run(path: str, overrides: Overrides, json_out: bool, edges: bool, plan_out: 
         _compiled(path, overrides, json_out, edges, plan_out, device)
         return
     spec, recorded = load_spec(path, overrides)
-    errors = validate_spec(spec, None, recorded)
+    errors = problems_of(spec, recorded)
     if json_out:
         print_json(spec.model_dump(mode="json"))
     else:
@@ -37,10 +39,9 @@ def run(path: str, overrides: Overrides, json_out: bool, edges: bool, plan_out: 
 
 
 def _compiled(path: str, overrides: Overrides, json_out: bool, edges: bool, plan_out: bool, device: str) -> None:
-    from ..plan import PlanOptions, plan  # the compiler only when asked for
+    from ..plan import PlanOptions  # the compiler only when asked for
 
-    spec = checked_spec(path, overrides)
-    the_plan = plan(spec, PlanOptions(device=device))
+    the_plan = checked_plan(path, overrides, PlanOptions(device=device))
     if json_out:
         data: dict[str, Any] = {}
         if edges:
@@ -58,26 +59,46 @@ def _compiled(path: str, overrides: Overrides, json_out: bool, edges: bool, plan
 def _print_spec(spec: GraphSpec) -> None:
     desc = f" — {spec.description}" if spec.description else ""
     console.print(f"[bold]{spec.name}[/]{desc}  shape [bold]{spec.shape}[/], {spec.gpus_total} GPUs, source {spec.source}")
-    nodes = Table(title="nodes (defaults filled)", title_justify="left")
-    for col in ("name", "role", "engine", "model", "replicas", "tp/pp/dp", "GPUs/host", "hosts", "GPUs", "port",
-                "settings", "declared at"):
-        nodes.add_column(col, justify="right" if col in ("replicas", "GPUs/host", "hosts", "GPUs", "port") else "left")
+    wide = is_wide()  # narrow: the least useful columns go, their facts are printed under the table
+    columns = ["name", "role", "engine", "model", "replicas", "tp/pp/dp"]
+    columns += ["GPUs/host", "hosts", "GPUs", "port", "settings", "declared at"] if wide else ["GPUs", "declared at"]
+    nodes = make_table("nodes (defaults filled)")
+    for col in columns:
+        right = col in ("replicas", "GPUs/host", "hosts", "GPUs", "port")
+        header = col if wide else {"replicas": "×", "declared at": "line"}.get(col, col)
+        nodes.add_column(header, justify="right" if right else "left", overflow="fold")
+    settings: dict[str, str] = {}
     for n in spec.nodes:
         engine = f"mock ({n.imitate})" if n.engine == "mock" else (n.engine or "")
-        nodes.add_row(
-            n.name, n.role, engine, n.model or "", str(n.replicas),
-            f"{n.tp}/{n.pp}/{n.dp}" if n.is_engine else "", str(n.gpus) if n.is_engine else "",
-            str(n.nodes) if n.is_engine else "", str(n.gpus_total), str(n.port or ""),
-            _settings(n.model_dump(mode="json")), str(n.where or ""),
-        )
+        cells = {
+            "name": n.name, "role": n.role, "engine": engine, "model": n.model or "", "replicas": str(n.replicas),
+            "tp/pp/dp": f"{n.tp}/{n.pp}/{n.dp}" if n.is_engine else "", "GPUs/host": str(n.gpus) if n.is_engine else "",
+            "hosts": str(n.nodes) if n.is_engine else "", "GPUs": str(n.gpus_total), "port": str(n.port or ""),
+            "settings": _settings(n.role, n.model_dump(mode="json")), "declared at": _at(n.where, spec, wide),
+        }
+        nodes.add_row(*(cells[c] for c in columns))
+        shown_apart = [f"port={n.port}"] if n.port else []
+        shown_apart += cells["settings"].splitlines()
+        if not wide and shown_apart:
+            settings[n.name] = ", ".join(shown_apart)
     console.print(nodes)
-    table = Table(title="edges", title_justify="left")
-    for col in ("from", "to", "type", "transport", "declared at"):
-        table.add_column(col)
+    for name, text in settings.items():
+        console.print(f"  {name}: {text}", markup=False)
+    table = make_table("edges")
+    for col in ("from", "to", "type", "transport", "declared at" if wide else "line"):
+        table.add_column(col, overflow="fold")
     for e in spec.edges:
         transport = "[red]nixl[/]" if e.transport == "nixl" else e.transport
-        table.add_row(f"{e.src}['{e.src_port}']", f"{e.dst}['{e.dst_port}']", e.type, transport, str(e.where or ""))
+        table.add_row(f"{e.src}['{e.src_port}']", f"{e.dst}['{e.dst_port}']", e.type, transport,
+                      _at(e.where, spec, wide))
     console.print(table)
+
+
+def _at(where: Any, spec: GraphSpec, wide: bool) -> str:
+    """``file:line``; in the narrow layout only the line when it is in the pipeline's own file."""
+    if where is None:
+        return ""
+    return str(where.line) if not wide and where.file == spec.source else str(where)
 
 
 # Fields shown in their own columns; the rest appear under "settings" when not default.
@@ -87,12 +108,16 @@ _DEFAULTS: dict[str, Any] = {"env": {}, "cpu": None, "memory": None, "platform":
                              "engine_args": {}, "mock": {}, "options": {}}
 
 
-def _settings(data: dict[str, Any]) -> str:
+def _settings(role: str, data: dict[str, Any]) -> str:
+    """The node's settings that differ from their defaults, one a line."""
+    fields = ROLES[role].model_fields
     parts = []
     for key, value in data.items():
         if key in _SHOWN or _DEFAULTS.get(key, object()) == value:
             continue
-        if isinstance(value, dict):
+        if key == "options":  # a frontend's, router's or processor's own fields: only those not at their default
+            parts += [f"{k}={v}" for k, v in value.items() if k not in fields or fields[k].default != v]
+        elif isinstance(value, dict):
             parts += [f"{key}.{k}={v}" for k, v in value.items()]
         else:
             parts.append(f"{key}={value}")
@@ -100,32 +125,29 @@ def _settings(data: dict[str, Any]) -> str:
 
 
 def _print_edges(the_plan: Any) -> None:
-    table = Table(title=f"edges of '{the_plan.graph}' on {the_plan.device}", title_justify="left", show_lines=True)
-    for col in ("edge", "type", "transport", "direction", "buffer", "placement", "env", "why"):
-        table.add_column(col)
+    """One block per edge (readable at any width, one fact a line for grep)."""
+    console.print(f"[bold]edges of '{the_plan.graph}' on {the_plan.device}[/]")
     for e in the_plan.edges:
         s = e.settings
         if s is None:
-            table.add_row(f"{e.src} → {e.dst}", e.type, e.transport, "", "", "", "", "HTTP between services")
+            console.print(f"{e.src} → {e.dst}  {e.type}  {e.transport}: HTTP between services")
             continue
-        table.add_row(
-            f"{e.src} → {e.dst}", e.type, f"[red]{e.transport}[/] ({s.backend})", s.direction, s.buffer_device,
-            s.placement, "\n".join(f"{k}={v}" for k, v in sorted(s.env.items())), "\n".join(f"• {r}" for r in s.reasons),
-        )
-    console.print(table)
+        console.print(f"{e.src} → {e.dst}  {e.type}  [red]{e.transport}[/] ({s.backend}) {s.direction}, "
+                      f"{s.buffer_device} buffers, placement {s.placement}")
+        for key, value in sorted(s.env.items()):
+            console.print(f"    env {key}={value}", markup=False)
+        for reason in s.reasons:
+            console.print(f"    • {reason}", markup=False)
 
 
 def _print_services(the_plan: Any) -> None:
-    table = Table(title=f"plan of '{the_plan.graph}' ({the_plan.shape}) on {the_plan.device}", title_justify="left",
-                  show_lines=True)
-    for col in ("service", "role", "engine", "ports", "GPUs", "depends on", "argv"):
-        table.add_column(col, overflow="fold")
+    """One block per service: role, engine, ports, GPUs, dependencies, then its argv."""
+    console.print(f"[bold]plan of '{the_plan.graph}' ({the_plan.shape}) on {the_plan.device}[/]")
     for s in the_plan.services:
         gpus = f"{s.gpus}×{s.hosts} hosts" if s.hosts > 1 else str(s.gpus)
         engine = f"{s.engine} ({s.protocol})" if s.engine == "mock" else (s.engine or "ours")
-        table.add_row(
-            s.name, s.role, engine, "\n".join(f"{k}={v}" for k, v in s.ports.items()), gpus,
-            ", ".join(s.depends_on), shlex.join(s.argv),
-        )
-    console.print(table)
+        ports = " ".join(f"{k}={v}" for k, v in s.ports.items())
+        depends = f"; after {', '.join(s.depends_on)}" if s.depends_on else ""
+        console.print(f"[bold]{s.name}[/]  {s.role}, {engine}, ports {ports}, GPUs {gpus}{depends}")
+        console.print(f"    {shlex.join(s.argv)}", markup=False)
     console.print(f"clients connect to {the_plan.url}")

@@ -6,11 +6,10 @@ import pathlib
 from dataclasses import dataclass
 
 from rich.markup import escape
-from rich.table import Table
 
 from graph import GraphError, PipelineLoadError, load_graph, validate
 
-from .common import console, fail
+from .common import console, fail, make_table
 
 
 @dataclass
@@ -58,7 +57,7 @@ def run(folder: str) -> None:
     if not files:
         fail(f"no pipeline files (*.py) in '{folder}'", 1)
     rows = [summarize(p) for p in files]
-    table = Table(title=f"pipelines in {folder}/", title_justify="left")
+    table = make_table(f"pipelines in {folder}/")
     for name in ("file", "graph", "shape", "engines", "nodes", "GPUs", "status"):
         table.add_column(name, justify="right" if name in ("nodes", "GPUs") else "left", no_wrap=name == "file",
                          overflow="fold")
@@ -69,8 +68,7 @@ def run(folder: str) -> None:
     bad = [r for r in rows if r.problem]
     for r in bad:
         where = "" if str(r.file) in r.problem else f"{r.file}: "
-        console.print(f"[red]✗[/] {escape(where + r.problem)}  → [bold]graph validate {escape(str(r.file))}[/]",
-                      soft_wrap=True)
+        console.print(f"[red]✗[/] {escape(where + r.problem)}  → [bold]graph validate {escape(str(r.file))}[/]")
     summary = f"{len(rows)} pipelines, {len(rows) - len(bad)} valid"
     console.print(f"[red]{summary}, {len(bad)} with problems[/]" if bad else f"[green]{summary}[/]")
 

@@ -7,29 +7,27 @@ import shutil
 import sys
 import tempfile
 
-from graph import GraphError, validate_spec
-from graph.overrides import apply_overrides
 from nodes.supervisor import PortInUseError, Supervisor
 from nodes.supervisor.ports import bind_error
 from nodes.supervisor.state import read_state
 
 from ..ir import Plan
-from ..plan import PlanOptions, plan
+from ..plan import PlanOptions
 from ..targets import local
-from ..targets.output import write_output
-from .common import Overrides, console, err_console, fail, load_spec, print_errors
+from ..targets.output import is_servegraph_folder
+from .common import Overrides, checked_plan, console, err_console, fail
+from .compile_cmd import write_files
 
 
-def run(path: str, overrides: Overrides, device: str, port: int | None, base_port: int, workdir: str | None) -> None:
+def run(path: str, overrides: Overrides, device: str, port: int | None, base_port: int, workdir: str | None,
+        host: str | None = None) -> None:
     """Serve the pipeline on this machine until Ctrl-C; exits with the supervisor's status."""
     if device not in ("gpu", "cpu"):
         fail(f"--device must be gpu or cpu, not '{device}'")
-    if not 1024 <= base_port <= 65000:
-        fail(f"--base-port {base_port} is out of range; choose one in 1024..65000, e.g. --base-port 9100")
-    the_plan = prepare(path, overrides, device, port, base_port)
+    the_plan = prepare(path, overrides, device, port, base_port, host)
     folder, temporary = _workdir(workdir, the_plan.graph)
     try:
-        write_output(local.render(the_plan), folder)
+        write_files(local.render(the_plan), folder, force=False)
         console.print(f"[bold]graph run[/] {path}: graph '{the_plan.graph}' ({the_plan.shape}), "
                       f"{len(the_plan.services)} processes, files in {folder}", highlight=False, soft_wrap=True)
         code = Supervisor(the_plan, folder).run()
@@ -44,39 +42,30 @@ def run(path: str, overrides: Overrides, device: str, port: int | None, base_por
     raise SystemExit(code)
 
 
-def prepare(path: str, overrides: Overrides, device: str, port: int | None, base_port: int) -> Plan:
+def prepare(path: str, overrides: Overrides, device: str, port: int | None, base_port: int,
+            host: str | None = None) -> Plan:
     """The Plan `graph run` supervises: overrides and ``--port`` applied, validated, our nodes run by this Python.
 
     ``--port`` becomes the frontend node's port in the spec (before planning),
-    so the compiler keeps the other services' ports clear of it.
+    so the compiler keeps the other services' ports clear of it. Every service
+    listens on loopback; the frontend on ``host`` (or the graph's Frontend host).
     """
-    spec, recorded = load_spec(path, overrides)
-    frontends = spec.by_role("frontend")
-    if port is not None and frontends:
-        try:
-            spec = apply_overrides(spec, sets=[f"{frontends[0].name}.port={port}"])
-        except GraphError as exc:
-            fail(f"--port {port}: {exc.format()}", 1)
-    errors = validate_spec(spec, None, recorded)
-    if errors:
-        print_errors(path, errors)
-        raise SystemExit(1)
-    return plan(spec, PlanOptions(device=device, base_port=base_port, python=sys.executable, single_host=True))
+    overrides = Overrides(**{**overrides.__dict__, "port": port if port is not None else overrides.port})
+    return checked_plan(path, overrides, PlanOptions(
+        device=device, base_port=base_port, python=sys.executable, single_host=True, frontend_host=host))
 
 
 def _workdir(workdir: str | None, graph: str) -> tuple[str, bool]:
-    """(folder, is_temporary). A given folder is replaced, so it must be new, empty or a previous run's."""
+    """(folder, is_temporary). A given folder must be new, empty or one servegraph wrote (a previous run's)."""
     if workdir is None:
         return tempfile.mkdtemp(prefix=f"servegraph-{graph}-"), True
     folder = os.path.abspath(workdir)
     if os.path.exists(folder):
         if not os.path.isdir(folder):
             fail(f"--workdir {workdir} is a file; name a folder (it will hold configs and logs/)")
-        if os.listdir(folder) and not os.path.exists(os.path.join(folder, "plan.json")):
-            fail(f"--workdir {workdir} is not empty and holds no plan.json: `graph run` replaces its workdir, "
-                 "so name a new or empty folder (or one a previous `graph run` used)")
-        if os.path.commonpath([folder, os.getcwd()]) == folder:
-            fail(f"--workdir {workdir} is the current folder or above it; name a subfolder such as run/")
+        if os.listdir(folder) and not is_servegraph_folder(folder):
+            fail(f"--workdir {workdir} is not empty and servegraph did not write it: name a new or empty folder "
+                 "(or one a previous `graph run` used); `graph run` never writes over files it did not write")
         owner = _running_supervisor(folder)
         if owner:
             fail(f"--workdir {workdir} is in use by a running `graph run` (pid {owner}); stop it first "

@@ -23,16 +23,15 @@ from dataclasses import dataclass
 
 from rich.markup import escape
 
-from graph import ValidateOptions, validate_spec
-from graph.overrides import apply_overrides
+from graph import ValidateOptions
 
 from ..ir import Plan
-from ..plan import PlanOptions, plan
+from ..plan import PlanOptions
 from ..targets import slurm
-from ..targets.output import write_output
 from ..targets.slurm_script import READY_PREFIX
-from .common import Overrides, console, err_console, fail, load_spec, print_errors
-from .compile_cmd import parse_target_options
+from . import common
+from .common import Overrides, console, err_console, fail
+from .compile_cmd import parse_target_options, print_kept, write_files
 
 POLL_S = 1.0
 #: Seconds a cancelled job may take to leave the queue before we stop waiting.
@@ -51,19 +50,20 @@ class Submitted:
 
 
 def submit(pipeline: str, overrides: Overrides, out: str, opts: list[str], device: str, wait: bool,
-           *, port: int | None = None, base_port: int = 8100) -> None:
+           *, port: int | None = None, base_port: int = 8100, force: bool = False) -> None:
     """Compile ``pipeline`` for Slurm into ``out``, sbatch it and follow the job until the frontend answers.
 
     Args:
         pipeline: the pipeline file.
         overrides: --mock/--model/--set/--graph from the command line.
-        out: folder for the sbatch script (replaced atomically).
+        out: folder for the sbatch script (only files servegraph wrote there are replaced).
         opts: slurm target options, ``KEY=VALUE`` (see ``graph targets``).
         device: gpu, or cpu to run engines on CPU.
         wait: after the URL is printed, keep following the job until it ends (Ctrl-C cancels it);
             without it, return once the frontend answers and leave the job running.
         port: the frontend's port (default: the graph's).
         base_port: first port of the other services.
+        force: write into a folder servegraph did not write (see ``write_output``).
 
     Raises:
         SystemExit: 0 when ready (or, with ``wait``, when the job ended after being ready),
@@ -77,7 +77,7 @@ def submit(pipeline: str, overrides: Overrides, out: str, opts: list[str], devic
         files = slurm.render(the_plan, options)
     except ValueError as exc:
         fail(f"target slurm: {exc}", 1)
-    write_output(files, out)
+    print_kept(write_files(files, out, force))
     script = os.path.join(os.path.abspath(out), slurm.script_name(the_plan, options))
     # Ctrl-C must cancel the job even when SIGINT came in ignored (started with `&` from a script).
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -185,15 +185,10 @@ def checked_plan(pipeline: str, overrides: Overrides, options: slurm.Options, de
     """
     if device not in ("gpu", "cpu"):
         fail(f"--device must be gpu or cpu, not '{device}'")
-    spec, recorded = load_spec(pipeline, overrides)
-    if port is not None:
-        spec = apply_overrides(spec, sets=[f"{spec.by_role('frontend')[0].name}.port={port}"])
-    errors = validate_spec(spec, ValidateOptions(**slurm.gpu_budget(options)), recorded)
-    if errors:
-        print_errors(pipeline, errors)
-        raise SystemExit(1)
+    overrides = Overrides(**{**overrides.__dict__, "port": port if port is not None else overrides.port})
     python = "python" if options.container_image else sys.executable
-    return plan(spec, PlanOptions(device=device, base_port=base_port, python=python))
+    return common.checked_plan(pipeline, overrides, PlanOptions(device=device, base_port=base_port, python=python),
+                               ValidateOptions(**slurm.gpu_budget(options)))
 
 
 def _require_slurm() -> None:

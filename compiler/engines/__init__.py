@@ -14,6 +14,11 @@ _REGISTRY = {
 }
 
 
+def known_engines() -> list[str]:
+    """Names of every registered engine."""
+    return sorted(_REGISTRY)
+
+
 def get_adapter(engine: str) -> EngineAdapter:
     """The adapter for ``engine`` (imported on first use)."""
     try:
@@ -24,4 +29,4 @@ def get_adapter(engine: str) -> EngineAdapter:
     return getattr(importlib.import_module(module), cls)()
 
 
-__all__ = ["EngineAdapter", "EngineCommand", "EngineInput", "get_adapter"]
+__all__ = ["EngineAdapter", "EngineCommand", "EngineInput", "get_adapter", "known_engines"]

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..errors import CompileError, NodeValues, did_you_mean, node_error
+
 
 @dataclass(frozen=True)
 class EngineInput:
@@ -28,6 +30,7 @@ class EngineInput:
         engine_args: passthrough flags from the graph.
         imitate: for the mock engine, whose protocol to speak.
         mock: mock engine knobs.
+        host: the address it listens on (loopback when the whole graph runs on one host).
         port: its HTTP port.
         extra_ports: ports the adapter asked for (see :meth:`EngineAdapter.extra_ports`).
         device: gpu or cpu.
@@ -54,6 +57,7 @@ class EngineInput:
     engine_args: dict[str, Any] | list[str] = field(default_factory=dict)
     imitate: str | None = None
     mock: dict[str, Any] = field(default_factory=dict)
+    host: str = "0.0.0.0"
     port: int = 0
     extra_ports: dict[str, int] = field(default_factory=dict)
     device: str = "gpu"
@@ -76,8 +80,25 @@ class EngineCommand:
     config: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True)
+class ValueRules:
+    """The values an engine accepts for the settings every engine node has.
+
+    Args:
+        dtypes: accepted ``dtype`` values.
+        kv_cache_dtypes: accepted ``kv_cache_dtype`` values.
+        source: where the lists were read (file of the engine's source, version).
+        aliases: common spellings of other engines mapped to this engine's own (for did-you-mean).
+    """
+
+    dtypes: tuple[str, ...]
+    kv_cache_dtypes: tuple[str, ...]
+    source: str
+    aliases: dict[str, str] = field(default_factory=dict)
+
+
 class EngineAdapter(Protocol):
-    """Lowers engine nodes of one engine to processes."""
+    """Lowers engine nodes of one engine to processes, and checks their values first."""
 
     name: str
 
@@ -88,6 +109,42 @@ class EngineAdapter(Protocol):
     def command(self, spec: EngineInput) -> EngineCommand:
         """argv/env for one replica."""
         ...
+
+    def check_node(self, node: NodeValues) -> list[CompileError]:
+        """Problems of one node's values that this engine would reject at start."""
+        ...
+
+    def check_kv_pair(self, prefill: NodeValues, decode: NodeValues) -> list[CompileError]:
+        """Problems of a prefill -> decode KV edge that this engine's connector cannot map."""
+        ...
+
+
+def check_values(engine: str, rules: ValueRules, node: NodeValues) -> list[CompileError]:
+    """``dtype`` and ``kv_cache_dtype`` against the engine's accepted values, with did-you-mean."""
+    problems = []
+    for name, value, accepted in (("dtype", node.dtype, rules.dtypes),
+                                  ("kv_cache_dtype", node.kv_cache_dtype, rules.kv_cache_dtypes)):
+        if value not in accepted:
+            problems.append(node_error(
+                f"bad-{name.replace('_', '-')}", node,
+                f"{node.role} '{node.name}': {engine} does not accept {name}={value!r}",
+                f"{did_you_mean(value, accepted, rules.aliases)}{engine} accepts: {', '.join(accepted)} "
+                f"({rules.source})", field=name))
+    return problems
+
+
+def tp_ratio_problem(engine: str, prefill: NodeValues, decode: NodeValues, source: str) -> list[CompileError]:
+    """The larger tp must be a multiple of the smaller: connectors map ranks by an integer ratio."""
+    big, small = max(prefill.tp, decode.tp), min(prefill.tp, decode.tp)
+    if big % small == 0:
+        return []
+    fits = sorted({t for t in range(1, 2 * big + 1) if max(t, prefill.tp) % min(t, prefill.tp) == 0})
+    return [node_error(
+        "pd-tp-ratio", decode,
+        f"KV edge {prefill.name} >> {decode.name}: {engine} maps prefill tp={prefill.tp} onto decode "
+        f"tp={decode.tp} by an integer ratio, and {big} is not a multiple of {small}",
+        f"give decode a tp that divides or is a multiple of {prefill.tp} (e.g. {', '.join(map(str, fits[:6]))}), "
+        f"or change the prefill's ({source})", field="tp")]
 
 
 def flag_args(args: dict[str, Any] | list[str]) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..errors import CompileError, CompileFailed, NodeValues, did_you_mean, node_error
 from .base import EngineCommand, EngineInput, flag_args
 
 #: Knobs a graph may set in ``mock={...}``; each becomes ``--<knob-with-dashes>`` (see
@@ -18,7 +19,7 @@ MOCK_KNOBS = frozenset({
     # observability and start-up
     "record_requests", "startup_delay_s", "log_level",
     # faults (issue 5); also settable at runtime with POST /mock/faults
-    "fail_rate", "stall_after_tokens", "exit_after_requests", "health_fail",
+    "fail_rate", "stall_after_tokens", "exit_after_requests", "health_fail", "lose_handoffs",
 })
 
 
@@ -32,25 +33,36 @@ class MockAdapter:
         # side channel). Every handshake route is also on the HTTP port, so other roles need none.
         return ["bootstrap"] if role in ("prefill", "encode_prefill") else []
 
+    def check_node(self, node: NodeValues) -> list[CompileError]:
+        """Every ``mock={...}`` key is a knob of ``python -m nodes.mock``."""
+        return [
+            node_error("unknown-mock-knob", node, f"{node.role} '{node.name}': the mock engine has no knob '{key}'",
+                       f"{did_you_mean(key.replace('-', '_'), MOCK_KNOBS)}known knobs: {', '.join(sorted(MOCK_KNOBS))}",
+                       field="mock")
+            for key in sorted(node.mock) if key.replace("-", "_") not in MOCK_KNOBS
+        ]
+
+    def check_kv_pair(self, prefill: NodeValues, decode: NodeValues) -> list[CompileError]:
+        return []  # the mock maps any layout; the rules of the engine it imitates are checked too
+
     def command(self, spec: EngineInput) -> EngineCommand:
         """argv of one mock replica.
 
         Raises:
-            ValueError: ``mock={...}`` names a knob the mock engine does not have.
+            CompileFailed: ``mock={...}`` names a knob the mock engine does not have (``check_node`` says so first).
         """
         unknown = sorted(set(k.replace("-", "_") for k in spec.mock) - MOCK_KNOBS)
         if unknown:
-            raise ValueError(
-                f"node '{spec.node}': unknown mock knob(s) {', '.join(unknown)}; "
-                f"known: {', '.join(sorted(MOCK_KNOBS))}"
-            )
+            raise CompileFailed([CompileError(
+                "unknown-mock-knob", f"node '{spec.node}': unknown mock knob(s) {', '.join(unknown)}",
+                f"known: {', '.join(sorted(MOCK_KNOBS))}", node=spec.node, field="mock")])
         argv = [
             "python", "-m", "nodes.mock",
             "--role", spec.role,
             "--imitate", spec.imitate or "vllm",
             "--model", spec.model,
             "--served-model-name", spec.served_model_name,
-            "--host", "0.0.0.0",
+            "--host", spec.host,
             "--port", str(spec.port),
             "--name", spec.service,
         ]

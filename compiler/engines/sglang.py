@@ -9,10 +9,21 @@ on the encoder, ``--language-only`` on the language model. Metrics need
 
 from __future__ import annotations
 
-from .base import EngineCommand, EngineInput, flag_args, unless_default
+from ..errors import CompileError, NodeValues, node_error
+from .base import EngineCommand, EngineInput, ValueRules, check_values, flag_args, tp_ratio_problem, unless_default
 
 # SGLang names fp8 KV caches by format; "fp8" (vLLM's spelling) means e4m3 there too.
 _KV_CACHE_DTYPES = {"fp8": "fp8_e4m3"}
+
+#: python/sglang/srt/arg_groups/fields/model.py, ``dtype`` and ``kv_cache_dtype`` choices (sglang 0.5.23),
+#: plus "fp8", which the adapter lowers to fp8_e4m3.
+RULES = ValueRules(
+    dtypes=("auto", "half", "float16", "bfloat16", "float", "float32"),
+    kv_cache_dtypes=("auto", "fp8", "fp8_e5m2", "fp8_e4m3", "mxfp8", "bf16", "bfloat16", "nvfp4", "fp4_mx_block16"),
+    source="sglang/srt/arg_groups/fields/model.py, sglang 0.5.23",
+    aliases={"fp16": "float16", "fp32": "float32", "float8": "fp8"},
+)
+_PD_SOURCE = "sglang/srt/disaggregation/common/conn.py, sglang 0.5.23"
 
 
 class SglangAdapter:
@@ -23,12 +34,25 @@ class SglangAdapter:
     def extra_ports(self, role: str) -> list[str]:
         return ["bootstrap"] if role in ("prefill", "encode_prefill") else []
 
+    def check_node(self, node: NodeValues) -> list[CompileError]:
+        return check_values("SGLang", RULES, node)
+
+    def check_kv_pair(self, prefill: NodeValues, decode: NodeValues) -> list[CompileError]:
+        """SGLang's KV manager: attention tp by an integer ratio; decode pp equal to the prefill's or 1."""
+        problems = tp_ratio_problem("SGLang's KV transfer", prefill, decode, _PD_SOURCE)
+        if decode.pp not in (1, prefill.pp):
+            problems.append(node_error(
+                "pd-pp", decode, f"KV edge {prefill.name} >> {decode.name}: SGLang needs the decode's pp to equal "
+                f"the prefill's or be 1 (decode pp={decode.pp}, prefill pp={prefill.pp})",
+                f"set pp=1 or pp={prefill.pp} on '{decode.name}' ({_PD_SOURCE})", field="pp"))
+        return problems
+
     def command(self, spec: EngineInput) -> EngineCommand:
         argv = [
             "python", "-m", "sglang.launch_server",
             "--model-path", spec.model,
             "--served-model-name", spec.served_model_name,
-            "--host", "0.0.0.0",
+            "--host", spec.host,
             "--port", str(spec.port),
             "--enable-metrics",
         ]

@@ -13,9 +13,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import EngineCommand, EngineInput, flag_args, unless_default
+from ..errors import CompileError, NodeValues
+from .base import EngineCommand, EngineInput, ValueRules, check_values, flag_args, unless_default
 
 _DEFAULT_BUFFER_TOKENS = 8192
+
+#: tensorrt_llm/llmapi/llm_args.py: ``dtype`` (converted by str_dtype_to_torch) and KvCacheConfig.dtype.
+RULES = ValueRules(
+    dtypes=("auto", "float16", "bfloat16", "float32"),
+    kv_cache_dtypes=("auto", "fp8", "nvfp4"),
+    source="tensorrt_llm/llmapi/llm_args.py (TorchLlmArgs.dtype, KvCacheConfig.dtype)",
+    aliases={"half": "float16", "fp16": "float16", "bf16": "bfloat16", "float": "float32", "fp32": "float32"},
+)
 
 
 class TrtllmAdapter:
@@ -26,15 +35,23 @@ class TrtllmAdapter:
     def extra_ports(self, role: str) -> list[str]:
         return []
 
+    def check_node(self, node: NodeValues) -> list[CompileError]:
+        return check_values("TensorRT-LLM", RULES, node)
+
+    def check_kv_pair(self, prefill: NodeValues, decode: NodeValues) -> list[CompileError]:
+        """TRT-LLM's cache transceiver maps any tp/pp of the context servers onto the generation servers'
+        (docs: features/disagg-serving.md, "different parallelism strategies")."""
+        return []
+
     def command(self, spec: EngineInput) -> EngineCommand:
         config_file = f"{spec.service}.extra-llm-api.yaml"
         if spec.role == "encoder":
             argv = ["trtllm-serve", "mm_embedding_serve", spec.model,
-                    "--host", "0.0.0.0", "--port", str(spec.port)]
+                    "--host", spec.host, "--port", str(spec.port)]
             argv += flag_args(spec.engine_args)
             return EngineCommand(argv=argv, env={}, health_path="/health", startup_timeout_s=1800.0)
         options = _llm_api_options(spec)
-        argv = ["trtllm-serve", spec.model, "--host", "0.0.0.0", "--port", str(spec.port),
+        argv = ["trtllm-serve", spec.model, "--host", spec.host, "--port", str(spec.port),
                 "--backend", "pytorch"]
         argv += unless_default("--tp_size", spec.tp, 1)
         argv += unless_default("--pp_size", spec.pp, 1)

@@ -12,9 +12,24 @@ from __future__ import annotations
 
 import json
 
-from .base import EngineCommand, EngineInput, flag_args, unless_default
+from ..errors import CompileError, NodeValues, node_error
+from .base import EngineCommand, EngineInput, ValueRules, check_values, flag_args, tp_ratio_problem, unless_default
 
 _KV_PRODUCERS = {"prefill", "encode_prefill"}
+
+#: vllm/config/model.py ``ModelDType`` and vllm/config/cache.py ``CacheDType`` (vLLM 0.32).
+RULES = ValueRules(
+    dtypes=("auto", "half", "float16", "bfloat16", "float", "float32"),
+    kv_cache_dtypes=(
+        "auto", "float16", "bfloat16", "fp8", "fp8_e4m3", "fp8_e5m2", "fp8_inc", "fp8_ds_mla", "nvfp4_ds_mla",
+        "turboquant_k8v4", "turboquant_4bit_nc", "turboquant_k3v4_nc", "turboquant_3bit_nc", "ultraquant_4bit",
+        "int4_per_token_head", "int8_per_token_head", "fp8_per_token_head", "nvfp4", "nvfp4_4over6",
+    ),
+    source="vllm/config/model.py ModelDType and vllm/config/cache.py CacheDType, vLLM 0.32",
+    aliases={"bf16": "bfloat16", "fp16": "float16", "fp32": "float32", "float8": "fp8"},
+)
+#: Where the NIXL connector's pairing rules are (vLLM 0.32).
+_NIXL_SOURCE = "vllm/distributed/kv_transfer/kv_connector/utils.py tp_ratio/block_size_ratio and nixl/base_worker.py"
 
 
 def _json(obj: dict) -> str:
@@ -29,12 +44,35 @@ class VllmAdapter:
     def extra_ports(self, role: str) -> list[str]:
         return ["nixl_side_channel"] if role in _KV_PRODUCERS | {"decode"} else []
 
+    def check_node(self, node: NodeValues) -> list[CompileError]:
+        return check_values("vLLM", RULES, node)
+
+    def check_kv_pair(self, prefill: NodeValues, decode: NodeValues) -> list[CompileError]:
+        """NixlConnector's rules: tp by an integer ratio, no pipeline parallelism on the decode side,
+        and the decode's block size a multiple of the prefill's ("Only nP < nD supported")."""
+        problems = tp_ratio_problem("vLLM's NixlConnector", prefill, decode, _NIXL_SOURCE)
+        if decode.pp > 1:
+            problems.append(node_error(
+                "pd-pp", decode, f"KV edge {prefill.name} >> {decode.name}: vLLM's NixlConnector does not support "
+                f"pipeline parallelism on the decode side (decode pp={decode.pp})",
+                f"set pp=1 on '{decode.name}' and use tp instead; the prefill may keep pp={prefill.pp} "
+                f"({_NIXL_SOURCE})", field="pp"))
+        if prefill.block_size and decode.block_size and decode.block_size % prefill.block_size:
+            problems.append(node_error(
+                "pd-block-size", prefill,
+                f"KV edge {prefill.name} >> {decode.name}: vLLM needs the decode's block_size to be a multiple of "
+                f"the prefill's ({decode.block_size} is not a multiple of {prefill.block_size})",
+                f"set block_size<={decode.block_size} on '{prefill.name}', dividing {decode.block_size} "
+                f"(e.g. {_divisor_below(decode.block_size, prefill.block_size)}), or raise it on '{decode.name}'",
+                field="block_size"))
+        return problems
+
     def command(self, spec: EngineInput) -> EngineCommand:
         argv = [
             "python", "-m", "vllm.entrypoints.openai.api_server",
             "--model", spec.model,
             "--served-model-name", spec.served_model_name,
-            "--host", "0.0.0.0",
+            "--host", spec.host,
             "--port", str(spec.port),
         ]
         argv += unless_default("--tensor-parallel-size", spec.tp, 1)
@@ -77,3 +115,8 @@ class VllmAdapter:
                 env["VLLM_CPU_OMP_THREADS_BIND"] = spec.cpu_cores
         argv += flag_args(spec.engine_args)
         return EngineCommand(argv=argv, env=env, health_path="/health", startup_timeout_s=900.0)
+
+
+def _divisor_below(n: int, limit: int) -> int:
+    """The largest divisor of ``n`` below ``limit`` (1 at least)."""
+    return max((d for d in range(1, limit) if n % d == 0), default=1)

@@ -26,3 +26,5 @@ FALLBACKS = Counter("servegraph_disagg_skipped", "P/D requests served by decode 
                     registry=REGISTRY)
 MIGRATIONS = Counter("servegraph_stream_migrations", "streams moved to another replica mid-way", ["model", "node"],
                      registry=REGISTRY)
+RETRIES = Counter("servegraph_request_retries", "requests run again after a server-side failure of a stage",
+                  ["model", "node", "reason"], registry=REGISTRY)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
 import orjson
@@ -9,10 +11,13 @@ import orjson
 from compiler.ir import RouteConfig, StageConfig
 
 from ..common.openai_errors import RequestError
+from .metrics import RETRIES
 from .protocols import PROTOCOLS, Outcome, Protocol
 from .requests import ClientRequest
 from .stage import StageRuntime
-from .upstream import UpstreamError, UpstreamPool
+from .upstream import Reply, UpstreamError, UpstreamPool, rejected_handoff
+
+log = logging.getLogger("servegraph.frontend")
 
 
 class Route:
@@ -41,10 +46,40 @@ class Route:
         return self._protocols[name]
 
     async def execute(self, req: ClientRequest) -> Outcome:
-        """Run every stage the request needs; the last one's answer comes back."""
+        """Run every stage the request needs; the last one's answer comes back.
+
+        A stage that fails on the server's side (a replica died, or a prefill or encoder lost the
+        KV or embeddings a later stage asks it for, e.g. because it restarted) runs the request
+        once more from the encoder on, on live replicas, within the request's deadline. What still
+        fails is reported as a server error (5xx), never as the client's (4xx).
+        """
+        deadline = time.monotonic() + self.timeout_s
         has_media = req.has_media()
         if has_media and self.processor is not None:
             req = ClientRequest(req.kind, req.path, await self._process(req.body))
+        retried = False
+        while True:
+            last = retried or time.monotonic() >= deadline
+            try:
+                outcome = await self._serve(req, has_media)
+            except UpstreamError as exc:
+                if not exc.server_side:
+                    raise
+                if last:
+                    raise _as_server_error(exc) from None
+                self._retrying(exc.service, exc.status, exc.body)
+                retried = True
+                continue
+            reply = outcome.reply
+            if reply is None or reply.status < 500 and not (reply.status >= 400 and rejected_handoff(reply.body)):
+                return outcome
+            if last:
+                outcome.reply = _as_server_reply(outcome.service, reply)
+                return outcome
+            self._retrying(outcome.service, reply.status, reply.body)
+            retried = True
+
+    async def _serve(self, req: ClientRequest, has_media: bool) -> Outcome:
         extra: dict[str, Any] = {}
         encode = self.stages.get("encode")
         if encode is not None and has_media:
@@ -56,6 +91,11 @@ class Route:
         if aggregate is None:
             raise RequestError(503, f"model '{self.config.model}' has no serving stage in this graph")
         return await self.protocol(aggregate).aggregated(req, aggregate, extra)
+
+    def _retrying(self, service: str, status: int | None, body: bytes) -> None:
+        reason = rejected_handoff(body) or (f"http_{status}" if status else "unreachable")
+        RETRIES.labels(self.config.model, service, reason).inc()
+        log.warning("%s failed on the server's side (%s); running the request again", service, reason)
 
     async def resume(self, req: ClientRequest) -> Outcome:
         """Continue a broken stream: the final stage alone computes prompt + text so far."""
@@ -73,3 +113,24 @@ class Route:
         if reply.status != 200:
             raise UpstreamError(self.processor.name, f"HTTP {reply.status}", reply.status, reply.body)
         return orjson.loads(reply.body)
+
+
+def _as_server_error(exc: UpstreamError) -> UpstreamError:
+    """A rejected hand-off is the graph's failure: a 502, whatever status the engine chose."""
+    if exc.status is not None and exc.status < 500:
+        return UpstreamError(exc.service, f"{_message(exc.body)} (a stage lost what an earlier one handed it)", 502)
+    return exc
+
+
+def _as_server_reply(service: str, reply: Reply) -> Reply:
+    if reply.status >= 500:
+        return reply
+    error = RequestError(502, f"{service}: {_message(reply.body)} (a stage lost what an earlier one handed it)")
+    return Reply(502, orjson.dumps(error.body()))
+
+
+def _message(body: bytes) -> str:
+    try:
+        return str(orjson.loads(body)["error"]["message"])
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return body[:300].decode(errors="replace")

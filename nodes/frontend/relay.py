@@ -48,6 +48,13 @@ async def relay(req: ClientRequest, outcome: Outcome, resume: Resume, model: str
                 if cut < 0:
                     continue
                 events, buffer = buffer[: cut + 2], buffer[cut + 2:]
+                if b'"error"' in events:  # rare: checked by a byte search before any parsing
+                    events, failure = _split_at_error(events, current.service)
+                    if failure is not None:
+                        if events:
+                            sent.append(events)
+                            yield events
+                        raise failure
                 now = time.perf_counter()
                 if first:
                     metrics.TTFT.labels(model).observe(now - start)
@@ -85,6 +92,27 @@ async def relay(req: ClientRequest, outcome: Outcome, resume: Resume, model: str
             raise
 
 
+def _split_at_error(events: bytes, service: str) -> tuple[bytes, UpstreamError | None]:
+    """The events before an engine's in-stream error event, and that error.
+
+    vLLM reports a request that failed after its stream started (a KV load that
+    failed, ``finish_reason`` "error") as an error event before ``[DONE]``; the
+    stream is then over, so it is migrated like a broken one.
+    """
+    blocks = events.split(b"\n\n")
+    for i, block in enumerate(blocks):
+        if block.startswith(b"data: {") and b'"error"' in block:
+            try:
+                data = orjson.loads(block[6:])
+            except orjson.JSONDecodeError:
+                continue
+            error = data.get("error") if isinstance(data, dict) else None
+            if isinstance(error, dict):
+                kept = b"".join(b + b"\n\n" for b in blocks[:i] if b)
+                return kept, UpstreamError(service, f"error event in the stream: {error.get('message', error)}", 500)
+    return events, None
+
+
 def _give_up(model: str, service: str, exc: Exception) -> bytes:
     metrics.STREAM_ERRORS.labels(model, service).inc()
     return RequestError(502, f"stream failed and could not be resumed: {exc}").sse()
@@ -117,6 +145,8 @@ def continuation(req: ClientRequest, sent: list[bytes]) -> ClientRequest:
     """The request that continues a stream after ``sent``: prompt + what was already generated."""
     partial, count = generated_so_far(req.kind, sent)
     body = {k: v for k, v in req.body.items() if k not in ("kv_transfer_params", "ec_transfer_params")}
+    if not partial:  # nothing streamed yet: the request as the client sent it
+        return ClientRequest(req.kind, req.path, body)
     for key in ("max_tokens", "max_completion_tokens"):
         if isinstance(body.get(key), int):
             body[key] = max(body[key] - count, 1)

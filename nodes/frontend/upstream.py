@@ -10,6 +10,12 @@ import aiohttp
 import orjson
 
 
+#: Request fields that carry one stage's hand-off to the next. The frontend writes them itself (from an
+#: encoder's or prefill's answer), so an engine that rejects them reports a failure between two servers
+#: (a prefill restarted and lost its KV, an encoder evicted its embeddings), never a client's mistake.
+HANDOFF_FIELDS = ("kv_transfer_params", "ec_transfer_params", "disaggregated_params", "bootstrap_room")
+
+
 class UpstreamError(Exception):
     """An engine could not be reached, failed, or missed its deadline."""
 
@@ -18,6 +24,25 @@ class UpstreamError(Exception):
         self.service = service
         self.status = status
         self.body = body
+
+    @property
+    def server_side(self) -> bool:
+        """The failure is the graph's, not the client's: unreachable, a 5xx, or a rejected hand-off."""
+        return self.status is None or self.status >= 500 or rejected_handoff(self.body)
+
+
+def rejected_handoff(body: bytes) -> str | None:
+    """The hand-off field an engine's 4xx error body names as its ``param``, if any."""
+    if b"_params" not in body and b"bootstrap_room" not in body:
+        return None
+    try:
+        error = orjson.loads(body).get("error")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    param = error.get("param") if isinstance(error, dict) else None
+    if isinstance(param, str):
+        return next((f for f in HANDOFF_FIELDS if param == f or param.startswith(f + ".")), None)
+    return None
 
 
 @dataclass

@@ -48,6 +48,7 @@ class MockConfig:
     stall_after_tokens: int | None = None
     exit_after_requests: int | None = None
     health_fail: bool = False
+    lose_handoffs: bool = False
     log_level: str = "warning"
 
     @property
@@ -120,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--stall-after-tokens", type=int, default=None, help="fault: stop after N tokens and hang")
     a("--exit-after-requests", type=int, default=None, help="fault: the process exits during request N")
     a("--health-fail", action="store_true", help="fault: /health answers 503")
+    a("--lose-handoffs", action="store_true",
+      help="fault: KV and embeddings this engine hands out are gone when asked for, as after a restart")
     a("--log-level", default="warning")
     return p
 

@@ -50,7 +50,8 @@ class Engine:
         self.engine_id = f"{cfg.name}-{uuid.uuid4().hex[:12]}"
         self.pool = BlockPool(cfg.kv_blocks, cfg.block_size)
         self.metrics = MockMetrics(cfg.imitate, cfg.model_name, cfg.role)
-        self.faults = Faults(cfg.fail_rate, cfg.stall_after_tokens, cfg.exit_after_requests, cfg.health_fail)
+        self.faults = Faults(cfg.fail_rate, cfg.stall_after_tokens, cfg.exit_after_requests, cfg.health_fail,
+                             cfg.lose_handoffs)
         self.registry = TransferRegistry(self.engine_id, cfg.transfer_ttl_s, self._release)
         self.peers = PeerClient()
         self.edge = PeerEdge(cfg.host, cfg.public_host, cfg.kv_blocks, cfg.kv_block_bytes)
@@ -102,14 +103,20 @@ class Engine:
             self.metrics.faults["fail_rate"] += 1
             raise RequestError(500, "injected failure (--fail-rate)", code="mock_fault")
         exit_midway = self.faults.count_request()
-        n = len(req.prompt_ids)
-        if n + req.max_tokens > self.cfg.max_model_len:
-            raise RequestError(400, f"This model's maximum context length is {self.cfg.max_model_len} tokens. "
-                               f"However, you requested {n + req.max_tokens} tokens ({n} in the messages, "
-                               f"{req.max_tokens} in the completion).", "max_tokens")
+        n, limit = len(req.prompt_ids), self.cfg.max_model_len
+        # vLLM 0.32: max_tokens above the context length or a prompt that fills it is refused; otherwise
+        # the output stops where the context ends (finish_reason "length").
+        if req.max_tokens > limit:
+            raise RequestError(400, f"max_tokens={req.max_tokens} cannot be greater than max_total_tokens={limit}. "
+                               "Please request fewer output tokens.", "max_tokens")
+        if n >= limit:
+            raise RequestError(400, f"This model's maximum context length is {limit} tokens. However, your prompt "
+                               f"contains {n} input tokens, which leaves no room for output. Please reduce the "
+                               "length of the input prompt.", "input_tokens")
         seed = self._seed(req.prompt_ids)
         # SGLang and TRT-LLM prefill servers stop after the first token; vLLM's honours max_tokens (1 from a proxy).
-        n_out = 1 if mode == "encode" or (mode == "prefill" and self.cfg.imitate != "vllm") else req.max_tokens
+        n_out = 1 if mode == "encode" or (mode == "prefill" and self.cfg.imitate != "vllm") else \
+            min(req.max_tokens, limit - n)
         prep = Prepared(req, mode, seed, n_out, time.perf_counter(), exit_midway=exit_midway)
         if self._active < self.cfg.max_num_seqs:
             self._active += 1

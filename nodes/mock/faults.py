@@ -18,12 +18,15 @@ class Faults:
         stall_after_tokens: after this many tokens a request stops and hangs (None: never).
         exit_after_requests: the process exits during this generation request (None: never).
         health_fail: GET /health answers 503.
+        lose_handoffs: the KV and embeddings this engine hands out are gone when a later stage asks
+            for them, as if it had restarted in between (the peer gets a 404).
     """
 
     fail_rate: float = 0.0
     stall_after_tokens: int | None = None
     exit_after_requests: int | None = None
     health_fail: bool = False
+    lose_handoffs: bool = False
 
     def __post_init__(self) -> None:
         self._rng = random.Random(0)
@@ -60,9 +63,9 @@ class Faults:
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
                     raise RequestError(400, "fail_rate must be a number within [0, 1]", key)
                 value = float(value)
-            elif key == "health_fail":
+            elif key in ("health_fail", "lose_handoffs"):
                 if not isinstance(value, bool):
-                    raise RequestError(400, "health_fail must be true or false", key)
+                    raise RequestError(400, f"{key} must be true or false", key)
             elif value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 raise RequestError(400, f"{key} must be a non-negative integer or null", key)
             checked[key] = value

@@ -138,6 +138,9 @@ class Handshakes:
         """POST /mock/kv/pull on a prefill: check the handle, send the KV blocks if a receiver is
         given, then unpin them and hand over the block hashes."""
         offer = self.engine.registry.claim_kv(payload)
+        if self.engine.faults.lose_handoffs:
+            self.engine.registry.release_blocks(offer.alloc)
+            raise _lost("KV", payload.get("request_id"))
         answer: dict[str, Any] = {"block_hashes": offer.hashes, "num_tokens": offer.num_tokens}
         return await self._send_kv(answer, offer.alloc, payload.get("receiver"))
 
@@ -148,6 +151,9 @@ class Handshakes:
         if taken is None:
             return None
         info, alloc = taken
+        if self.engine.faults.lose_handoffs:
+            self.engine.registry.release_blocks(alloc)
+            raise _lost("bootstrap room", room)
         return await self._send_kv(dict(info), alloc, receiver)
 
     async def _send_kv(self, answer: dict[str, Any], alloc: Any, receiver: Any) -> dict[str, Any]:
@@ -165,6 +171,8 @@ class Handshakes:
     async def serve_ec_pull(self, payload: Any) -> dict[str, Any]:
         """POST /mock/ec/pull on an encoder: check the handle, then send the bytes if a receiver is given."""
         answer = self.engine.registry.take_ec(payload)
+        if self.engine.faults.lose_handoffs:
+            raise _lost("embeddings", payload.get("request_id"))
         receiver = payload.get("receiver")
         if receiver is not None and self.engine.edge.available:
             array = embedding_for(answer["mm_hashes"], self.cfg.mm_tokens)
@@ -189,8 +197,8 @@ class Handshakes:
         status, body = await self.engine.peers.call("POST", url, "embeddings pull from the encoder",
                                              self.cfg.transfer_timeout_s, pull)
         if status != 200:
-            raise RequestError(400, f"ec_transfer_params rejected by the encoder at {url}: "
-                               f"{peer_error_message(body)}", "ec_transfer_params")
+            raise _load_failed("ec_transfer_params", f"ec_transfer_params rejected by the encoder at {url}: "
+                               f"{peer_error_message(body)}")
         mine = [m.digest for m in req.media]
         if body.get("mm_hashes") != mine:
             raise RequestError(400, "ec_transfer_params were produced for other media than this request's "
@@ -254,8 +262,8 @@ class Handshakes:
         status, answer = await self.engine.peers.call("POST", url, "KV pull from the prefill",
                                                self.cfg.transfer_timeout_s, pull)
         if status != 200:
-            raise RequestError(400, f"{field_} rejected by the prefill at {host}:{port}: "
-                               f"{peer_error_message(answer)}", field_)
+            raise _load_failed(field_, f"{field_} rejected by the prefill at {host}:{port}: "
+                               f"{peer_error_message(answer)}")
         await self._receive_kv_bytes(answer, f"{host}:{port}", field_)
         return answer
 
@@ -289,8 +297,8 @@ class Handshakes:
                                f"within {timeout:g}s (--bootstrap-timeout-s): did the prefill get this request?",
                                "bootstrap_room")
         if status != 200:
-            raise RequestError(400, f"bootstrap room {room} at {host}:{port}: {peer_error_message(answer)}",
-                               "bootstrap_room")
+            raise _load_failed("bootstrap_room", f"bootstrap room {room} at {host}:{port}: "
+                               f"{peer_error_message(answer)}")
         await self._receive_kv_bytes(answer, f"{host}:{port}", "bootstrap_room")
         return answer
 
@@ -301,6 +309,20 @@ class Handshakes:
             raise RequestError(400, "disaggregated_params.first_gen_tokens do not match this prompt's first token: "
                                "the generation request must carry the context response of the same prompt",
                                "disaggregated_params.first_gen_tokens")
+
+
+def _lost(what: str, key: Any) -> RequestError:
+    return RequestError(404, f"{what} {key!r} is gone (lose_handoffs fault: as if this engine restarted since)",
+                        code="mock_fault")
+
+
+def _load_failed(field: str, message: str) -> RequestError:
+    """A peer refused the KV or embeddings this request names: the load failed on the server's side.
+
+    vLLM 0.32 (``kv_load_failure_policy`` "fail", its default) finishes such a
+    request with an error and answers 500; the frontend then runs it again.
+    """
+    return RequestError(500, message, field, code="kv_load_failed")
 
 
 def _room_of(body: dict[str, Any]) -> int:

@@ -1,10 +1,12 @@
 """vLLM's P/D handshake through a proxy (ENGINES.md): prefill with max_tokens=1 and
 ``do_remote_decode``, then decode with the prefill's ``kv_transfer_params`` copied verbatim.
 
-A vLLM decode instance can also compute a prompt itself, so two cases skip the
+A vLLM decode instance can also compute a prompt itself, so three cases skip the
 prefill hop: a prompt too short to be worth disaggregating (the route's
-``disagg_threshold``), and a prefill stage with no replica answering (the
-request falls back to decode-only instead of failing).
+``disagg_threshold``), a prefill stage with no replica answering, and a decode
+that cannot load the KV the prefill announced (the prefill died or restarted in
+between; vLLM 0.32's default ``kv_load_failure_policy`` "fail" answers 500):
+the request falls back to decode-only instead of failing.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 from ..metrics import FALLBACKS
 from ..requests import ClientRequest
 from ..routing import BLOCK_CHARS, PrefixAware, block_hashes
-from ..upstream import UpstreamError
+from ..upstream import UpstreamError, rejected_handoff
 from .base import Outcome, Protocol, StageRuntime, without_stream
 
 log = logging.getLogger("servegraph.frontend")
@@ -57,8 +59,23 @@ class VllmProtocol(Protocol):
             FALLBACKS.labels(decode.name, "prefill_failed").inc()
             return await self.final(decode, req, body)
         params = reply.json().get("kv_transfer_params")
-        if params is not None:
-            body["kv_transfer_params"] = params
+        if params is None:
+            return await self.final(decode, req, body)
+        try:
+            outcome = await self.final(decode, req, {**body, "kv_transfer_params": params})
+        except UpstreamError as exc:
+            if not exc.server_side:
+                raise
+            return await self._kv_lost(req, decode, body, str(exc))
+        failed = outcome.reply
+        if failed is not None and (failed.status >= 500 or failed.status >= 400 and rejected_handoff(failed.body)):
+            return await self._kv_lost(req, decode, body, f"HTTP {failed.status}")
+        return outcome
+
+    async def _kv_lost(self, req: ClientRequest, decode: StageRuntime, body: dict[str, Any], why: str) -> Outcome:
+        """The decode could not load the prefill's KV (the prefill died or restarted): decode alone."""
+        log.warning("decode could not load the prefill's KV (%s); decode computes the prompt itself", why)
+        FALLBACKS.labels(decode.name, "kv_lost").inc()
         return await self.final(decode, req, body)
 
 

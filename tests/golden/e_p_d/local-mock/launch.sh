@@ -27,19 +27,19 @@ wait_healthy() {  # NAME URL TIMEOUT_S
 }
 
 # encoder-0: encoder (mock)
-UCX_TLS=tcp,sm,self python -m nodes.mock --role encoder --imitate vllm --model llava-hf/llava-1.5-7b-hf --served-model-name llava-hf/llava-1.5-7b-hf --host 0.0.0.0 --port 8100 --name encoder-0 > logs/encoder-0.log 2>&1 &
+UCX_TLS=tcp,sm,self python -m nodes.mock --role encoder --imitate vllm --model llava-hf/llava-1.5-7b-hf --served-model-name llava-hf/llava-1.5-7b-hf --host 127.0.0.1 --port 8100 --name encoder-0 > logs/encoder-0.log 2>&1 &
 pids+=($!)
 # encoder-1: encoder (mock)
-UCX_TLS=tcp,sm,self python -m nodes.mock --role encoder --imitate vllm --model llava-hf/llava-1.5-7b-hf --served-model-name llava-hf/llava-1.5-7b-hf --host 0.0.0.0 --port 8101 --name encoder-1 > logs/encoder-1.log 2>&1 &
+UCX_TLS=tcp,sm,self python -m nodes.mock --role encoder --imitate vllm --model llava-hf/llava-1.5-7b-hf --served-model-name llava-hf/llava-1.5-7b-hf --host 127.0.0.1 --port 8101 --name encoder-1 > logs/encoder-1.log 2>&1 &
 pids+=($!)
 # prefill-0: prefill (mock)
-UCX_TLS=tcp,sm,self python -m nodes.mock --role prefill --imitate vllm --model llava-hf/llava-1.5-7b-hf --served-model-name llava-hf/llava-1.5-7b-hf --host 0.0.0.0 --port 8102 --name prefill-0 --bootstrap-port 8103 > logs/prefill-0.log 2>&1 &
+UCX_TLS=tcp,sm,self python -m nodes.mock --role prefill --imitate vllm --model llava-hf/llava-1.5-7b-hf --served-model-name llava-hf/llava-1.5-7b-hf --host 127.0.0.1 --port 8102 --name prefill-0 --bootstrap-port 8103 > logs/prefill-0.log 2>&1 &
 pids+=($!)
 # decode-0: decode (mock)
-UCX_TLS=tcp,sm,self python -m nodes.mock --role decode --imitate vllm --model llava-hf/llava-1.5-7b-hf --served-model-name llava-hf/llava-1.5-7b-hf --host 0.0.0.0 --port 8104 --name decode-0 > logs/decode-0.log 2>&1 &
+UCX_TLS=tcp,sm,self python -m nodes.mock --role decode --imitate vllm --model llava-hf/llava-1.5-7b-hf --served-model-name llava-hf/llava-1.5-7b-hf --host 127.0.0.1 --port 8104 --name decode-0 > logs/decode-0.log 2>&1 &
 pids+=($!)
 # decode-1: decode (mock)
-UCX_TLS=tcp,sm,self python -m nodes.mock --role decode --imitate vllm --model llava-hf/llava-1.5-7b-hf --served-model-name llava-hf/llava-1.5-7b-hf --host 0.0.0.0 --port 8105 --name decode-1 > logs/decode-1.log 2>&1 &
+UCX_TLS=tcp,sm,self python -m nodes.mock --role decode --imitate vllm --model llava-hf/llava-1.5-7b-hf --served-model-name llava-hf/llava-1.5-7b-hf --host 127.0.0.1 --port 8105 --name decode-1 > logs/decode-1.log 2>&1 &
 pids+=($!)
 # processor-0: processor
 python -m nodes.processor --config processor-0.json --name processor-0 > logs/processor-0.log 2>&1 &

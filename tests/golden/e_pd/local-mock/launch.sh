@@ -24,13 +24,13 @@ wait_healthy() {  # NAME URL TIMEOUT_S
 }
 
 # encoder-0: encoder (mock)
-UCX_TLS=tcp,sm,self python -m nodes.mock --role encoder --imitate vllm --model llava-hf/llava-1.5-7b-hf --served-model-name llava-hf/llava-1.5-7b-hf --host 0.0.0.0 --port 8100 --name encoder-0 > logs/encoder-0.log 2>&1 &
+UCX_TLS=tcp,sm,self python -m nodes.mock --role encoder --imitate vllm --model llava-hf/llava-1.5-7b-hf --served-model-name llava-hf/llava-1.5-7b-hf --host 127.0.0.1 --port 8100 --name encoder-0 > logs/encoder-0.log 2>&1 &
 pids+=($!)
 # processor-0: processor
 python -m nodes.processor --config processor-0.json --name processor-0 > logs/processor-0.log 2>&1 &
 pids+=($!)
 # prefill-decode-0: prefill_decode (mock)
-UCX_TLS=tcp,sm,self python -m nodes.mock --role prefill_decode --imitate vllm --model llava-hf/llava-1.5-7b-hf --served-model-name llava-hf/llava-1.5-7b-hf --host 0.0.0.0 --port 8102 --name prefill-decode-0 > logs/prefill-decode-0.log 2>&1 &
+UCX_TLS=tcp,sm,self python -m nodes.mock --role prefill_decode --imitate vllm --model llava-hf/llava-1.5-7b-hf --served-model-name llava-hf/llava-1.5-7b-hf --host 127.0.0.1 --port 8102 --name prefill-decode-0 > logs/prefill-decode-0.log 2>&1 &
 pids+=($!)
 wait_healthy encoder-0 http://127.0.0.1:8100/health 60
 wait_healthy processor-0 http://127.0.0.1:8101/health 30

@@ -27,10 +27,10 @@ wait_healthy() {  # NAME URL TIMEOUT_S
 python -m nodes.processor --config processor-0.json --name processor-0 > logs/processor-0.log 2>&1 &
 pids+=($!)
 # encode-prefill-0: encode_prefill (mock)
-UCX_TLS=tcp,sm,self python -m nodes.mock --role encode_prefill --imitate vllm --model llava-hf/llava-1.5-7b-hf --served-model-name llava-hf/llava-1.5-7b-hf --host 0.0.0.0 --port 8101 --name encode-prefill-0 --bootstrap-port 8102 > logs/encode-prefill-0.log 2>&1 &
+UCX_TLS=tcp,sm,self python -m nodes.mock --role encode_prefill --imitate vllm --model llava-hf/llava-1.5-7b-hf --served-model-name llava-hf/llava-1.5-7b-hf --host 127.0.0.1 --port 8101 --name encode-prefill-0 --bootstrap-port 8102 > logs/encode-prefill-0.log 2>&1 &
 pids+=($!)
 # decode-0: decode (mock)
-UCX_TLS=tcp,sm,self python -m nodes.mock --role decode --imitate vllm --model llava-hf/llava-1.5-7b-hf --served-model-name llava-hf/llava-1.5-7b-hf --host 0.0.0.0 --port 8103 --name decode-0 > logs/decode-0.log 2>&1 &
+UCX_TLS=tcp,sm,self python -m nodes.mock --role decode --imitate vllm --model llava-hf/llava-1.5-7b-hf --served-model-name llava-hf/llava-1.5-7b-hf --host 127.0.0.1 --port 8103 --name decode-0 > logs/decode-0.log 2>&1 &
 pids+=($!)
 wait_healthy processor-0 http://127.0.0.1:8100/health 30
 wait_healthy encode-prefill-0 http://127.0.0.1:8101/health 60

@@ -27,10 +27,10 @@ wait_healthy() {  # NAME URL TIMEOUT_S
 python -m nodes.processor --config processor-0.json --name processor-0 > logs/processor-0.log 2>&1 &
 pids+=($!)
 # encode-prefill-0: encode_prefill (vllm)
-UCX_CUDA_IPC_ENABLE_GET_ZCOPY=y UCX_TLS=cuda_copy,cuda_ipc,tcp,sm,self VLLM_NIXL_SIDE_CHANNEL_HOST="${SG_SELF_HOST}" VLLM_NIXL_SIDE_CHANNEL_PORT=8102 python -m vllm.entrypoints.openai.api_server --model llava-hf/llava-1.5-7b-hf --served-model-name llava-hf/llava-1.5-7b-hf --host 0.0.0.0 --port 8101 --kv-transfer-config '{"kv_buffer_device":"cuda","kv_connector":"NixlConnector","kv_role":"kv_producer"}' > logs/encode-prefill-0.log 2>&1 &
+UCX_CUDA_IPC_ENABLE_GET_ZCOPY=y UCX_TLS=cuda_copy,cuda_ipc,tcp,sm,self VLLM_NIXL_SIDE_CHANNEL_HOST="${SG_SELF_HOST}" VLLM_NIXL_SIDE_CHANNEL_PORT=8102 python -m vllm.entrypoints.openai.api_server --model llava-hf/llava-1.5-7b-hf --served-model-name llava-hf/llava-1.5-7b-hf --host 127.0.0.1 --port 8101 --kv-transfer-config '{"kv_buffer_device":"cuda","kv_connector":"NixlConnector","kv_role":"kv_producer"}' > logs/encode-prefill-0.log 2>&1 &
 pids+=($!)
 # decode-0: decode (vllm)
-UCX_CUDA_IPC_ENABLE_GET_ZCOPY=y UCX_TLS=cuda_copy,cuda_ipc,tcp,sm,self VLLM_NIXL_SIDE_CHANNEL_HOST="${SG_SELF_HOST}" VLLM_NIXL_SIDE_CHANNEL_PORT=8104 python -m vllm.entrypoints.openai.api_server --model llava-hf/llava-1.5-7b-hf --served-model-name llava-hf/llava-1.5-7b-hf --host 0.0.0.0 --port 8103 --kv-transfer-config '{"kv_buffer_device":"cuda","kv_connector":"NixlConnector","kv_role":"kv_consumer"}' > logs/decode-0.log 2>&1 &
+UCX_CUDA_IPC_ENABLE_GET_ZCOPY=y UCX_TLS=cuda_copy,cuda_ipc,tcp,sm,self VLLM_NIXL_SIDE_CHANNEL_HOST="${SG_SELF_HOST}" VLLM_NIXL_SIDE_CHANNEL_PORT=8104 python -m vllm.entrypoints.openai.api_server --model llava-hf/llava-1.5-7b-hf --served-model-name llava-hf/llava-1.5-7b-hf --host 127.0.0.1 --port 8103 --kv-transfer-config '{"kv_buffer_device":"cuda","kv_connector":"NixlConnector","kv_role":"kv_consumer"}' > logs/decode-0.log 2>&1 &
 pids+=($!)
 wait_healthy processor-0 http://127.0.0.1:8100/health 30
 wait_healthy encode-prefill-0 http://127.0.0.1:8101/health 900

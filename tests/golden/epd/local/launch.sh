@@ -26,7 +26,7 @@ wait_healthy() {  # NAME URL TIMEOUT_S
 python -m nodes.processor --config processor-0.json --name processor-0 > logs/processor-0.log 2>&1 &
 pids+=($!)
 # worker-0: worker (vllm)
-python -m vllm.entrypoints.openai.api_server --model llava-hf/llava-1.5-7b-hf --served-model-name llava-hf/llava-1.5-7b-hf --host 0.0.0.0 --port 8101 > logs/worker-0.log 2>&1 &
+python -m vllm.entrypoints.openai.api_server --model llava-hf/llava-1.5-7b-hf --served-model-name llava-hf/llava-1.5-7b-hf --host 127.0.0.1 --port 8101 > logs/worker-0.log 2>&1 &
 pids+=($!)
 wait_healthy processor-0 http://127.0.0.1:8100/health 30
 wait_healthy worker-0 http://127.0.0.1:8101/health 900

@@ -25,16 +25,16 @@ wait_healthy() {  # NAME URL TIMEOUT_S
 }
 
 # worker-0: worker (vllm)
-python -m vllm.entrypoints.openai.api_server --model meta-llama/Llama-3.1-8B-Instruct --served-model-name meta-llama/Llama-3.1-8B-Instruct --host 0.0.0.0 --port 8100 > logs/worker-0.log 2>&1 &
+python -m vllm.entrypoints.openai.api_server --model meta-llama/Llama-3.1-8B-Instruct --served-model-name meta-llama/Llama-3.1-8B-Instruct --host 127.0.0.1 --port 8100 > logs/worker-0.log 2>&1 &
 pids+=($!)
 # worker-1: worker (vllm)
-python -m vllm.entrypoints.openai.api_server --model meta-llama/Llama-3.1-8B-Instruct --served-model-name meta-llama/Llama-3.1-8B-Instruct --host 0.0.0.0 --port 8101 > logs/worker-1.log 2>&1 &
+python -m vllm.entrypoints.openai.api_server --model meta-llama/Llama-3.1-8B-Instruct --served-model-name meta-llama/Llama-3.1-8B-Instruct --host 127.0.0.1 --port 8101 > logs/worker-1.log 2>&1 &
 pids+=($!)
 # worker-2: worker (vllm)
-python -m vllm.entrypoints.openai.api_server --model meta-llama/Llama-3.1-8B-Instruct --served-model-name meta-llama/Llama-3.1-8B-Instruct --host 0.0.0.0 --port 8102 > logs/worker-2.log 2>&1 &
+python -m vllm.entrypoints.openai.api_server --model meta-llama/Llama-3.1-8B-Instruct --served-model-name meta-llama/Llama-3.1-8B-Instruct --host 127.0.0.1 --port 8102 > logs/worker-2.log 2>&1 &
 pids+=($!)
 # worker-3: worker (vllm)
-python -m vllm.entrypoints.openai.api_server --model meta-llama/Llama-3.1-8B-Instruct --served-model-name meta-llama/Llama-3.1-8B-Instruct --host 0.0.0.0 --port 8103 > logs/worker-3.log 2>&1 &
+python -m vllm.entrypoints.openai.api_server --model meta-llama/Llama-3.1-8B-Instruct --served-model-name meta-llama/Llama-3.1-8B-Instruct --host 127.0.0.1 --port 8103 > logs/worker-3.log 2>&1 &
 pids+=($!)
 wait_healthy worker-0 http://127.0.0.1:8100/health 900
 wait_healthy worker-1 http://127.0.0.1:8101/health 900

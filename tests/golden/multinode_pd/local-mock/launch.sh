@@ -24,13 +24,13 @@ wait_healthy() {  # NAME URL TIMEOUT_S
 }
 
 # prefill-0: prefill (mock)
-UCX_TLS=rc,tcp,sm,self python -m nodes.mock --role prefill --imitate vllm --model meta-llama/Llama-3.1-405B-Instruct-FP8 --served-model-name meta-llama/Llama-3.1-405B-Instruct-FP8 --host 0.0.0.0 --port 8100 --name prefill-0 --bootstrap-port 8101 > logs/prefill-0.log 2>&1 &
+UCX_TLS=rc,tcp,sm,self python -m nodes.mock --role prefill --imitate vllm --model meta-llama/Llama-3.1-405B-Instruct-FP8 --served-model-name meta-llama/Llama-3.1-405B-Instruct-FP8 --host 127.0.0.1 --port 8100 --name prefill-0 --bootstrap-port 8101 > logs/prefill-0.log 2>&1 &
 pids+=($!)
 # prefill-1: prefill (mock)
-UCX_TLS=rc,tcp,sm,self python -m nodes.mock --role prefill --imitate vllm --model meta-llama/Llama-3.1-405B-Instruct-FP8 --served-model-name meta-llama/Llama-3.1-405B-Instruct-FP8 --host 0.0.0.0 --port 8102 --name prefill-1 --bootstrap-port 8103 > logs/prefill-1.log 2>&1 &
+UCX_TLS=rc,tcp,sm,self python -m nodes.mock --role prefill --imitate vllm --model meta-llama/Llama-3.1-405B-Instruct-FP8 --served-model-name meta-llama/Llama-3.1-405B-Instruct-FP8 --host 127.0.0.1 --port 8102 --name prefill-1 --bootstrap-port 8103 > logs/prefill-1.log 2>&1 &
 pids+=($!)
 # decode-0: decode (mock)
-UCX_TLS=rc,tcp,sm,self python -m nodes.mock --role decode --imitate vllm --model meta-llama/Llama-3.1-405B-Instruct-FP8 --served-model-name meta-llama/Llama-3.1-405B-Instruct-FP8 --host 0.0.0.0 --port 8104 --name decode-0 > logs/decode-0.log 2>&1 &
+UCX_TLS=rc,tcp,sm,self python -m nodes.mock --role decode --imitate vllm --model meta-llama/Llama-3.1-405B-Instruct-FP8 --served-model-name meta-llama/Llama-3.1-405B-Instruct-FP8 --host 127.0.0.1 --port 8104 --name decode-0 > logs/decode-0.log 2>&1 &
 pids+=($!)
 wait_healthy prefill-0 http://127.0.0.1:8100/health 60
 wait_healthy prefill-1 http://127.0.0.1:8102/health 60

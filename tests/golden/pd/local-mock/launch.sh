@@ -23,10 +23,10 @@ wait_healthy() {  # NAME URL TIMEOUT_S
 }
 
 # prefill-0: prefill (mock)
-UCX_TLS=tcp,sm,self python -m nodes.mock --role prefill --imitate vllm --model meta-llama/Llama-3.1-8B-Instruct --served-model-name meta-llama/Llama-3.1-8B-Instruct --host 0.0.0.0 --port 8100 --name prefill-0 --bootstrap-port 8101 > logs/prefill-0.log 2>&1 &
+UCX_TLS=tcp,sm,self python -m nodes.mock --role prefill --imitate vllm --model meta-llama/Llama-3.1-8B-Instruct --served-model-name meta-llama/Llama-3.1-8B-Instruct --host 127.0.0.1 --port 8100 --name prefill-0 --bootstrap-port 8101 > logs/prefill-0.log 2>&1 &
 pids+=($!)
 # decode-0: decode (mock)
-UCX_TLS=tcp,sm,self python -m nodes.mock --role decode --imitate vllm --model meta-llama/Llama-3.1-8B-Instruct --served-model-name meta-llama/Llama-3.1-8B-Instruct --host 0.0.0.0 --port 8102 --name decode-0 > logs/decode-0.log 2>&1 &
+UCX_TLS=tcp,sm,self python -m nodes.mock --role decode --imitate vllm --model meta-llama/Llama-3.1-8B-Instruct --served-model-name meta-llama/Llama-3.1-8B-Instruct --host 127.0.0.1 --port 8102 --name decode-0 > logs/decode-0.log 2>&1 &
 pids+=($!)
 wait_healthy prefill-0 http://127.0.0.1:8100/health 60
 wait_healthy decode-0 http://127.0.0.1:8102/health 60

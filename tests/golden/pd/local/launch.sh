@@ -23,10 +23,10 @@ wait_healthy() {  # NAME URL TIMEOUT_S
 }
 
 # prefill-0: prefill (vllm)
-UCX_CUDA_IPC_ENABLE_GET_ZCOPY=y UCX_TLS=cuda_copy,cuda_ipc,tcp,sm,self VLLM_NIXL_SIDE_CHANNEL_HOST="${SG_SELF_HOST}" VLLM_NIXL_SIDE_CHANNEL_PORT=8101 python -m vllm.entrypoints.openai.api_server --model meta-llama/Llama-3.1-8B-Instruct --served-model-name meta-llama/Llama-3.1-8B-Instruct --host 0.0.0.0 --port 8100 --kv-transfer-config '{"kv_buffer_device":"cuda","kv_connector":"NixlConnector","kv_role":"kv_producer"}' > logs/prefill-0.log 2>&1 &
+UCX_CUDA_IPC_ENABLE_GET_ZCOPY=y UCX_TLS=cuda_copy,cuda_ipc,tcp,sm,self VLLM_NIXL_SIDE_CHANNEL_HOST="${SG_SELF_HOST}" VLLM_NIXL_SIDE_CHANNEL_PORT=8101 python -m vllm.entrypoints.openai.api_server --model meta-llama/Llama-3.1-8B-Instruct --served-model-name meta-llama/Llama-3.1-8B-Instruct --host 127.0.0.1 --port 8100 --kv-transfer-config '{"kv_buffer_device":"cuda","kv_connector":"NixlConnector","kv_role":"kv_producer"}' > logs/prefill-0.log 2>&1 &
 pids+=($!)
 # decode-0: decode (vllm)
-UCX_CUDA_IPC_ENABLE_GET_ZCOPY=y UCX_TLS=cuda_copy,cuda_ipc,tcp,sm,self VLLM_NIXL_SIDE_CHANNEL_HOST="${SG_SELF_HOST}" VLLM_NIXL_SIDE_CHANNEL_PORT=8103 python -m vllm.entrypoints.openai.api_server --model meta-llama/Llama-3.1-8B-Instruct --served-model-name meta-llama/Llama-3.1-8B-Instruct --host 0.0.0.0 --port 8102 --tensor-parallel-size 2 --kv-transfer-config '{"kv_buffer_device":"cuda","kv_connector":"NixlConnector","kv_role":"kv_consumer"}' > logs/decode-0.log 2>&1 &
+UCX_CUDA_IPC_ENABLE_GET_ZCOPY=y UCX_TLS=cuda_copy,cuda_ipc,tcp,sm,self VLLM_NIXL_SIDE_CHANNEL_HOST="${SG_SELF_HOST}" VLLM_NIXL_SIDE_CHANNEL_PORT=8103 python -m vllm.entrypoints.openai.api_server --model meta-llama/Llama-3.1-8B-Instruct --served-model-name meta-llama/Llama-3.1-8B-Instruct --host 127.0.0.1 --port 8102 --tensor-parallel-size 2 --kv-transfer-config '{"kv_buffer_device":"cuda","kv_connector":"NixlConnector","kv_role":"kv_consumer"}' > logs/decode-0.log 2>&1 &
 pids+=($!)
 wait_healthy prefill-0 http://127.0.0.1:8100/health 900
 wait_healthy decode-0 http://127.0.0.1:8102/health 900

@@ -24,13 +24,13 @@ wait_healthy() {  # NAME URL TIMEOUT_S
 }
 
 # prefill-0: prefill (sglang)
-UCX_TLS=cuda_copy,cuda_ipc,tcp,sm,self python -m sglang.launch_server --model-path Qwen/Qwen2.5-7B-Instruct --served-model-name Qwen/Qwen2.5-7B-Instruct --host 0.0.0.0 --port 8100 --enable-metrics --disaggregation-mode prefill --disaggregation-transfer-backend nixl --disaggregation-bootstrap-port 8101 > logs/prefill-0.log 2>&1 &
+UCX_TLS=cuda_copy,cuda_ipc,tcp,sm,self python -m sglang.launch_server --model-path Qwen/Qwen2.5-7B-Instruct --served-model-name Qwen/Qwen2.5-7B-Instruct --host 127.0.0.1 --port 8100 --enable-metrics --disaggregation-mode prefill --disaggregation-transfer-backend nixl --disaggregation-bootstrap-port 8101 > logs/prefill-0.log 2>&1 &
 pids+=($!)
 # decode-0: decode (sglang)
-UCX_TLS=cuda_copy,cuda_ipc,tcp,sm,self python -m sglang.launch_server --model-path Qwen/Qwen2.5-7B-Instruct --served-model-name Qwen/Qwen2.5-7B-Instruct --host 0.0.0.0 --port 8102 --enable-metrics --disaggregation-mode decode --disaggregation-transfer-backend nixl > logs/decode-0.log 2>&1 &
+UCX_TLS=cuda_copy,cuda_ipc,tcp,sm,self python -m sglang.launch_server --model-path Qwen/Qwen2.5-7B-Instruct --served-model-name Qwen/Qwen2.5-7B-Instruct --host 127.0.0.1 --port 8102 --enable-metrics --disaggregation-mode decode --disaggregation-transfer-backend nixl > logs/decode-0.log 2>&1 &
 pids+=($!)
 # decode-1: decode (sglang)
-UCX_TLS=cuda_copy,cuda_ipc,tcp,sm,self python -m sglang.launch_server --model-path Qwen/Qwen2.5-7B-Instruct --served-model-name Qwen/Qwen2.5-7B-Instruct --host 0.0.0.0 --port 8103 --enable-metrics --disaggregation-mode decode --disaggregation-transfer-backend nixl > logs/decode-1.log 2>&1 &
+UCX_TLS=cuda_copy,cuda_ipc,tcp,sm,self python -m sglang.launch_server --model-path Qwen/Qwen2.5-7B-Instruct --served-model-name Qwen/Qwen2.5-7B-Instruct --host 127.0.0.1 --port 8103 --enable-metrics --disaggregation-mode decode --disaggregation-transfer-backend nixl > logs/decode-1.log 2>&1 &
 pids+=($!)
 wait_healthy prefill-0 http://127.0.0.1:8100/health 900
 wait_healthy decode-0 http://127.0.0.1:8102/health 900

@@ -23,10 +23,10 @@ wait_healthy() {  # NAME URL TIMEOUT_S
 }
 
 # prefill-0: prefill (trtllm)
-TRTLLM_NIXL_KVCACHE_BACKEND=UCX UCX_TLS=cuda_copy,cuda_ipc,tcp,sm,self trtllm-serve meta-llama/Llama-3.1-8B-Instruct --host 0.0.0.0 --port 8100 --backend pytorch --max_seq_len 8192 --extra_llm_api_options prefill-0.extra-llm-api.yaml > logs/prefill-0.log 2>&1 &
+TRTLLM_NIXL_KVCACHE_BACKEND=UCX UCX_TLS=cuda_copy,cuda_ipc,tcp,sm,self trtllm-serve meta-llama/Llama-3.1-8B-Instruct --host 127.0.0.1 --port 8100 --backend pytorch --max_seq_len 8192 --extra_llm_api_options prefill-0.extra-llm-api.yaml > logs/prefill-0.log 2>&1 &
 pids+=($!)
 # decode-0: decode (trtllm)
-TRTLLM_NIXL_KVCACHE_BACKEND=UCX UCX_TLS=cuda_copy,cuda_ipc,tcp,sm,self trtllm-serve meta-llama/Llama-3.1-8B-Instruct --host 0.0.0.0 --port 8101 --backend pytorch --max_seq_len 8192 --extra_llm_api_options decode-0.extra-llm-api.yaml > logs/decode-0.log 2>&1 &
+TRTLLM_NIXL_KVCACHE_BACKEND=UCX UCX_TLS=cuda_copy,cuda_ipc,tcp,sm,self trtllm-serve meta-llama/Llama-3.1-8B-Instruct --host 127.0.0.1 --port 8101 --backend pytorch --max_seq_len 8192 --extra_llm_api_options decode-0.extra-llm-api.yaml > logs/decode-0.log 2>&1 &
 pids+=($!)
 wait_healthy prefill-0 http://127.0.0.1:8100/health 1800
 wait_healthy decode-0 http://127.0.0.1:8101/health 1800
