@@ -29,8 +29,7 @@ from nodes.transport import (  # noqa: I001
     recv_embeddings,
     send_embeddings,
 )
-from nodes.transport import nixl_backend, slot_client
-from nodes.transport import sender as sender_module
+from nodes.transport import fast_path, nixl_backend, nixl_calls, slot_client
 
 # (bytes, dtype): every dtype at 1 KiB and 4 MiB, one 64 MiB transfer
 CASES = [(size, dtype) for size in (1 << 10, 4 << 20) for dtype in ("float16", "float32", "int8")] + [
@@ -449,7 +448,7 @@ def test_a_run_of_consecutive_blocks_is_sent_in_place_and_bad_runs_are_refused(n
             ticket = tx.send_blocks(pool, ids, timeout=DEADLINE_S, checksum=i == 1)
             with receiver.recv(ticket.xfer_id, timeout=DEADLINE_S) as got:
                 assert_same_bytes(got.arrays[0], pool[list(ids)])
-        runs = {(info.addr, info.shape) for info in tx._routes}
+        runs = {(info.addr, info.shape) for info in tx._fast.routes}
         block = pool.nbytes // len(pool)
         assert (pool.ctypes.data + 100 * block, (300, 32, 64)) in runs
         assert (pool.ctypes.data + 200 * block, (64, 32, 64)) in runs
@@ -492,9 +491,9 @@ def test_a_stream_stays_armed_while_other_sends_come_between(
 def test_sends_work_through_nixls_public_calls_too(nixl_agent: None, monkeypatch: pytest.MonkeyPatch) -> None:
     """Where nixl keeps its bindings elsewhere, posts and polls go through ``nixl._api``'s methods."""
     agent = nixl_backend.process_agent()
-    public = nixl_backend.TransferCalls(agent._agent, use_bindings=False)
+    public = nixl_calls.TransferCalls(agent._agent, use_bindings=False)
     assert not public.native and public.done == "DONE"
-    moved = nixl_backend.TransferCalls(agent._agent)  # a handle without the binding's where nixl 1.5 keeps it
+    moved = nixl_calls.TransferCalls(agent._agent)  # a handle without the binding's where nixl 1.5 keeps it
     assert moved.native and moved.handle(marker := object()) is marker and not moved.native
     assert moved.start == agent._agent.transfer
     monkeypatch.setattr(agent, "_calls", public)
@@ -513,7 +512,7 @@ def test_sends_work_through_nixls_public_calls_too(nixl_agent: None, monkeypatch
 def test_many_different_runs_keep_a_bounded_route_cache(nixl_agent: None, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each new run of a pool gets a route with its own prepared writes; past ``MAX_ROUTES`` the
     oldest is dropped (its writes released), one at a time, and every run still arrives intact."""
-    monkeypatch.setattr(sender_module, "MAX_ROUTES", 4)
+    monkeypatch.setattr(fast_path, "MAX_ROUTES", 4)
     with TensorReceiver(16 << 20, backend="nixl") as receiver:
         tx = TensorSender(receiver.handle(), backend="nixl")
         pool = block_pool().copy()
@@ -523,8 +522,8 @@ def test_many_different_runs_keep_a_bounded_route_cache(nixl_agent: None, monkey
             ticket = tx.send_blocks(pool, ids, timeout=DEADLINE_S)
             with receiver.recv(ticket.xfer_id, timeout=DEADLINE_S) as got:
                 assert_same_bytes(got.arrays[0], pool[start : start + 16])
-            assert len(tx._routes) <= 4
+            assert len(tx._fast.routes) <= 4
         block = pool.nbytes // len(pool)
-        kept = sorted((info.addr - pool.ctypes.data) // block for info in tx._routes)
+        kept = sorted((info.addr - pool.ctypes.data) // block for info in tx._fast.routes)
         assert kept == [240, 280, 320, 360], kept  # the four newest
         close_and_expect_leases_back(tx, receiver)

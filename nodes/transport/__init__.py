@@ -27,13 +27,27 @@ with ``backend=`` or ``SERVEGRAPH_TRANSPORT=nixl|shm|tcp``. Every wait has a
 deadline: a dead or silent peer raises ``TransportTimeout``/``TransportError``.
 For the E/P/D request path (and a prefill's KV blocks to a decode) see
 ``nodes.transport.edge``.
+
+Modules, by job:
+
+* sending: ``sender`` (the API), ``fast_path`` (routes, armed sends),
+  ``general_path`` (a slot per send, staging, gathers), ``sources`` (what is
+  registered, what is staged), ``notice`` (notification and ticket),
+  ``slot_client`` (leases and reservations, the sender's side channel);
+* receiving: ``receiver`` (the API), ``transfers`` (each transfer's slot and
+  state), ``lease_book`` (the slots leased to senders), ``sidechannel_server``;
+* shared: ``nixl_backend`` and ``nixl_calls`` (the process's NIXL agent),
+  ``sidechannel`` (frames), ``layout``, ``memory``, ``slots``, ``fallback``,
+  ``handle``, ``config``, ``errors``.
 """
 
 from .edge import recv_array, recv_embeddings, send_blocks, send_embeddings
 from .errors import TransportError, TransportTimeout
 from .handle import EdgeHandle
+from .notice import Ticket
 from .receiver import Received, TensorReceiver
-from .sender import PreparedSend, Reservation, TensorSender, Ticket
+from .sender import PreparedSend, TensorSender
+from .slot_client import Reservation
 
 __all__ = [
     "EdgeHandle",

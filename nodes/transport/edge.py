@@ -21,8 +21,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from .handle import EdgeHandle
+from .notice import Ticket
 from .receiver import TensorReceiver
-from .sender import TensorSender, Ticket
+from .sender import TensorSender
 
 _senders: dict[tuple[str, int, str], TensorSender] = {}
 _senders_lock = threading.Lock()

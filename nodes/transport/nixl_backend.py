@@ -8,7 +8,7 @@ takes the zero-copy path on GPUs without NVLink. A prepared transfer is
 re-posted with ``transfer(handle, notif_msg)`` (nixl 1.5.1 takes a new
 notification per post) instead of being created again; on the hot path that
 post and the polling after it call the bindings under ``nixl._api`` directly
-(see ``TransferCalls``).
+(see ``nixl_calls``).
 """
 
 from __future__ import annotations
@@ -22,11 +22,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from .errors import TransportError, TransportTimeout
+from .nixl_calls import TransferCalls
 
 log = logging.getLogger(__name__)
 
@@ -51,58 +52,23 @@ class Registration:
         self.descs, self.lo, self.hi = descs, lo, hi
 
 
-class TransferCalls:
-    """Post and poll a prepared transfer with as little Python around NIXL as there can be.
-
-    ``nixl._api``'s ``transfer`` and ``check_xfer_state`` are Python methods around
-    ``postXferReq`` / ``getXferStatus`` that turn the status into a string: 1.4 us a poll
-    on this dev box against 0.5 us for the binding, and on an H100 host raw NIXL through
-    the bindings wrote 4 MiB in 29.8-31.6 us against 30.5-32.5 us through the methods
-    (``bench/nixl_edge.py --profile``). Where the bindings are not where nixl 1.5 keeps
-    them, the public methods are used (same results, slower).
-    """
-
-    __slots__ = ("agent", "start", "state", "done", "in_prog", "native")
-
-    def __init__(self, agent: Any, use_bindings: bool = True) -> None:
-        from nixl import _api
-
-        self.agent = agent
-        bindings, core = getattr(_api, "nixlBind", None), getattr(agent, "agent", None)
-        calls, codes = ("postXferReq", "getXferStatus"), ("NIXL_SUCCESS", "NIXL_IN_PROG")
-        if use_bindings and all(hasattr(core, f) for f in calls) and all(hasattr(bindings, c) for c in codes):
-            self.start, self.state = core.postXferReq, core.getXferStatus
-            self.done, self.in_prog = bindings.NIXL_SUCCESS, bindings.NIXL_IN_PROG
-            self.native = True
-        else:
-            self._use_public_methods()
-
-    def _use_public_methods(self) -> None:
-        self.start, self.state = self.agent.transfer, self.agent.check_xfer_state
-        self.done, self.in_prog = "DONE", "PROC"
-        self.native = False
-
-    def handle(self, xfer: Any) -> Any:
-        """What ``start``/``state`` take for a handle from ``initialize_xfer``.
-
-        A handle that does not keep the binding's handle where nixl 1.5 does switches these
-        calls to the public methods (before any native handle was given out: all are alike).
-        """
-        if self.native:
-            native = getattr(xfer, "_handle", None)
-            if native is not None:
-                return native
-            self._use_public_methods()
-        return xfer
-
-
 class PreparedWrite:
-    """A prepared NIXL WRITE: the API's handle (to release) and what the bindings post."""
+    """A prepared NIXL WRITE: the API's handle (to release), what the bindings post, and the
+    local range ``[lo, hi)`` it reads (it must go before that memory is deregistered)."""
 
-    __slots__ = ("xfer", "native")
+    __slots__ = ("xfer", "native", "lo", "hi")
 
-    def __init__(self, xfer: Any, native: Any) -> None:
-        self.xfer, self.native = xfer, native
+    def __init__(self, xfer: Any, native: Any, lo: int = 0, hi: int = 0) -> None:
+        self.xfer, self.native, self.lo, self.hi = xfer, native, lo, hi
+
+
+class Peer(NamedTuple):
+    """A receiver as a sender's WRITEs reach it: our agent, its agent's name, its region."""
+
+    agent: NixlAgent
+    remote: str  # the receiver's agent name (ours for a receiver in this process)
+    base: int  # address of its registered region
+    mem: tuple[str, int]  # its region's (memory kind, device)
 
 
 class NixlAgent:
@@ -135,8 +101,8 @@ class NixlAgent:
         self._calls = TransferCalls(self._agent)
         self._lock = threading.Lock()
         self._remotes: dict[str, str] = {}
-        # key -> (write, lowest local address, highest local end); oldest first
-        self._xfers: collections.OrderedDict[tuple, tuple[PreparedWrite, int, int]] = collections.OrderedDict()
+        # prepared writes kept for re-posting, by what they write (see ``_key``); oldest first
+        self._xfers: collections.OrderedDict[tuple, PreparedWrite] = collections.OrderedDict()
 
     def register(self, addr: int, nbytes: int, mem: str, device: int) -> Registration:
         """Register ``[addr, addr+nbytes)`` once; returns what ``deregister`` takes."""
@@ -146,8 +112,8 @@ class NixlAgent:
     def deregister(self, reg: Registration) -> None:
         """Undo ``register`` (prepared transfers reading from the range are dropped first)."""
         with self._lock:
-            for key, (write, lo, hi) in list(self._xfers.items()):
-                if lo < reg.hi and reg.lo < hi:
+            for key, write in list(self._xfers.items()):
+                if write.lo < reg.hi and reg.lo < write.hi:
                     del self._xfers[key]
                     _release(write)
             self._agent.deregister_memory(reg.descs)
@@ -198,19 +164,19 @@ class NixlAgent:
         """
         key = _key(remote, pairs, dst_base, local_mem, remote_mem)
         with self._lock:
-            entry = self._xfers.pop(key, None)  # popped while in flight: no other thread re-posts it
-            if entry is None:
-                entry = self._prepare(remote, pairs, dst_base, local_mem, remote_mem)
+            write = self._xfers.pop(key, None)  # popped while in flight: no other thread re-posts it
+            if write is None:
+                write = self._prepare(remote, pairs, dst_base, local_mem, remote_mem)
         try:
-            self.post(entry[0], notif, deadline, remote, meanwhile)
+            self.post(write, notif, deadline, remote, meanwhile)
         except TransportError:
-            self.release(entry[0])
+            self.release(write)
             raise
         with self._lock:
             if reuse:
-                self._keep(key, entry)
+                self._keep(key, write)
             else:
-                _release(entry[0])
+                _release(write)
 
     def make_write(
         self, remote: str, pairs: Pairs, dst_base: int, local_mem: tuple[str, int], remote_mem: tuple[str, int]
@@ -224,7 +190,7 @@ class NixlAgent:
             TransportError: NIXL refused the descriptors.
         """
         with self._lock:
-            return self._prepare(remote, pairs, dst_base, local_mem, remote_mem)[0]
+            return self._prepare(remote, pairs, dst_base, local_mem, remote_mem)
 
     def post(
         self,
@@ -287,15 +253,15 @@ class NixlAgent:
         with self._lock:
             _release(write)
 
-    def _keep(self, key: tuple, entry: tuple[PreparedWrite, int, int]) -> None:
+    def _keep(self, key: tuple, write: PreparedWrite) -> None:
         """Cache a prepared transfer, dropping the least recently used beyond the cap (caller holds the lock)."""
-        self._xfers[key] = entry
+        self._xfers[key] = write
         while len(self._xfers) > MAX_CACHED_XFERS:
-            _release(self._xfers.popitem(last=False)[1][0])
+            _release(self._xfers.popitem(last=False)[1])
 
     def _prepare(
         self, remote: str, pairs: Pairs, dst_base: int, local_mem: tuple[str, int], remote_mem: tuple[str, int]
-    ) -> tuple[PreparedWrite, int, int]:
+    ) -> PreparedWrite:
         """Create the transfer request for ``pairs`` (caller holds the lock)."""
         (lmem, ldev), (rmem, rdev) = local_mem, remote_mem
         if isinstance(pairs, np.ndarray):
@@ -313,7 +279,7 @@ class NixlAgent:
             )
         except Exception as exc:  # nixl raises RuntimeError or backend-specific errors
             raise TransportError(f"NIXL could not prepare the write to {remote}: {exc}") from exc
-        return PreparedWrite(handle, self._calls.handle(handle)), lo, hi
+        return PreparedWrite(handle, self._calls.handle(handle), lo, hi)
 
     def poll_notifs(self) -> list[tuple[str, bytes]]:
         """Return new edge notifications as (sender agent, message), ours only, in arrival order."""

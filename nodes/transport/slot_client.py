@@ -60,6 +60,14 @@ class Reservation(NamedTuple):
     seq: int = 0  # leased slots: how many times this sender has written it, this time included
 
 
+class Owed(NamedTuple):
+    """A reply still to read: its request's kind and, for a slot reserved ahead, its id and size."""
+
+    kind: str  # "spare" (a slot reserved ahead, or only an activation), "free" or "unlease"
+    xfer_id: str = ""
+    nbytes: int = 0
+
+
 def _is_credit(frame: dict) -> bool:
     return "credit" in frame
 
@@ -93,7 +101,7 @@ class SlotClient:
         self.peer = f"{host}:{port}"
         self._conn: Connection | None = Connection(host, port, connect_timeout)
         # Replies still to read, in order, and slots reserved ahead for the next sends.
-        self._inflight: collections.deque[tuple[str, str, int]] = collections.deque()
+        self._inflight: collections.deque[Owed] = collections.deque()
         self._spares: collections.deque[Reservation] = collections.deque()
         prefix = uuid.uuid4().hex[:16]
         self._ids = (f"{prefix}-{n:x}" for n in itertools.count())
@@ -121,7 +129,7 @@ class SlotClient:
         The slot set aside for the next send (``ready``) is kept for it while
         another is free: a send that was not made ready (another array, the
         general path, its own transfer id) leaves the armed send of a stream
-        armed (``TensorSender._while_in_flight``).
+        armed (``FastPath._while_in_flight``).
 
         Returns None when no lease can be had (the region is too small or its
         lease share is taken): reserve per send then.
@@ -236,7 +244,7 @@ class SlotClient:
     def _retire(self) -> None:
         """Give all our leases back; the receiver keeps those whose last notification is still on the way."""
         if self._seq:
-            self._post({"op": "unlease", "leases": self.leases()}, ("unlease", "", 0))
+            self._post({"op": "unlease", "leases": self.leases()}, Owed("unlease"))
         self._seq, self._lease_n, self._lease_floor = {}, 0, 0
         self._free.clear()
 
@@ -279,7 +287,7 @@ class SlotClient:
         slot we are about to write, so our death fails that transfer there.
         """
         try:
-            while not self._spares and any(kind == "spare" for kind, _, _ in self._inflight):
+            while not self._spares and any(owed.kind == "spare" for owed in self._inflight):
                 self._settle_one(deadline)
         except TransportError:
             self.drop()
@@ -293,23 +301,23 @@ class SlotClient:
             # asking for a different size, or they could crowd it out.
             self.settle(deadline)
             for unused in ([spare] if spare else []) + list(self._spares):
-                self._post({"op": "free", "id": unused.xfer_id}, ("free", unused.xfer_id, 0))
+                self._post({"op": "free", "id": unused.xfer_id}, Owed("free", unused.xfer_id))
             self._spares.clear()
             reservation = self.reserve(nbytes, deadline=deadline, xfer_id=xfer_id)
         # Up to MAX_AHEAD slots, at most a quarter of the receiver's region.
         want = max(1, min(MAX_AHEAD, self.capacity // 4 // max(nbytes, 1)))
-        asked = len(self._spares) + sum(kind == "spare" for kind, _, _ in self._inflight)
+        asked = len(self._spares) + sum(owed.kind == "spare" for owed in self._inflight)
         for i in range(max(want - asked, 0)):
             ahead = self.new_id()
             header = {"op": "alloc", "id": ahead, "n": nbytes, "spare": True, "activate": activate if i == 0 else None}
-            self._post(header, ("spare", ahead, nbytes))
+            self._post(header, Owed("spare", ahead, nbytes))
         if activate is not None and want - asked <= 0:
-            self._post({"op": "alloc", "id": "", "n": 0, "spare": True, "activate": activate}, ("spare", "", 0))
+            self._post({"op": "alloc", "id": "", "n": 0, "spare": True, "activate": activate}, Owed("spare"))
         return reservation
 
     # -- frames -------------------------------------------------------------------
 
-    def _post(self, header: dict, expect: tuple[str, str, int]) -> None:
+    def _post(self, header: dict, expect: Owed) -> None:
         try:
             self._connection().post(header)
         except TransportError:
@@ -340,11 +348,11 @@ class SlotClient:
         return self._connection().check(frame, op)
 
     def _settle_one(self, deadline: float) -> None:
-        kind, xid, nbytes = self._inflight[0]
-        reply = self._next_reply(deadline, kind)
+        owed = self._inflight[0]
+        reply = self._next_reply(deadline, owed.kind)
         self._inflight.popleft()
-        if kind == "spare" and nbytes and reply.get("ok"):
-            self._spares.append(Reservation(xid, int(reply["off"]), nbytes, str(reply["rx"])))
+        if owed.kind == "spare" and owed.nbytes and reply.get("ok"):
+            self._spares.append(Reservation(owed.xfer_id, int(reply["off"]), owed.nbytes, str(reply["rx"])))
 
     def request(self, header: dict, deadline: float, payload: Any = None) -> dict:
         """Send one request after reading the replies still owed (replies come in order).
