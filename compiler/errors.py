@@ -45,6 +45,11 @@ class CompileFailed(Exception):
         self.errors = errors
 
 
+def label(node: NodeValues) -> str:
+    """``Prefill 'p1'``: the node as the pipeline wrote it (its role's class name and its name)."""
+    return f"{''.join(part.title() for part in node.role.split('_'))} '{node.name}'"
+
+
 def node_error(code: str, node: NodeValues, message: str, hint: str, field: str | None = None) -> CompileError:
     """A problem of one node, located where the node was declared."""
     where = SourceLocation(node.where.file, node.where.line) if node.where else None

@@ -10,10 +10,7 @@ import os
 from dataclasses import dataclass
 from typing import Iterable
 
-from graph.spec import GraphSpec, NodeSpec
-
-from .engines import EngineInput, get_adapter
-from .ir import (
+from graph.plan import (
     FrontendConfig,
     HealthCheck,
     Plan,
@@ -25,6 +22,11 @@ from .ir import (
     Upstream,
     host_ref,
 )
+from graph.settings import EngineSettings, Parallelism
+from graph.spec import GraphSpec, NodeSpec
+
+from .engines import EngineInput, get_adapter
+from .resolve import protocol_of, with_engines
 from .transport import edge_settings
 
 #: Which request stage each engine role serves.
@@ -107,6 +109,7 @@ def plan(spec: GraphSpec, options: PlanOptions | None = None) -> Plan:
         options: target-neutral choices (device, ports, cores).
     """
     options = options or PlanOptions()
+    spec = with_engines(spec)
     ports = _Ports(options, (n.port for n in spec.nodes if n.port))
     engine_nodes = [n for n in spec.nodes if n.is_engine]
     cores = _core_binding(engine_nodes, options)
@@ -159,11 +162,10 @@ def _engine_services(
     transport_env: dict[str, str],
     built: list[Service],
 ) -> list[Service]:
-    adapter = get_adapter(node.engine or "mock")
+    adapter = get_adapter(node.engine or "")
     encoders = [p.name for p in spec.predecessors(node.name) if p.role == "encoder"]
-    consumes_embeddings = bool(encoders)
     encoder_urls = tuple(u.url for name in encoders for u in _upstreams(built, name))
-    decode_tp = next((d.tp for d in spec.successors(node.name) if d.role == "decode"), None)
+    settings = node.model_dump(include=set(EngineSettings.model_fields))
     out = []
     for replica in range(node.replicas):
         name = f"{node.name}-{replica}"
@@ -171,24 +173,24 @@ def _engine_services(
         extra = {kind: ports.take(kind) for kind in adapter.extra_ports(node.role)}
         if node.nodes > 1:
             extra["dist"] = ports.take("dist")
-        command = adapter.command(EngineInput(
-            node=node.name, service=name, role=node.role, model=node.model or "",
-            served_model_name=node.model_name or "", tp=node.tp, pp=node.pp, dp=node.dp, hosts=node.nodes,
-            dtype=node.dtype, kv_cache_dtype=node.kv_cache_dtype, block_size=node.block_size,
-            max_model_len=node.max_model_len, engine_args=node.engine_args, imitate=node.imitate,
-            mock=node.mock, host=options.bind_host, port=http, extra_ports=extra, device=options.device,
-            consumes_embeddings=consumes_embeddings, encoder_urls=encoder_urls,
-            encoder_cache_dir=f"{options.encoder_cache_dir}/{spec.name}",
-            cpu_cores=cores.get(name), decode_tp=decode_tp,
-        ))
+        engine_input = EngineInput(**{
+            **settings, "model": node.model or "", "served_model_name": node.model_name or "",
+            "node": node.name, "service": name, "role": node.role, "host": options.bind_host, "port": http,
+            "extra_ports": extra, "device": options.device, "consumes_embeddings": bool(encoders),
+            "encoder_urls": encoder_urls, "encoder_cache_dir": f"{options.encoder_cache_dir}/{spec.name}",
+            "cpu_cores": cores.get(name),
+        })
+        command = adapter.command(engine_input)
         argv = [options.python if a == "python" and i == 0 else a for i, a in enumerate(command.argv)]
         out.append(Service(
             name=name, node=node.name, role=node.role, replica=replica, engine=node.engine,
-            protocol=node.protocol, model=node.model, argv=argv,
+            simulated=adapter.simulated, protocol=protocol_of(node), model=node.model, image=adapter.image,
+            parallelism=Parallelism(tp=node.tp, pp=node.pp, dp=node.dp), argv=argv,
             env={**transport_env, **command.env, **node.env}, ports={"http": http, **extra},
             health=HealthCheck(path=command.health_path, port=http, startup_timeout_s=command.startup_timeout_s),
-            gpus=0 if node.engine == "mock" else node.gpus, hosts=node.nodes, cpu=node.cpu, memory=node.memory,
+            gpus=0 if adapter.simulated else node.gpus, hosts=node.nodes, cpu=node.cpu, memory=node.memory,
             config_file=command.config_file, config=command.config, platform=node.platform,
+            dynamo=adapter.dynamo(engine_input),
         ))
     return out
 
@@ -232,7 +234,7 @@ def _routes(spec: GraphSpec, services: list[Service], options: PlanOptions) -> l
             for n in nodes:
                 if STAGE_OF_ROLE[n.role] == stage:
                     stages.append(StageConfig(
-                        stage=stage, node=n.name, role=n.role, protocol=n.protocol or "vllm",
+                        stage=stage, node=n.name, role=n.role, protocol=protocol_of(n),
                         upstreams=_upstreams(services, n.name), policy=policy,
                         options={**router_options, **_encoder_cache_option(spec, n, options)},
                     ))
@@ -242,12 +244,14 @@ def _routes(spec: GraphSpec, services: list[Service], options: PlanOptions) -> l
 
 
 def _encoder_cache_option(spec: GraphSpec, node: NodeSpec, options: PlanOptions) -> dict[str, str]:
-    """Where a vLLM encoder's cache files land, when the frontend shares that disk.
+    """Where an encoder's cache files land, when its engine hands embeddings on as files and the
+    frontend shares that disk.
 
     vLLM's EC connector writes the file without temp+rename and the consumer only
     checks that it exists, so the frontend waits for a complete file before prefill.
     """
-    if options.single_host and node.role == "encoder" and node.engine == "vllm":
+    if (options.single_host and node.role == "encoder"
+            and get_adapter(node.engine or "").embeddings_transfer == "files"):
         return {"encoder_cache_dir": f"{options.encoder_cache_dir}/{spec.name}"}
     return {}
 

@@ -1,20 +1,12 @@
-"""Transport settings of tensor (KV / Embeddings) edges, derived from where both ends run.
+"""Transport settings of tensor (KV / Embeddings) edges, derived from the engines and where both ends run.
 
-Which side moves the bytes, read at the source:
-* vLLM 0.32 ``NixlConnector`` is an alias of ``NixlPullConnector``: the decode
-  side READs the prefill's blocks (vllm/distributed/kv_transfer/kv_connector/v1/
-  nixl/pull_worker.py, ``make_prepped_xfer("READ", ...)``); ``NixlPushConnector``
-  WRITEs from prefill instead (nixl/push_worker.py, ``make_prepped_xfer("WRITE", ...)``).
-* SGLang's NIXL disaggregation: the prefill WRITEs the KV into pages the decode
-  allocated (python/sglang/srt/disaggregation/nixl/conn.py; Dynamo's
-  components/backends/sglang/docs/sglang-kv-transfer-explainer.md step 6).
-* TRT-LLM's cache transceiver: the context (prefill) side sends: WRITE.
-* Our own tensor edge (nodes/transport) and the mock engine: WRITE.
+Which side moves the bytes is the engine adapter's fact (``kv_transfer``; the
+mock engine and our own tensor edge WRITE into the receiver's slots).
 
-Measured on one H100 without NVLink (ENGINES.md): NIXL READ between two
-processes ran at 0.4 GB/s because UCX disables cuda_ipc get-zcopy when it sees
-no NVLink; ``UCX_CUDA_IPC_ENABLE_GET_ZCOPY=y`` took it to ~1.0 TB/s. WRITE is
-zero-copy by default. Without ``tcp`` in UCX_TLS, NIXL's default peer error
+Measured on one H100 without NVLink (docs/engines.md, "NIXL"): NIXL READ between
+two processes ran at 0.4 GB/s because UCX disables cuda_ipc get-zcopy when it
+sees no NVLink; ``UCX_CUDA_IPC_ENABLE_GET_ZCOPY=y`` took it to ~1.0 TB/s. WRITE
+is zero-copy by default. Without ``tcp`` in UCX_TLS, NIXL's default peer error
 handling cannot create endpoints.
 """
 
@@ -22,27 +14,27 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from graph.plan import TransportSettings
 from graph.spec import NodeSpec
 
-from .ir import TransportSettings
+from .engines import get_adapter
 
 if TYPE_CHECKING:
     from .plan import PlanOptions
 
-_DIRECTION = {"vllm": "READ", "sglang": "WRITE", "trtllm": "WRITE"}
-
 
 def edge_settings(src: NodeSpec, dst: NodeSpec, edge_type: str, options: "PlanOptions") -> TransportSettings:
     """How bytes should move over one tensor edge, with the reasons."""
-    protocol = src.protocol or "vllm"
-    ours = src.engine == "mock" or edge_type == "Embeddings"
-    direction = "WRITE" if ours else _DIRECTION.get(protocol, "WRITE")
-    who = "our tensor edge" if ours else f"{protocol} {edge_type} transfer"
+    adapter = get_adapter(src.engine or "")
+    ours = adapter.simulated or edge_type == "Embeddings"
+    direction = "WRITE" if ours else (adapter.kv_transfer or "WRITE")
+    who = "our tensor edge" if ours else f"{adapter.name} {edge_type} transfer"
     reasons = [f"{who} uses NIXL {direction}"]
     multi_host = src.nodes > 1 or dst.nodes > 1
     placement = "same-host" if options.single_host and not multi_host else ("cross-host" if multi_host else "unknown")
     env: dict[str, str] = {}
-    if options.device == "cpu" or "mock" in (src.engine, dst.engine):
+    simulated = adapter.simulated or get_adapter(dst.engine or "").simulated
+    if options.device == "cpu" or simulated:
         buffer_device = "cpu"
         env["UCX_TLS"] = "tcp,sm,self" if placement == "same-host" else "rc,tcp,sm,self"
         reasons.append("CPU buffers (CPU device or mock engine): UCX over shared memory and tcp"

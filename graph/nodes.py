@@ -10,24 +10,14 @@ recorded as a :class:`GraphError` and reported with every other problem.
 from __future__ import annotations
 
 import difflib
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from ._where import caller_location
 from .errors import GraphError, SourceLocation
 from .ports import REQUEST_TYPES, Embeddings, KV, Media, Port, PortType, Text
-
-Engine = Literal["vllm", "sglang", "trtllm", "mock"]
-ENGINES: tuple[str, ...] = ("vllm", "sglang", "trtllm", "mock")
-
-
-class Resources(BaseModel):
-    """CPU and memory for one replica (GPUs are set with ``gpus``)."""
-
-    model_config = ConfigDict(extra="forbid")
-    cpu: float | None = Field(default=None, gt=0, description="CPU cores per replica")
-    memory: str | None = Field(default=None, description="memory per replica, e.g. '64Gi'")
+from .settings import EngineSettings, FrontendSettings, ProcessorSettings, Resources, RouterSettings
 
 
 class Node(BaseModel):
@@ -130,88 +120,34 @@ class PortRef:
         return f"{self.node!r}[{self.port!r}]"
 
 
-class EngineNode(Node):
-    """A node served by an inference engine (vLLM, SGLang, TensorRT-LLM or the mock)."""
-
-    engine: Engine = Field(default="vllm", description="vllm | sglang | trtllm | mock")
-    model: str | None = Field(default=None, description="model id or local path")
-    served_model_name: str | None = Field(default=None, description="name clients use; default: model")
-    tp: int = Field(default=1, ge=1, description="tensor parallel size")
-    pp: int = Field(default=1, ge=1, description="pipeline parallel size")
-    dp: int = Field(default=1, ge=1, description="data parallel ranks inside one replica")
-    gpus: int | None = Field(default=None, ge=0, description="GPUs per node of a replica; default tp*pp*dp/nodes")
-    nodes: int = Field(default=1, ge=1, description="hosts per replica (multi-node tp/pp)")
-    dtype: str = Field(default="auto", description="weights/activations dtype")
-    kv_cache_dtype: str = Field(default="auto", description="KV cache dtype")
-    block_size: int | None = Field(default=None, ge=1, description="KV block size in tokens")
-    max_model_len: int | None = Field(default=None, ge=1)
-    port: int | None = Field(default=None, ge=1, le=65535, description="fixed HTTP port (default: assigned)")
-    engine_args: dict[str, Any] | list[str] = Field(
-        default_factory=dict, description="extra engine flags, {'flag': value} or ['--flag', 'value']"
-    )
-    imitate: Literal["vllm", "sglang", "trtllm"] | None = Field(
-        default=None, description="for engine='mock': whose protocol the mock speaks (default vllm)"
-    )
-    mock: dict[str, Any] = Field(
-        default_factory=dict, description="mock engine knobs: prefill_tps, itl_ms, speedup, kv_blocks"
-    )
+class EngineNode(Node, EngineSettings):
+    """A node served by an inference engine (its settings: :class:`graph.settings.EngineSettings`)."""
 
 
 _REQUEST = Port("requests", REQUEST_TYPES)
 
 
-class Frontend(Node):
+class Frontend(Node, FrontendSettings):
     """The OpenAI-compatible HTTP entry point. Exactly one per graph."""
 
     ROLE: ClassVar[str] = "frontend"
     OUTPUTS: ClassVar[tuple[Port, ...]] = (Port("requests", (Text,)),)
 
-    port: int = Field(default=8000, ge=1, le=65535, description="HTTP port clients connect to")
-    host: str | None = Field(
-        default=None, description="address to listen on (default: loopback under `graph run`, every interface "
-        "in a cluster)")
-    request_timeout_s: float = Field(default=600.0, gt=0, description="deadline for one request")
-    stage_timeout_s: float = Field(
-        default=120.0, gt=0, description="deadline for an encoder/prefill answer and for silence in a stream"
-    )
-    migration_limit: int = Field(
-        default=3, ge=0, description="times one stream may move to another replica when its engine fails (0: never)"
-    )
 
-
-class Router(Node):
+class Router(Node, RouterSettings):
     """Chooses a replica of the next stage for each request."""
 
     ROLE: ClassVar[str] = "router"
     INPUTS: ClassVar[tuple[Port, ...]] = (Port("requests", REQUEST_TYPES, required=True),)
     OUTPUTS: ClassVar[tuple[Port, ...]] = (Port("requests", REQUEST_TYPES),)
 
-    policy: Literal["round_robin", "least_loaded", "kv"] = Field(default="round_robin")
-    block_size: int = Field(default=16, ge=1, description="tokens per hashed block for kv policy")
-    disagg_threshold: int = Field(
-        default=0, ge=0, description="P/D: prompts with fewer uncached tokens than this skip prefill"
-    )
 
-
-class Processor(Node):
+class Processor(Node, ProcessorSettings):
     """Fetches, checks and inlines the media of a request (images, video, audio)."""
 
     ROLE: ClassVar[str] = "processor"
     INPUTS: ClassVar[tuple[Port, ...]] = (Port("requests", (Text,), required=True),)
     OUTPUTS: ClassVar[tuple[Port, ...]] = (Port("media", (Media,)),)
-
-    max_bytes: int = Field(default=20 * 2**20, ge=1, description="largest media part (download or data URL)")
-    max_pixels: int = Field(default=4096 * 4096, ge=1, description="largest image or video frame (width x height)")
-    max_frames: int = Field(default=32, ge=1, description="video frames kept")
-    max_duration_s: float = Field(default=600.0, gt=0, description="longest video/audio")
-    fetch_timeout_s: float = Field(default=10.0, gt=0)
-    allow_private_urls: bool = Field(default=False, description="allow loopback/private hosts")
-    video_fps: float = Field(default=2.0, gt=0, description="video frames sampled per second (up to max_frames)")
-    audio_sample_rate: int = Field(default=16000, ge=1000, le=192000,
-                                   description="audio is resampled to this rate, mono")
-    decode_timeout_s: float = Field(default=10.0, gt=0, description="longest decode of one media part")
-    video_format: Literal["mp4", "jpeg_frames"] = Field(
-        default="mp4", description="sampled video sent on as an H.264 MP4, or as vLLM's JPEG frame list")
 
 
 class Encoder(EngineNode):

@@ -1,7 +1,5 @@
 """Command-line overrides applied to a resolved graph without editing its file.
 
-* ``mock``: every engine node runs the built-in mock engine, imitating the
-  protocol of the engine it replaces (so the frontend's code path is the same).
 * ``model``: every engine node loads this model (e.g. a local tiny model);
   the served name stays what the pipeline says, so clients need no change.
 * ``sets``: ``node.field=value`` pairs (value parsed as YAML), e.g. ``decode.replicas=2``.
@@ -18,30 +16,22 @@ from .errors import GraphError
 from .spec import GraphSpec, NodeSpec
 
 
-def apply_overrides(
-    spec: GraphSpec, *, mock: bool = False, model: str | None = None, sets: Iterable[str] = ()
-) -> GraphSpec:
-    """A copy of ``spec`` with the overrides applied.
+def apply_overrides(spec: GraphSpec, *, model: str | None = None, sets: Iterable[str] = ()) -> GraphSpec:
+    """A copy of ``spec`` with the overrides applied (``--mock`` is the compiler's: it knows the engines).
 
     Raises:
         GraphError: a ``--set`` names an unknown node or field, or a bad value.
     """
-    nodes = [_override_node(n, mock, model) for n in spec.nodes]
+    nodes = [_override_node(n, model) for n in spec.nodes]
     for item in sets:
         nodes = _apply_set(nodes, item)
     return spec.model_copy(update={"nodes": tuple(nodes)})
 
 
-def _override_node(node: NodeSpec, mock: bool, model: str | None) -> NodeSpec:
-    if not node.is_engine:
+def _override_node(node: NodeSpec, model: str | None) -> NodeSpec:
+    if not node.is_engine or not model:
         return node
-    update: dict[str, Any] = {}
-    if model:
-        update["served_model_name"] = node.model_name
-        update["model"] = model
-    if mock and node.engine != "mock":
-        update.update(engine="mock", imitate=node.engine)
-    return node.model_copy(update=update) if update else node
+    return node.model_copy(update={"served_model_name": node.model_name, "model": model})
 
 
 def _apply_set(nodes: list[NodeSpec], item: str) -> list[NodeSpec]:

@@ -1,4 +1,4 @@
-"""The Plan: the compiler's intermediate form, and the only thing targets read.
+"""The Plan: the graph lowered to processes — what the compiler writes and targets and our processes read.
 
 A Plan lists every process to run (one :class:`Service` per node replica) with
 its argv, environment, ports, GPUs, health check and dependencies, plus the
@@ -7,6 +7,9 @@ tensor edge. It is target-neutral: addresses of other services appear as
 ``${SG_HOST_<SERVICE>}`` placeholders (see :func:`host_var`) that each target
 defines — 127.0.0.1 locally, Service DNS names on Kubernetes, node names on
 Slurm. Our own processes expand them in their config files at start-up.
+
+It imports :mod:`graph.settings` and nothing else of ours, so targets and our
+processes read it without the authoring layer (or any engine's adapter).
 """
 
 from __future__ import annotations
@@ -16,9 +19,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Role = Literal[
-    "frontend", "router", "processor", "encoder", "prefill", "decode", "worker", "encode_prefill", "prefill_decode"
-]
+from .settings import FrontendSettings, Parallelism, ProcessorSettings, Role
+
 #: A request's stages, in the order the frontend calls them.
 Stage = Literal["process", "encode", "prefill", "decode", "aggregate"]
 
@@ -48,6 +50,15 @@ class HealthCheck(_Model):
     startup_timeout_s: float = 120.0
 
 
+class DynamoWorker(_Model):
+    """How NVIDIA Dynamo's operator runs this engine service as a component (the k8s target's dynamo flavour)."""
+
+    component: str = Field(description="the component's type: worker, prefill or decode")
+    command: list[str] = Field(description="the container's command, e.g. python3 -m dynamo.vllm")
+    args: list[str] = Field(default_factory=list, description="its arguments, without the per-pod wiring")
+    runtime_image: str = Field(description="Dynamo's runtime image for this engine, without its tag")
+
+
 class Service(_Model):
     """One process (one replica of one node; multi-host replicas list their hosts)."""
 
@@ -55,9 +66,12 @@ class Service(_Model):
     node: str
     role: Role
     replica: int = 0
-    engine: str | None = Field(default=None, description="vllm|sglang|trtllm|mock; None for our own processes")
+    engine: str | None = Field(default=None, description="the engine's registry name; None for our own processes")
+    simulated: bool = Field(default=False, description="the built-in mock engine, standing in for a real one")
     protocol: str | None = Field(default=None, description="whose HTTP/disaggregation protocol it speaks")
     model: str | None = None
+    image: str | None = Field(default=None, description="the container image its engine's adapter pins; None: ours")
+    parallelism: Parallelism | None = Field(default=None, description="an engine's tp/pp/dp, as data")
     argv: list[str]
     env: dict[str, str] = Field(default_factory=dict)
     ports: dict[str, int] = Field(description="named ports: http, nixl_side_channel, bootstrap, ...")
@@ -70,6 +84,7 @@ class Service(_Model):
     config_file: str | None = Field(default=None, description="path of its config slice, relative to the plan")
     config: dict[str, Any] | None = Field(default=None, description="content of config_file")
     platform: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    dynamo: DynamoWorker | None = Field(default=None, description="its form as a Dynamo component, if it has one")
 
     @property
     def http_port(self) -> int:
@@ -88,13 +103,18 @@ class TransportSettings(_Model):
     reasons: list[str] = Field(default_factory=list)
 
 
-class PlanEdge(_Model):
-    """A graph edge lowered onto services."""
+class EdgeEnds(_Model):
+    """The ends and type of a graph edge (the resolved graph's and the Plan's edges share them)."""
 
     src: str
     dst: str
     type: str
     transport: Literal["http", "nixl"]
+
+
+class PlanEdge(EdgeEnds):
+    """A graph edge lowered onto services."""
+
     settings: TransportSettings | None = None
 
 
@@ -158,7 +178,7 @@ class StageConfig(_Model):
     stage: Stage
     node: str
     role: Role
-    protocol: str = Field(description="vllm | sglang | trtllm: how to talk to it")
+    protocol: str = Field(description="the frontend protocol that talks to it (nodes/frontend/protocols)")
     upstreams: list[Upstream]
     policy: str = "round_robin"
     options: dict[str, Any] = Field(default_factory=dict)
@@ -173,30 +193,20 @@ class RouteConfig(_Model):
     processor: list[Upstream] = Field(default_factory=list)
 
 
-class FrontendConfig(_Model):
-    """What ``python -m nodes.frontend`` reads."""
+class FrontendConfig(FrontendSettings):
+    """What ``python -m nodes.frontend`` reads: the Frontend node's settings and the routes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     graph: str
     host: str = "0.0.0.0"
-    port: int = 8000
-    request_timeout_s: float = 600.0
-    stage_timeout_s: float = 120.0
-    migration_limit: int = Field(default=3, ge=0, description="times one stream may move to another replica")
     routes: list[RouteConfig]
 
 
-class ProcessorConfig(_Model):
-    """What ``python -m nodes.processor`` reads."""
+class ProcessorConfig(ProcessorSettings):
+    """What ``python -m nodes.processor`` reads: the Processor node's settings and where to listen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     host: str = "0.0.0.0"
     port: int
-    max_bytes: int
-    max_pixels: int
-    max_frames: int
-    max_duration_s: float
-    fetch_timeout_s: float
-    allow_private_urls: bool
-    video_fps: float = 2.0
-    audio_sample_rate: int = 16000
-    decode_timeout_s: float = 10.0
-    video_format: Literal["mp4", "jpeg_frames"] = "mp4"

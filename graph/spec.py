@@ -7,23 +7,17 @@ thing ``compiler/`` reads from ``graph/``.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from .graph import Graph
 from .nodes import EngineNode, Frontend, Node, Processor, Router
+from .plan import EdgeEnds
+from .settings import ENGINE_ROLES, KV_PRODUCERS, EngineSettings, Role
 
-Role = Literal[
-    "frontend", "router", "processor", "encoder", "prefill", "decode", "worker", "encode_prefill", "prefill_decode"
-]
-
-#: Roles served by an inference engine.
-ENGINE_ROLES: frozenset[str] = frozenset(
-    {"encoder", "prefill", "decode", "worker", "encode_prefill", "prefill_decode"}
-)
-#: Roles that hand KV to a decode node.
-KV_PRODUCERS: frozenset[str] = frozenset({"prefill", "encode_prefill"})
+__all__ = ["ENGINE_ROLES", "KV_PRODUCERS", "EdgeSpec", "GraphSpec", "Location", "NodeSpec", "Role", "resolve",
+           "resolve_node", "shape_of"]
 
 
 class _Frozen(BaseModel):
@@ -40,8 +34,12 @@ class Location(_Frozen):
         return f"{self.file}:{self.line}"
 
 
-class NodeSpec(_Frozen):
-    """One node with every default resolved."""
+class NodeSpec(_Frozen, EngineSettings):
+    """One node with every default the graph knows resolved (the engine's own defaults are the compiler's).
+
+    Engine nodes carry :class:`graph.settings.EngineSettings` with ``gpus`` worked out; the
+    frontend's, router's and processor's own settings are in ``options``.
+    """
 
     name: str
     role: Role
@@ -51,23 +49,7 @@ class NodeSpec(_Frozen):
     memory: str | None = None
     platform: dict[str, dict[str, Any]] = Field(default_factory=dict)
     where: Location | None = None
-    # Engine nodes only.
-    engine: str | None = None
-    imitate: str | None = None
-    model: str | None = None
-    served_model_name: str | None = None
-    tp: int = 1
-    pp: int = 1
-    dp: int = 1
     gpus: int = 0
-    nodes: int = 1
-    dtype: str = "auto"
-    kv_cache_dtype: str = "auto"
-    block_size: int | None = None
-    max_model_len: int | None = None
-    port: int | None = None
-    engine_args: dict[str, Any] | list[str] = Field(default_factory=dict)
-    mock: dict[str, Any] = Field(default_factory=dict)
     # Frontend, router and processor settings (role-specific, by field name).
     options: dict[str, Any] = Field(default_factory=dict)
 
@@ -75,13 +57,6 @@ class NodeSpec(_Frozen):
     def is_engine(self) -> bool:
         """Served by an inference engine."""
         return self.role in ENGINE_ROLES
-
-    @property
-    def protocol(self) -> str | None:
-        """Whose HTTP/disaggregation protocol this node speaks (the mock imitates one)."""
-        if self.engine == "mock":
-            return self.imitate or "vllm"
-        return self.engine
 
     @property
     def gpus_total(self) -> int:
@@ -94,15 +69,11 @@ class NodeSpec(_Frozen):
         return self.served_model_name or self.model
 
 
-class EdgeSpec(_Frozen):
-    """One typed edge."""
+class EdgeSpec(_Frozen, EdgeEnds):
+    """One typed edge, with its ports and where it was declared."""
 
-    src: str
     src_port: str
-    dst: str
     dst_port: str
-    type: str
-    transport: Literal["http", "nixl"]
     where: Location | None = None
 
 
@@ -214,8 +185,7 @@ def resolve_node(node: Node) -> NodeSpec:
         gpus = node.gpus if node.gpus is not None else max(parallel // node.nodes, 1)
         common.update(
             engine=node.engine,
-            # Kept on a real engine too, so validation can say it has no effect there.
-            imitate=(node.imitate or "vllm") if node.engine == "mock" else node.imitate,
+            imitate=node.imitate,
             model=node.model,
             served_model_name=node.served_model_name,
             tp=node.tp,

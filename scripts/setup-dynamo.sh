@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install NVIDIA Dynamo (the peer bench/frontend_vs_dynamo.py races) into its OWN virtualenv:
-# it must not share one with servegraph. Recipe from shared ENGINES.md ("NVIDIA Dynamo"):
+# it must not share one with servegraph. Recipe: docs/engines.md, section "NVIDIA Dynamo":
 # the runtime, then ai-dynamo without deps, then its declared deps except aisimulate.
 # Usage: scripts/setup-dynamo.sh [VENV]   (default: .venv-dynamo). Idempotent.
 set -euo pipefail

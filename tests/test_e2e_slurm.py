@@ -23,12 +23,11 @@ import pytest
 from PIL import Image
 
 from compiler.cli.common import Overrides
-from compiler.ir import Plan
+from graph.plan import Plan
 from compiler.plan import PlanOptions, plan
 from compiler.targets import slurm
 from compiler.targets.output import write_output
-from graph import load_graph, resolve
-from graph.overrides import apply_overrides
+from compiler.load import load_spec
 from tests.e2e import free_port_block, http_json
 
 pytestmark = pytest.mark.e2e_slurm
@@ -137,9 +136,7 @@ class Job:
 def _plan(pipeline: str, *sets: str) -> Plan:
     """The mock graph, with free ports, our processes run by this interpreter."""
     base = free_port_block(100)
-    spec = apply_overrides(resolve(load_graph(str(ROOT / "pipelines" / pipeline))), mock=True, sets=list(sets))
-    fe = spec.by_role("frontend")[0].name
-    spec = apply_overrides(spec, sets=[f"{fe}.port={base}"])
+    spec = load_spec(str(ROOT / "pipelines" / pipeline), mock=True, sets=list(sets), port=base)[0]
     return plan(spec, PlanOptions(python=sys.executable, base_port=base + 1))
 
 

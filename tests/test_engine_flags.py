@@ -1,11 +1,14 @@
-"""Every flag our SGLang and TensorRT-LLM adapters emit is one the engine accepts.
+"""Every flag our engine adapters emit is one the engine accepts, with the values we meant.
 
-SGLang: the argv is parsed by sglang's own parser (``ServerArgs.add_cli_args`` +
-``ServerArgs.from_cli_args``) and the values must round-trip. sglang's parser
-module imports torch, so it is not in the project's venv: the test uses
-``import sglang`` in-process when it works, else the python named by
-``SERVEGRAPH_SGLANG_PYTHON`` (default /work/venvs/sglang/bin/python), else it
-skips. A pinned flag list, taken from the same source, is checked always.
+vLLM and SGLang: each adapter's argv, for every role, is parsed by the engine's
+own parser (vLLM's ``make_arg_parser`` + ``validate_parsed_serve_args`` +
+``AsyncEngineArgs.from_cli_args``; SGLang's ``ServerArgs.add_cli_args`` +
+``ServerArgs.from_cli_args``) in a child process of this interpreter, and the
+values must round-trip. The engines' extra (``scripts/setup-vllm.sh``) installs
+both beside the CPU torch: the vLLM CPU build, and sglang with ``--no-deps``
+(its parser needs only ``ipython`` more). Where one is missing the test says
+so and skips; CI installs both. A pinned SGLang flag list, taken from the same
+source, is checked always.
 
 TensorRT-LLM cannot be installed here (CUDA only): its flags and YAML keys are
 checked against lists copied from its source, cited below.
@@ -17,7 +20,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +27,7 @@ import pytest
 from compiler.engines.base import EngineInput
 from compiler.engines.sglang import SglangAdapter
 from compiler.engines.trtllm import TrtllmAdapter
+from compiler.engines.vllm import VllmAdapter
 
 ROLES = ("prefill", "decode", "worker", "encoder", "encode_prefill", "prefill_decode")
 
@@ -43,16 +46,15 @@ SGLANG_FLAGS = frozenset({
 })
 # Placeholders a target fills in at launch, replaced by sample values before parsing.
 _PLACEHOLDERS = {"${SG_NODE_RANK}": "1", "${SG_LEADER_HOST}": "10.0.0.7"}
-_DEFAULT_SGLANG_PYTHON = "/work/venvs/sglang/bin/python"
 
 
 def _spec(role: str, **over: Any) -> EngineInput:
     """One engine replica with every setting the adapters lower set away from its default."""
     fields: dict[str, Any] = {
         "node": role, "service": f"{role}-0", "role": role, "model": "Qwen/Qwen2.5-VL-7B-Instruct",
-        "served_model_name": "qwen", "tp": 2, "pp": 2, "dp": 2, "hosts": 2, "dtype": "bfloat16",
+        "served_model_name": "qwen", "tp": 2, "pp": 2, "dp": 2, "nodes": 2, "dtype": "bfloat16",
         "kv_cache_dtype": "fp8", "block_size": 16, "max_model_len": 8192, "port": 8100,
-        "extra_ports": {"bootstrap": 8101, "dist": 29600}, "decode_tp": 4,
+        "extra_ports": {"bootstrap": 8101, "dist": 29600, "nixl_side_channel": 8102},
         "consumes_embeddings": role in ("prefill", "prefill_decode", "encode_prefill"),
     }
     fields.update(over)
@@ -114,40 +116,29 @@ print(json.dumps({"options": options, "results": results}, default=str))
 """
 
 
-def _sglang_python() -> list[str] | None:
-    """How to run sglang's parser: this interpreter, another venv's, or None."""
-    try:
-        import sglang.srt.server_args  # noqa: F401
-    except ImportError:
-        pass  # the usual case in the project's venv: try the separate one
-    else:
-        return [sys.executable]
-    other = os.environ.get("SERVEGRAPH_SGLANG_PYTHON", _DEFAULT_SGLANG_PYTHON)
-    if Path(other).is_file():
-        return [other]
-    return None
+def parse_in_child(module: str, script: str, job: dict[str, Any]) -> dict[str, Any]:
+    """Run an engine's own parser on ``job`` in a child of this interpreter (its import is slow and heavy).
+
+    Skips, with the reason printed, when ``module`` does not import here.
+    """
+    probe = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=180)
+    if probe.returncode != 0:
+        reason = (f"{module} does not import in this environment ({probe.stderr.strip().splitlines()[-1:]}); "
+                  "scripts/setup-vllm.sh installs it (CI runs it)")
+        print("SKIP:", reason)
+        pytest.skip(reason)
+    proc = subprocess.run([sys.executable, "-c", script], check=False, input=json.dumps(job),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"{module}'s parser script failed:\n{proc.stderr[-3000:]}"
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")
 def sglang_parsed() -> dict[str, Any]:
     """All roles' argv parsed by the real sglang parser in one process (its import takes ~8 s)."""
-    python = _sglang_python()
-    if python is None:
-        reason = ("sglang's parser is not importable here and SERVEGRAPH_SGLANG_PYTHON / "
-                  f"{_DEFAULT_SGLANG_PYTHON} does not exist (see scripts or the report for the venv)")
-        print("SKIP:", reason)
-        pytest.skip(reason)
     fields = sorted({f for role in ROLES for f in _expected(role)})
-    job = {"argvs": [_sglang_argv(role) for role in ROLES], "fields": fields}
-    proc = subprocess.run(python + ["-c", _PARSE_SCRIPT], check=False, input=json.dumps(job),
-                          capture_output=True, text=True, timeout=180)
-    if proc.returncode != 0:
-        tail = proc.stderr[-2000:]
-        if "ModuleNotFoundError" in tail or "ImportError" in tail:
-            print("SKIP: sglang's parser does not import:", tail)
-            pytest.skip(f"sglang's parser does not import with {python[0]}: {tail[-300:]}")
-        pytest.fail(f"sglang parser script failed:\n{tail}")
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = parse_in_child("sglang.srt.server_args", _PARSE_SCRIPT,
+                         {"argvs": [_sglang_argv(role) for role in ROLES], "fields": fields})
     return {"options": set(out["options"]), "by_role": dict(zip(ROLES, out["results"]))}
 
 
@@ -179,6 +170,83 @@ def test_sglang_p_d_roles_get_their_disaggregation_flags() -> None:
     assert dec[dec.index("--disaggregation-mode") + 1] == "decode"
     assert "--disaggregation-bootstrap-port" not in dec
     assert "--disaggregation-decode-tp" not in pre  # gone from sglang's parser
+
+
+# --- vLLM -------------------------------------------------------------------------------
+
+_VLLM_PARSE = r"""
+import contextlib, io, json, sys
+from vllm.engine.arg_utils import AsyncEngineArgs
+from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
+from vllm.utils.argparse_utils import FlexibleArgumentParser
+job = json.load(sys.stdin)
+parser = make_arg_parser(FlexibleArgumentParser())
+results = []
+for argv in job["argvs"]:
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            ns = parser.parse_args(argv)
+        validate_parsed_serve_args(ns)
+        args = AsyncEngineArgs.from_cli_args(ns)
+        values = {f: getattr(args, f, "<missing>") for f in job["fields"]}
+        for name in ("kv_transfer_config", "ec_transfer_config"):
+            config = getattr(args, name)
+            values[name] = None if config is None else {k: getattr(config, k) for k in job[name]}
+        results.append({"values": values, "host": ns.host, "port": ns.port})
+    except BaseException as exc:
+        results.append({"error": (err.getvalue() + " " + repr(exc)).strip()})
+print(json.dumps(results, default=str))
+"""
+_VLLM_CASES = [(role, device) for role in ROLES for device in ("gpu", "cpu")]
+
+
+def _vllm_argv(role: str, device: str) -> list[str]:
+    argv = VllmAdapter().command(_spec(role, device=device, encoder_cache_dir="/shared/ec")).argv
+    assert argv[:3] == ["python", "-m", "vllm.entrypoints.openai.api_server"], argv
+    return [_fill(a) for a in argv[3:]]
+
+
+def _vllm_expected(role: str, device: str) -> dict[str, Any]:
+    buffer = "cpu" if device == "cpu" else "cuda"
+    kv_role = {"decode": "kv_consumer", "prefill": "kv_producer", "encode_prefill": "kv_producer"}.get(role)
+    ec_role = "ec_producer" if role == "encoder" else (
+        "ec_consumer" if role in ("prefill", "prefill_decode", "encode_prefill") else None)
+    return {
+        "model": "Qwen/Qwen2.5-VL-7B-Instruct", "served_model_name": ["qwen"], "tensor_parallel_size": 2,
+        "pipeline_parallel_size": 2, "data_parallel_size": 2, "dtype": "bfloat16", "kv_cache_dtype": "fp8",
+        "block_size": 16, "max_model_len": 8192, "nnodes": 2, "node_rank": 1, "master_addr": "10.0.0.7",
+        "master_port": 29600, "enforce_eager": device == "cpu", "mm_encoder_only": role == "encoder",
+        "kv_transfer_config": None if kv_role is None else {
+            "kv_connector": "NixlConnector", "kv_role": kv_role, "kv_buffer_device": buffer},
+        "ec_transfer_config": None if ec_role is None else {
+            "ec_connector": "ECExampleConnector", "ec_role": ec_role, "ec_buffer_device": buffer,
+            "ec_connector_extra_config": {"shared_storage_path": "/shared/ec"}},
+    }
+
+
+@pytest.fixture(scope="module")
+def vllm_parsed() -> dict[tuple[str, str], Any]:
+    """Every role's argv, on GPU and CPU, parsed by vLLM's own parser in one process."""
+    want = _vllm_expected("prefill", "gpu")
+    job = {
+        "argvs": [_vllm_argv(role, device) for role, device in _VLLM_CASES],
+        "fields": sorted(set(want) - {"kv_transfer_config", "ec_transfer_config"}),
+        "kv_transfer_config": sorted(want["kv_transfer_config"]),
+        "ec_transfer_config": ["ec_buffer_device", "ec_connector", "ec_connector_extra_config", "ec_role"],
+    }
+    return dict(zip(_VLLM_CASES, parse_in_child("vllm.entrypoints.launchers.cli_args", _VLLM_PARSE, job)))
+
+
+@pytest.mark.parametrize("role, device", _VLLM_CASES)
+def test_vllm_parser_accepts_our_argv_and_values_round_trip(role: str, device: str,
+                                                            vllm_parsed: dict[tuple[str, str], Any]) -> None:
+    result = vllm_parsed[(role, device)]
+    assert "error" not in result, f"vLLM rejects our {role} argv {_vllm_argv(role, device)}: {result.get('error')}"
+    got, want = result["values"], _vllm_expected(role, device)
+    wrong = {k: (got[k], v) for k, v in want.items() if got[k] != v}
+    assert not wrong, f"{role}/{device}: AsyncEngineArgs field -> (parsed, expected): {wrong}"
+    assert (result["host"], result["port"]) == ("0.0.0.0", 8100)
 
 
 # --- TensorRT-LLM ---------------------------------------------------------------------
@@ -227,7 +295,7 @@ TRTLLM_TRANSCEIVER_BACKENDS = frozenset({"DEFAULT", "UCX", "NIXL", "MOONCAKE", "
 
 
 def _trtllm(role: str):
-    return TrtllmAdapter().command(_spec(role, hosts=1, dp=1))
+    return TrtllmAdapter().command(_spec(role, nodes=1, dp=1))
 
 
 def _flags(argv: list[str]) -> set[str]:

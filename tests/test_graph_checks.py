@@ -86,22 +86,6 @@ def test_errors_come_in_file_order_graph_wide_first() -> None:
     assert lines == sorted(lines)
 
 
-def test_block_size_rule_is_vllm_only_and_kv_dtype_kv_only() -> None:
-    with Graph("g") as g:
-        Frontend() >> Prefill(engine="sglang", model="m", block_size=64) >> Decode(engine="sglang", model="m", block_size=16)
-    assert _codes(g) == []
-    with Graph("g") as g:
-        enc = Encoder(model="m", kv_cache_dtype="fp8")
-        Frontend() >> Processor() >> enc >> PrefillDecode(model="m")
-    assert _codes(g) == []
-
-
-def test_mock_imitating_another_engine_cannot_exchange_kv_with_it() -> None:
-    with Graph("g") as g:
-        Frontend() >> Prefill(engine="mock", imitate="sglang", model="m") >> Decode(engine="mock", model="m")
-    assert _codes(g) == ["pd-engine-mismatch"]
-
-
 def test_gpu_budget_only_when_the_target_is_known() -> None:
     with Graph("g") as g:
         Frontend() >> Worker(model="m", tp=8, replicas=2)

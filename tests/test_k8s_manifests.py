@@ -22,12 +22,11 @@ import jsonschema
 import pytest
 import yaml
 
-from compiler.ir import Plan
+from graph.plan import Plan
 from compiler.plan import PlanOptions, plan
 from compiler.targets import k8s
 from compiler.targets.output import write_output
-from graph import load_graph, resolve
-from graph.overrides import apply_overrides
+from compiler.load import load_spec
 from tests.goldens import assert_golden
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -43,7 +42,7 @@ GPU = "nvidia.com/gpu"
 
 def compile_plan(path: pathlib.Path, mock: bool = False) -> Plan:
     """The Plan `graph compile` builds for a pipeline file (default PlanOptions, as the CLI)."""
-    spec = apply_overrides(resolve(load_graph(str(path))), mock=mock)
+    spec = load_spec(str(path), mock=mock)[0]
     return plan(spec, PlanOptions())
 
 
@@ -246,7 +245,7 @@ def served_paths(module: str) -> set[str] | None:
     if importlib.util.find_spec(module) is None or importlib.util.find_spec(f"{module}.app") is None:
         return None
     app_module = importlib.import_module(f"{module}.app")
-    from compiler.ir import FrontendConfig, ProcessorConfig
+    from graph.plan import FrontendConfig, ProcessorConfig
 
     if module == "nodes.frontend":
         config: Any = FrontendConfig(graph="g", routes=[])

@@ -45,7 +45,8 @@ def _container(files: dict[str, str], service: str) -> dict[str, Any]:
 
 
 def test_cluster_options_reach_every_object() -> None:
-    opts = k8s.Options(namespace="llm", hf_token_secret="hf", model_cache_pvc="models", image_vllm="reg/vllm:1",
+    opts = k8s.Options(namespace="llm", hf_token_secret="hf", model_cache_pvc="models",
+                       engine_images={"vllm": "reg/vllm:1"},
                        image_pull_policy="Always", image_pull_secret="regcred", service_monitor=True,
                        frontend_service_type="LoadBalancer", shared_cache_pvc="ec")
     the_plan = _pd_plan()
@@ -131,9 +132,10 @@ def test_prefix_renames_services_and_their_addresses() -> None:
 
 def test_gpu_budget_feeds_validation() -> None:
     spec = resolve(load_graph(str(PD)))  # prefill 1 GPU + decode tp=2: 3 GPUs
-    errors = validate_spec(spec, ValidateOptions(**k8s.gpu_budget(k8s.Options(gpus=2))))
+    budget = k8s.K8sTarget().gpu_budget(k8s.Options(gpus=2))
+    errors = validate_spec(spec, ValidateOptions(gpu_budget=budget.total, gpus_per_host=budget.per_host))
     assert [e for e in errors if "GPU" in e.message], [e.message for e in errors]
-    assert not validate_spec(spec, ValidateOptions(**k8s.gpu_budget(k8s.Options(gpus=64))))
+    assert not validate_spec(spec, ValidateOptions(gpu_budget=64))
 
 
 def test_cli_compiles_with_options(tmp_path: pathlib.Path) -> None:
@@ -195,3 +197,29 @@ def test_semantic_checks_catch_broken_wiring() -> None:
     assert "targets port web" in problems
     assert "SG_HOST_PREFILL_0" in problems and "names no Service" in problems
     assert "requests" in problems and "GPUs" in problems
+
+
+def test_engine_images_are_pinned_and_overridden_by_engine_name(tmp_path: pathlib.Path) -> None:
+    """Every image names a version (never :latest); -O image_<engine>= replaces one engine's."""
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["compile", str(PD), "--target", "k8s", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    files = {str(p.relative_to(out)): p.read_text() for p in out.rglob("*") if p.is_file() and p.name != MARKER}
+    images = {c["image"] for d in docs_of(files) for c in _containers(d)}
+    assert images and all(":" in i and not i.endswith(":latest") for i in images), images
+    assert "vllm/vllm-openai:v0.32.0" in images
+    res = CliRunner().invoke(app, ["compile", str(PD), "--target", "k8s", "-o", str(out), "-O", "image_vllm=my/vllm:x",
+                                   "-O", "image=reg/servegraph:9"])
+    assert res.exit_code == 0, res.output
+    files = {str(p.relative_to(out)): p.read_text() for p in out.rglob("*") if p.is_file() and p.name != MARKER}
+    images = {c["image"] for d in docs_of(files) for c in _containers(d)}
+    assert images == {"my/vllm:x", "reg/servegraph:9"}, images
+    bad = CliRunner().invoke(app, ["compile", str(PD), "--target", "k8s", "-o", str(out), "-O", "image_vlm=x"])
+    assert bad.exit_code == 2 and "no engine called 'vlm'" in bad.output
+
+
+def _containers(doc: dict) -> list[dict]:
+    spec = doc.get("spec", {})
+    templates = [spec.get("template")] + [spec.get("leaderWorkerTemplate", {}).get(k) for k in ("leaderTemplate",
+                                                                                               "workerTemplate")]
+    return [c for t in templates if t for c in t["spec"].get("containers", []) + t["spec"].get("initContainers", [])]

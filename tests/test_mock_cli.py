@@ -56,10 +56,9 @@ PIPELINES = sorted((pathlib.Path(__file__).resolve().parent.parent / "pipelines"
 @pytest.mark.parametrize("path", PIPELINES, ids=lambda p: p.stem)
 def test_every_example_pipeline_compiles_to_mock_argv_the_mock_accepts(path):
     from compiler.plan import plan
-    from graph import load_graph, resolve
-    from graph.overrides import apply_overrides
+    from compiler.load import load_spec
 
-    compiled = plan(apply_overrides(resolve(load_graph(str(path))), mock=True))
+    compiled = plan(load_spec(str(path), mock=True)[0])
     mocks = [s for s in compiled.services if s.argv[1:3] == ["-m", "nodes.mock"]]
     assert mocks
     for service in mocks:

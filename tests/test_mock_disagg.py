@@ -1,4 +1,4 @@
-"""P/D and E/P handshakes between real mock processes, for each imitated engine (PROTOCOLS.md)."""
+"""P/D and E/P handshakes between real mock processes, for each imitated engine (docs/engines.md, "Disaggregation protocols")."""
 
 from __future__ import annotations
 

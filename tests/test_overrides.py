@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from graph import GraphError, load_graph, resolve
+from compiler.resolve import with_engines
 from graph.overrides import apply_overrides
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -19,7 +20,7 @@ def spec(name: str):
 
 
 def test_mock_and_model_keep_protocol_and_served_name() -> None:
-    s = apply_overrides(spec("sglang_pd.py"), mock=True, model="/models/tiny")
+    s = with_engines(apply_overrides(spec("sglang_pd.py"), model="/models/tiny"), mock=True)
     pre = s.node("prefill")
     assert (pre.engine, pre.imitate, pre.model, pre.model_name) == ("mock", "sglang", "/models/tiny", "Qwen/Qwen2.5-7B-Instruct")
 

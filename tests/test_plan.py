@@ -8,11 +8,12 @@ import subprocess
 
 import pytest
 
-from compiler.ir import Plan
+from graph.plan import Plan
 from compiler.plan import PlanOptions, plan
 from compiler.targets import local
 from graph import Decode, Encoder, Frontend, Graph, Prefill, PrefillDecode, Processor, Worker, load_graph, resolve
-from graph.overrides import apply_overrides
+from compiler.load import load_spec
+from compiler.resolve import with_engines
 from tests.goldens import assert_golden
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -21,7 +22,7 @@ OPTIONS = PlanOptions(python="python", cpu_cores=2, single_host=True)
 
 
 def _plan(path: pathlib.Path, mock: bool = False, **options: object) -> Plan:
-    spec = apply_overrides(resolve(load_graph(str(path))), mock=mock)
+    spec = load_spec(str(path), mock=mock)[0]
     return plan(spec, PlanOptions(**{**OPTIONS.__dict__, **options}))
 
 
@@ -130,7 +131,7 @@ def test_e_pd_consumer_is_aggregate_stage() -> None:
 def test_mock_override_keeps_protocol_and_drops_gpus() -> None:
     with Graph("t") as g:
         Frontend() >> Worker(engine="sglang", model="m", tp=4)
-    spec = apply_overrides(resolve(g), mock=True)
+    spec = with_engines(resolve(g), mock=True)
     p = plan(spec, OPTIONS)
     w = p.service("worker-0")
     assert w.argv[:3] == ["python", "-m", "nodes.mock"]

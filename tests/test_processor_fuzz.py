@@ -17,7 +17,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from compiler.ir import ProcessorConfig
+from graph.plan import ProcessorConfig
 from nodes.common.openai_errors import RequestError
 from nodes.processor.audio import AudioLimits, decode_audio
 from nodes.processor.embeds import check_embeds

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from compiler.ir import StageConfig, Upstream
+from graph.plan import StageConfig, Upstream
 from nodes.frontend.relay import continuation, generated_so_far
 from nodes.frontend.requests import ClientRequest, prompt_text
 from nodes.frontend.routing import LeastLoaded, PrefixAware, RoundRobin, block_hashes, make_picker

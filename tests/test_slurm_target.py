@@ -14,12 +14,11 @@ import sys
 
 import pytest
 
-from compiler.ir import Plan
+from graph.plan import Plan
 from compiler.plan import PlanOptions, plan
 from compiler.targets import slurm
 from compiler.targets.slurm_runtime import STEP_WRAPPER_TEXT
-from graph import load_graph, resolve
-from graph.overrides import apply_overrides
+from compiler.load import load_spec
 from tests.goldens import assert_golden
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -27,7 +26,7 @@ PIPELINES = sorted((ROOT / "pipelines").glob("*.py"))
 
 
 def _plan(stem: str, mock: bool = False, sets: list[str] | None = None) -> Plan:
-    spec = apply_overrides(resolve(load_graph(str(ROOT / "pipelines" / f"{stem}.py"))), mock=mock, sets=sets or [])
+    spec = load_spec(str(ROOT / "pipelines" / f"{stem}.py"), mock=mock, sets=sets or [])[0]
     return plan(spec, PlanOptions(python="python"))
 
 
@@ -147,17 +146,19 @@ def test_placement_that_does_not_fit_max_nodes_is_refused_with_the_placement() -
 
 def test_budget_is_checked_before_compiling_when_the_cluster_size_is_given(capsys: pytest.CaptureFixture[str]) -> None:
     from compiler.cli.common import Overrides
-    from compiler.cli.slurm_cmd import checked_plan
+    from compiler.cli.slurm_cmd import compiled_for_slurm
+    from compiler.targets import GpuBudget
 
-    assert slurm.gpu_budget(slurm.Options()) == {"gpu_budget": None, "gpus_per_host": 8}
-    assert slurm.gpu_budget(slurm.Options(gpus_per_node=4, max_nodes=2)) == {"gpu_budget": 8, "gpus_per_host": 4}
+    target = slurm.SlurmTarget()
+    assert target.gpu_budget(slurm.Options()) == GpuBudget(total=None, per_host=8)
+    assert target.gpu_budget(slurm.Options(gpus_per_node=4, max_nodes=2)) == GpuBudget(total=8, per_host=4)
     with pytest.raises(SystemExit) as refused:
-        checked_plan(str(ROOT / "pipelines/e_p_d.py"), Overrides(), slurm.Options(gpus_per_node=4, max_nodes=1), "gpu")
+        compiled_for_slurm(str(ROOT / "pipelines/e_p_d.py"), Overrides(), ["gpus_per_node=4", "max_nodes=1"], "gpu")
     err = capsys.readouterr().err
     assert refused.value.code == 1
     assert "needs 8 GPUs" in err and "the target has 4" in err, err
     with pytest.raises(SystemExit):
-        checked_plan(str(ROOT / "pipelines/multinode_pd.py"), Overrides(), slurm.Options(gpus_per_node=4), "gpu")
+        compiled_for_slurm(str(ROOT / "pipelines/multinode_pd.py"), Overrides(), ["gpus_per_node=4"], "gpu")
     assert "needs 8 GPUs on one host; hosts have 4" in capsys.readouterr().err
 
 
@@ -193,7 +194,7 @@ def test_compile_through_the_cli_writes_the_options(tmp_path: pathlib.Path) -> N
 def test_containers_from_options_and_platform() -> None:
     p = _plan("pd", sets=['decode.platform={"slurm": {"container_image": "nvcr.io/me/vllm:dev", "cpus": 6, '
                           '"srun_args": ["--cpu-bind=none"]}}'])
-    text = _script(p, container_image_vllm="vllm/vllm-openai:v0.32", container_image="sg:1",
+    text = _script(p, container_engine_images={"vllm": "vllm/vllm-openai:v0.32"}, container_image="sg:1",
                    container_mounts="/models:/models:ro")
     steps = _steps(text)
     assert "--container-image=vllm/vllm-openai:v0.32 " in steps["prefill-0"]

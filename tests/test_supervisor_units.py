@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from compiler.ir import HealthCheck, Plan, Service
+from graph.plan import HealthCheck, Plan, Service
 from nodes.supervisor import PortInUseError, check_ports
 from nodes.supervisor.env import PlaceholderError, child_argv, child_env
 from nodes.supervisor.health import probe

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from compiler.cli import app
 from compiler.viz import VizError, build_view, render
-from graph import load_graph, resolve
+from compiler.load import load_spec
 from tests.goldens import assert_golden
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -23,7 +23,7 @@ GOLDEN_FORMATS = {"mermaid": "graph.mmd", "dot": "graph.dot", "html": "graph.htm
 
 
 def _spec(path: pathlib.Path):
-    return resolve(load_graph(str(path)))
+    return load_spec(str(path))[0]
 
 
 @pytest.mark.parametrize("path", PIPELINES, ids=lambda p: p.stem)

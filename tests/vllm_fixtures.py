@@ -1,6 +1,6 @@
 """Helpers for the real-vLLM end-to-end tier: tiny models, `graph run` on CPU, greedy requests, metrics.
 
-Facts this relies on (notes/vllm.md, measured with vLLM 0.32.0 CPU): requests with
+Facts this relies on (docs/engines.md, "vLLM"; measured with vLLM 0.32.0 CPU): requests with
 ``return_token_ids`` answer ``choices[0].token_ids``; KV pulled over NIXL shows on
 the decode as ``vllm:nixl_xfer_time_seconds_count``; the encoder cache lands in
 ``<shared_storage_path>/<mm_hash>/encoder_cache.safetensors``.
@@ -20,7 +20,7 @@ from typing import Any
 
 from tests.e2e import ROOT, RunningGraph, http_json, start_graph
 
-#: Three engines importing vLLM at once on 2 busy cores took up to 320 s (notes/vllm.md).
+#: Three engines importing vLLM at once on 2 busy cores took up to 320 s (docs/engines.md, "vLLM").
 READY_TIMEOUT_S = float(os.environ.get("SERVEGRAPH_VLLM_READY_TIMEOUT", "600"))
 MAX_MODEL_LEN = 2048
 TEXT_MODEL = "meta-llama/Llama-3.1-8B-Instruct"

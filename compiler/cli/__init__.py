@@ -43,17 +43,27 @@ def _overrides(mock: bool, model: Optional[str], sets: Optional[List[str]], grap
 def validate(
     pipeline: str = PIPELINE,
     json_out: bool = typer.Option(False, "--json", help="print problems as JSON"),
+    target: Optional[str] = typer.Option(
+        None, "--target", "-t", help="also check what this target needs (local | k8s | slurm): its options, "
+        "GPU budget, names and settings, by compiling in memory"),
+    opt: Optional[List[str]] = typer.Option(None, "--opt", "-O", help="target option KEY=VALUE (with --target)"),
     gpus: Optional[int] = typer.Option(None, "--gpus", min=1, help="GPU budget of the target, checked too"),
     gpus_per_host: Optional[int] = typer.Option(None, "--gpus-per-host", min=1, help="GPUs on one host, checked too"),
+    device: str = typer.Option("gpu", "--device", help="gpu or cpu (with --target)"),
     mock: bool = MOCK,
     model: Optional[str] = MODEL,
     set_: Optional[List[str]] = SET,
     graph: Optional[str] = GRAPH,
 ) -> None:
-    """Check a pipeline and report every problem at once (exit 1 if any)."""
+    """Check a pipeline and report every problem at once (exit 1 if any).
+
+    The graph's own checks, then each engine's (values it accepts, prefill/decode pairs it can map);
+    with --target, the target's too.
+    """
     from .validate_cmd import run
 
-    run(pipeline, _overrides(mock, model, set_, graph), json_out, gpus, gpus_per_host)
+    run(pipeline, _overrides(mock, model, set_, graph), json_out, gpus, gpus_per_host, target, list(opt or []),
+        device)
 
 
 @app.command()
@@ -123,7 +133,7 @@ def compile_(
 @app.command()
 def targets() -> None:
     """List the targets and the options each takes (for `graph compile -O KEY=VALUE`)."""
-    from .compile_cmd import list_targets
+    from .target_options import list_targets
 
     list_targets()
 

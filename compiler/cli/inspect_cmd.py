@@ -69,7 +69,7 @@ def _print_spec(spec: GraphSpec) -> None:
         nodes.add_column(header, justify="right" if right else "left", overflow="fold")
     settings: dict[str, str] = {}
     for n in spec.nodes:
-        engine = f"mock ({n.imitate})" if n.engine == "mock" else (n.engine or "")
+        engine = f"{n.engine} ({n.imitate})" if n.imitate else (n.engine or "")
         cells = {
             "name": n.name, "role": n.role, "engine": engine, "model": n.model or "", "replicas": str(n.replicas),
             "tp/pp/dp": f"{n.tp}/{n.pp}/{n.dp}" if n.is_engine else "", "GPUs/host": str(n.gpus) if n.is_engine else "",
@@ -145,7 +145,7 @@ def _print_services(the_plan: Any) -> None:
     console.print(f"[bold]plan of '{the_plan.graph}' ({the_plan.shape}) on {the_plan.device}[/]")
     for s in the_plan.services:
         gpus = f"{s.gpus}×{s.hosts} hosts" if s.hosts > 1 else str(s.gpus)
-        engine = f"{s.engine} ({s.protocol})" if s.engine == "mock" else (s.engine or "ours")
+        engine = f"{s.engine} ({s.protocol})" if s.simulated else (s.engine or "ours")
         ports = " ".join(f"{k}={v}" for k, v in s.ports.items())
         depends = f"; after {', '.join(s.depends_on)}" if s.depends_on else ""
         console.print(f"[bold]{s.name}[/]  {s.role}, {engine}, ports {ports}, GPUs {gpus}{depends}")

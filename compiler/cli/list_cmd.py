@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 from rich.markup import escape
 
-from graph import GraphError, PipelineLoadError, load_graph, validate
+from graph import GraphError, PipelineLoadError
 
-from .common import console, fail, make_table
+from ..load import load_spec
+from .common import console, fail, make_table, problems_of
 
 
 @dataclass
@@ -30,7 +31,8 @@ def summarize(path: pathlib.Path) -> Row:
     """Load and validate one file; never raises for a broken pipeline."""
     row = Row(file=path)
     try:
-        spec, errors = validate(load_graph(str(path)))
+        spec, recorded = load_spec(str(path))
+        errors = problems_of(spec, recorded)
     except (PipelineLoadError, GraphError) as exc:
         row.status = "does not load"
         row.problem = exc.format() if isinstance(exc, GraphError) else str(exc)

@@ -11,7 +11,7 @@ from nodes.supervisor import PortInUseError, Supervisor
 from nodes.supervisor.ports import bind_error
 from nodes.supervisor.state import read_state
 
-from ..ir import Plan
+from graph.plan import Plan
 from ..plan import PlanOptions
 from ..targets import local
 from ..targets.output import is_servegraph_folder

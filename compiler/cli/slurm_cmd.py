@@ -23,15 +23,15 @@ from dataclasses import dataclass
 
 from rich.markup import escape
 
-from graph import ValidateOptions
+from graph.plan import Plan
 
-from ..ir import Plan
 from ..plan import PlanOptions
 from ..targets import slurm
 from ..targets.slurm_script import READY_PREFIX
 from . import common
 from .common import Overrides, console, err_console, fail
-from .compile_cmd import parse_target_options, print_kept, write_files
+from .compile_cmd import print_kept, write_files
+from .target_options import parse_target_options
 
 POLL_S = 1.0
 #: Seconds a cancelled job may take to leave the queue before we stop waiting.
@@ -71,13 +71,9 @@ def submit(pipeline: str, overrides: Overrides, out: str, opts: list[str], devic
             130 after Ctrl-C (the job is cancelled).
     """
     _require_slurm()
-    options = parse_target_options(slurm, opts)
-    the_plan = checked_plan(pipeline, overrides, options, device, port, base_port)
-    try:
-        files = slurm.render(the_plan, options)
-    except ValueError as exc:
-        fail(f"target slurm: {exc}", 1)
-    print_kept(write_files(files, out, force))
+    result = compiled_for_slurm(pipeline, overrides, opts, device, port, base_port)
+    the_plan, options = result.plan, result.options
+    print_kept(write_files(result.files, out, force))
     script = os.path.join(os.path.abspath(out), slurm.script_name(the_plan, options))
     # Ctrl-C must cancel the job even when SIGINT came in ignored (started with `&` from a script).
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -176,19 +172,32 @@ def job_state(job_id: str) -> tuple[str, str]:
 # --- helpers ---------------------------------------------------------------------
 
 
-def checked_plan(pipeline: str, overrides: Overrides, options: slurm.Options, device: str,
-                 port: int | None = None, base_port: int = 8100) -> Plan:
-    """The validated Plan to submit, the GPU budget of ``options`` checked; problems printed and exit 1.
+@dataclass(frozen=True)
+class SlurmCompiled:
+    """A pipeline compiled for ``graph submit``."""
+
+    plan: Plan
+    options: slurm.Options
+    files: dict[str, str]
+
+
+def compiled_for_slurm(pipeline: str, overrides: Overrides, opts: list[str], device: str,
+                       port: int | None = None, base_port: int = 8100) -> SlurmCompiled:
+    """The sbatch script to submit, every check made (the GPU budget of the options too); problems
+    printed and exit 1.
 
     Our processes run under this interpreter (the job inherits this shell's
     environment) unless ``container_image`` puts them in a container.
     """
     if device not in ("gpu", "cpu"):
         fail(f"--device must be gpu or cpu, not '{device}'")
+    target = slurm.SlurmTarget()
+    options = parse_target_options(target, opts)
     overrides = Overrides(**{**overrides.__dict__, "port": port if port is not None else overrides.port})
     python = "python" if options.container_image else sys.executable
-    return common.checked_plan(pipeline, overrides, PlanOptions(device=device, base_port=base_port, python=python),
-                               ValidateOptions(**slurm.gpu_budget(options)))
+    result = common.compiled(pipeline, overrides, target, options,
+                             PlanOptions(device=device, base_port=base_port, python=python))
+    return SlurmCompiled(result.plan, options, result.files)
 
 
 def _require_slurm() -> None:

@@ -1,71 +1,51 @@
-"""The one interface every engine adapter implements.
+"""What every engine adapter is: everything the rest of servegraph needs to know about one engine.
 
-An adapter turns one replica of one engine node into a process: argv, env,
-extra ports and its health path. It sees the resolved node (as a plain
-:class:`EngineInput`) and the wiring the planner chose; it never decides
-placement and never knows the target.
+An adapter subclasses :class:`EngineAdapter`, sets its facts (the roles it can
+play, the frontend protocol it speaks, how its KV moves, its pinned image, the
+values it accepts) and implements :meth:`EngineAdapter.command`. The planner,
+the checks, ``--mock``, ``graph doctor`` and the targets ask the adapter; no
+other module names an engine. See docs/adding-an-engine.md.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
+import json
+import shutil
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Literal
 
-from ..errors import CompileError, NodeValues, did_you_mean, node_error
+from pydantic import ConfigDict, Field
+
+from graph.plan import DynamoWorker
+from graph.settings import EngineSettings
+
+from ..errors import CompileError, NodeValues, did_you_mean, label, node_error
 
 
-@dataclass(frozen=True)
-class EngineInput:
-    """One engine replica as the planner hands it to an adapter.
+class EngineInput(EngineSettings):
+    """One engine replica as the planner hands it to an adapter: the node's settings plus the wiring.
 
-    Args:
-        node: the graph node's name.
-        service: this replica's service name (node-replica).
-        role: encoder | prefill | decode | worker | encode_prefill | prefill_decode.
-        model: model id or path.
-        served_model_name: the name clients use.
-        tp, pp, dp: parallelism.
-        hosts: hosts one replica spans (multi-node).
-        dtype, kv_cache_dtype, block_size, max_model_len: engine settings (None/"auto": engine default).
-        engine_args: passthrough flags from the graph.
-        imitate: for the mock engine, whose protocol to speak.
-        mock: mock engine knobs.
-        host: the address it listens on (loopback when the whole graph runs on one host).
-        port: its HTTP port.
-        extra_ports: ports the adapter asked for (see :meth:`EngineAdapter.extra_ports`).
-        device: gpu or cpu.
-        consumes_embeddings: a separate encoder feeds it (E/PD, E/P/D).
-        encoder_urls: base URLs of the encoder replicas feeding it (engines that call encoders themselves).
-        encoder_cache_dir: shared folder for encoder output where the engine uses one.
-        cpu_cores: cores to bind its threads to on a shared CPU host (None: no binding).
-        decode_tp: for a KV producer, the tp size of the decode it feeds.
+    The settings are :class:`graph.settings.EngineSettings` (tp, dtype, ...: None or
+    ``"auto"`` means the engine's default); the rest is what the planner chose.
     """
 
-    node: str
-    service: str
-    role: str
-    model: str
-    served_model_name: str
-    tp: int = 1
-    pp: int = 1
-    dp: int = 1
-    hosts: int = 1
-    dtype: str = "auto"
-    kv_cache_dtype: str = "auto"
-    block_size: int | None = None
-    max_model_len: int | None = None
-    engine_args: dict[str, Any] | list[str] = field(default_factory=dict)
-    imitate: str | None = None
-    mock: dict[str, Any] = field(default_factory=dict)
-    host: str = "0.0.0.0"
-    port: int = 0
-    extra_ports: dict[str, int] = field(default_factory=dict)
-    device: str = "gpu"
-    consumes_embeddings: bool = False
-    encoder_urls: tuple[str, ...] = ()
-    encoder_cache_dir: str | None = None
-    cpu_cores: str | None = None
-    decode_tp: int | None = None
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    node: str = Field(description="the graph node's name")
+    service: str = Field(description="this replica's service name (node-replica)")
+    role: str = Field(description="encoder | prefill | decode | worker | encode_prefill | prefill_decode")
+    model: str = ""
+    served_model_name: str = ""
+    host: str = Field(default="0.0.0.0", description="the address it listens on")
+    port: int = Field(default=0, description="its HTTP port")
+    extra_ports: dict[str, int] = Field(default_factory=dict, description="ports asked for with extra_ports()")
+    device: str = Field(default="gpu", description="gpu or cpu")
+    consumes_embeddings: bool = Field(default=False, description="a separate encoder feeds it (E/PD, E/P/D)")
+    encoder_urls: tuple[str, ...] = Field(default=(), description="base URLs of the encoder replicas feeding it")
+    encoder_cache_dir: str | None = Field(default=None, description="shared folder for encoder output, if used")
+    cpu_cores: str | None = Field(default=None, description="cores to bind its threads to on a shared CPU host")
 
 
 @dataclass(frozen=True)
@@ -97,26 +77,113 @@ class ValueRules:
     aliases: dict[str, str] = field(default_factory=dict)
 
 
-class EngineAdapter(Protocol):
-    """Lowers engine nodes of one engine to processes, and checks their values first."""
+@dataclass(frozen=True)
+class Installation:
+    """How ``graph doctor`` finds an engine here, and how to get it.
 
-    name: str
+    Args:
+        dists: distributions that provide it (the first one found is reported).
+        module: the module it imports as (None: found by ``binary`` instead).
+        binary: a command it installs, when it is not a Python package.
+        fix: what to run to get it.
+    """
+
+    dists: tuple[str, ...] = ()
+    module: str | None = None
+    binary: str | None = None
+    fix: str = ""
+
+    def found(self) -> tuple[bool, str]:
+        """(present, what was found or "not installed")."""
+        if self.binary is not None:
+            path = shutil.which(self.binary)
+            return path is not None, path or "not installed"
+        version = next((v for v in map(_version, self.dists) if v), None)
+        present = version is not None and (self.module is None or importlib.util.find_spec(self.module) is not None)
+        return present, f"{self.dists[0]} {version}" if present else "not installed"
+
+
+class EngineAdapter:
+    """The base of every engine adapter. Class attributes are the engine's facts; override what differs."""
+
+    #: The name a graph uses (``engine=...``) and the registry key.
+    name: ClassVar[str] = ""
+    #: The name people know it by, for messages.
+    title: ClassVar[str] = ""
+    #: The engine version this adapter's flags and facts were checked against.
+    version: ClassVar[str] = ""
+    #: The roles this engine can play.
+    roles: ClassVar[frozenset[str]] = frozenset({"worker"})
+    #: The frontend protocol it speaks (a module of nodes/frontend/protocols): "openai" is plain
+    #: OpenAI-compatible serving, no disaggregation handshake.
+    protocol: ClassVar[str] = "openai"
+    #: Which side moves the KV over NIXL between prefill and decode (None: it has no P/D).
+    kv_transfer: ClassVar[Literal["READ", "WRITE"] | None] = None
+    #: How a separate encoder's embeddings reach this engine's language model: "nixl" (our tensor
+    #: edge), "files" (a folder both see), or "engine" (the language model fetches them itself).
+    embeddings_transfer: ClassVar[Literal["nixl", "files", "engine"]] = "nixl"
+    #: The container image of this engine version (None: it runs in ours).
+    image: ClassVar[str | None] = None
+    #: CPU cores per GPU it wants on a cluster (its step's or pod's request), at least 1 in all.
+    cpus_per_gpu: ClassVar[int] = 4
+    #: The built-in mock engine: no real work, no GPUs of its own.
+    simulated: ClassVar[bool] = False
+    #: The values it accepts (None: not checked).
+    rules: ClassVar[ValueRules | None] = None
+    #: How ``graph doctor`` finds it.
+    installation: ClassVar[Installation] = Installation()
 
     def extra_ports(self, role: str) -> list[str]:
         """Names of ports besides ``http`` this role needs (e.g. ``nixl_side_channel``)."""
-        ...
+        return []
 
     def command(self, spec: EngineInput) -> EngineCommand:
         """argv/env for one replica."""
-        ...
+        raise NotImplementedError
 
     def check_node(self, node: NodeValues) -> list[CompileError]:
         """Problems of one node's values that this engine would reject at start."""
-        ...
+        problems = self.value_problems(node)
+        if node.mock or node.imitate:
+            problems.append(node_error(
+                "mock-field", node, f"{label(node)} sets mock settings but its engine is '{node.engine}'",
+                "use engine='mock' (or --mock on the command line), or drop imitate=/mock=", field="mock"))
+        return problems
+
+    def value_problems(self, node: NodeValues) -> list[CompileError]:
+        """The role and values of a node this engine serves (or a mock stands in for) that it cannot take."""
+        problems = []
+        if node.role not in self.roles:
+            can = ", ".join(sorted(self.roles))
+            problems.append(node_error(
+                "engine-role", node, f"{label(node)}: {self.title or self.name} cannot be a {node.role}",
+                f"it can play: {can}; use another engine for this node, or another shape of graph", field="engine"))
+        if self.rules is not None:
+            problems += check_values(self.title or self.name, self.rules, node)
+        return problems
 
     def check_kv_pair(self, prefill: NodeValues, decode: NodeValues) -> list[CompileError]:
         """Problems of a prefill -> decode KV edge that this engine's connector cannot map."""
-        ...
+        return []
+
+    def protocol_for(self, node: NodeValues) -> str:
+        """The frontend protocol a node of this engine speaks (the mock's depends on whom it imitates)."""
+        return self.protocol
+
+    def dynamo(self, spec: EngineInput) -> DynamoWorker | None:
+        """This replica as a component of NVIDIA Dynamo's DynamoGraphDeployment (None: Dynamo cannot run it)."""
+        return None
+
+
+def _label(node: NodeValues) -> str:
+    return f"{label(node)}"
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def check_values(engine: str, rules: ValueRules, node: NodeValues) -> list[CompileError]:
@@ -127,7 +194,7 @@ def check_values(engine: str, rules: ValueRules, node: NodeValues) -> list[Compi
         if value not in accepted:
             problems.append(node_error(
                 f"bad-{name.replace('_', '-')}", node,
-                f"{node.role} '{node.name}': {engine} does not accept {name}={value!r}",
+                f"{label(node)}: {engine} does not accept {name}={value!r}",
                 f"{did_you_mean(value, accepted, rules.aliases)}{engine} accepts: {', '.join(accepted)} "
                 f"({rules.source})", field=name))
     return problems
@@ -160,8 +227,6 @@ def flag_args(args: dict[str, Any] | list[str]) -> list[str]:
         elif value is False or value is None:
             continue
         elif isinstance(value, (dict, list)):
-            import json
-
             out += [flag, json.dumps(value, sort_keys=True, separators=(",", ":"))]
         else:
             out += [flag, str(value)]
@@ -173,3 +238,16 @@ def unless_default(flag: str, value: object, default: object = None) -> list[str
     if value is None or value == default or value == "auto":
         return []
     return [flag, str(value)]
+
+
+def without_flags(args: list[str], flags: tuple[str, ...]) -> list[str]:
+    """``args`` without each of ``flags`` and the value after it."""
+    out, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in flags:
+            skip = True
+        else:
+            out.append(arg)
+    return out

@@ -1,9 +1,20 @@
-"""The built-in mock engine: ``python -m nodes.mock``, speaking vLLM's, SGLang's or TRT-LLM's protocol."""
+"""The built-in mock engine: ``python -m nodes.mock``, standing in for another engine and speaking its protocol.
+
+A mock node's ``imitate`` names the engine it stands in for (``--mock`` sets it
+to the node's own engine); the process speaks that engine's frontend protocol
+(``--imitate vllm|sglang|trtllm|openai``), and that engine's value and P/D pair
+rules still hold, since the graph is meant for it.
+"""
 
 from __future__ import annotations
 
-from ..errors import CompileError, CompileFailed, NodeValues, did_you_mean, node_error
-from .base import EngineCommand, EngineInput, flag_args
+from graph.plan import DynamoWorker
+
+from ..errors import CompileError, CompileFailed, NodeValues, did_you_mean, label, node_error
+from .base import EngineAdapter, EngineCommand, EngineInput, Installation, flag_args
+
+#: The frontend protocols ``python -m nodes.mock --imitate`` speaks.
+PROTOCOLS = frozenset({"vllm", "sglang", "trtllm", "openai"})
 
 #: Knobs a graph may set in ``mock={...}``; each becomes ``--<knob-with-dashes>`` (see
 #: ``python -m nodes.mock --help``; tests/test_mock_cli.py keeps this list and the CLI in step).
@@ -23,10 +34,17 @@ MOCK_KNOBS = frozenset({
 })
 
 
-class MockAdapter:
+class MockAdapter(EngineAdapter):
     """Lowers mock nodes; ports mirror the engine being imitated."""
 
     name = "mock"
+    title = "mock engine"
+    roles = frozenset({"encoder", "prefill", "decode", "worker", "encode_prefill", "prefill_decode"})
+    # Its KV and embeddings move over our own tensor edge, which WRITEs into the receiver's slots.
+    kv_transfer = "WRITE"
+    cpus_per_gpu = 1
+    simulated = True
+    installation = Installation(dists=("servegraph",), fix="built in: python -m nodes.mock")
 
     def extra_ports(self, role: str) -> list[str]:
         # Prefill-like roles publish KV on this second port (SGLang bootstrap rooms, the vLLM/TRT-LLM
@@ -34,16 +52,35 @@ class MockAdapter:
         return ["bootstrap"] if role in ("prefill", "encode_prefill") else []
 
     def check_node(self, node: NodeValues) -> list[CompileError]:
-        """Every ``mock={...}`` key is a knob of ``python -m nodes.mock``."""
-        return [
-            node_error("unknown-mock-knob", node, f"{node.role} '{node.name}': the mock engine has no knob '{key}'",
+        """Every ``mock={...}`` key is a knob of ``python -m nodes.mock``; ``imitate`` names a real engine."""
+        from . import DEFAULT_ENGINE, get_adapter, known_engines
+
+        problems = [
+            node_error("unknown-mock-knob", node, f"{label(node)}: the mock engine has no knob '{key}'",
                        f"{did_you_mean(key.replace('-', '_'), MOCK_KNOBS)}known knobs: {', '.join(sorted(MOCK_KNOBS))}",
                        field="mock")
             for key in sorted(node.mock) if key.replace("-", "_") not in MOCK_KNOBS
         ]
+        real = [e for e in known_engines() if not get_adapter(e).simulated]
+        imitate = node.imitate or DEFAULT_ENGINE
+        if imitate not in real or get_adapter(imitate).protocol not in PROTOCOLS:
+            problems.append(node_error(
+                "bad-imitate", node, f"{label(node)}: the mock engine cannot stand in for '{imitate}'",
+                f"{did_you_mean(imitate, real)}it stands in for: {', '.join(real)}", field="imitate"))
+        else:  # the graph is meant for the imitated engine: its rules hold
+            problems += get_adapter(imitate).value_problems(node)
+        return problems
+
+    def protocol_for(self, node: NodeValues) -> str:
+        from . import DEFAULT_ENGINE, get_adapter
+
+        return get_adapter(node.imitate or DEFAULT_ENGINE).protocol
 
     def check_kv_pair(self, prefill: NodeValues, decode: NodeValues) -> list[CompileError]:
-        return []  # the mock maps any layout; the rules of the engine it imitates are checked too
+        """The rules of the engine the mock stands in for (the mock itself maps any layout)."""
+        from . import DEFAULT_ENGINE, get_adapter
+
+        return get_adapter(prefill.imitate or DEFAULT_ENGINE).check_kv_pair(prefill, decode)
 
     def command(self, spec: EngineInput) -> EngineCommand:
         """argv of one mock replica.
@@ -59,7 +96,7 @@ class MockAdapter:
         argv = [
             "python", "-m", "nodes.mock",
             "--role", spec.role,
-            "--imitate", spec.imitate or "vllm",
+            "--imitate", self.protocol_for(spec),
             "--model", spec.model,
             "--served-model-name", spec.served_model_name,
             "--host", spec.host,
@@ -72,3 +109,11 @@ class MockAdapter:
             argv += ["--block-size", str(spec.block_size)]
         argv += flag_args({k.replace("_", "-"): v for k, v in spec.mock.items()})
         return EngineCommand(argv=argv, env={}, health_path="/health", startup_timeout_s=60.0)
+
+    def dynamo(self, spec: EngineInput) -> DynamoWorker | None:
+        """Dynamo's own mock engine, ``dynamo.mocker``, in the vLLM runtime image."""
+        if spec.role not in ("worker", "prefill", "decode"):
+            return None
+        return DynamoWorker(component=spec.role, command=["python3", "-m", "dynamo.mocker"],
+                            args=["--model-path", spec.model, "--model-name", spec.model],
+                            runtime_image="vllm-runtime")

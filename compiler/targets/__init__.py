@@ -1,30 +1,39 @@
-"""Targets: Plan -> files. Each is a pure function of (plan, options), looked up by name.
+"""Targets: Plan -> files, each behind the :class:`Target` interface, found by name.
 
-A target module exposes ``render(plan, options) -> dict[str, str]`` (relative
-path -> file content) and an ``Options`` dataclass. :func:`write_output` writes
-the files atomically.
+A target's ``render(plan, options)`` returns relative path -> file content;
+:func:`compiler.targets.output.write_output` writes them.
 """
 
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
 
+from .base import GpuBudget, Target, TargetError, option_docs
+
+#: name -> "module:Class", imported on first use.
 _REGISTRY = {
-    "local": "compiler.targets.local",
-    "k8s": "compiler.targets.k8s",
-    "slurm": "compiler.targets.slurm",
+    "local": "compiler.targets.local:LocalTarget",
+    "k8s": "compiler.targets.k8s:K8sTarget",
+    "slurm": "compiler.targets.slurm:SlurmTarget",
 }
 
 
-def get_target(name: str) -> ModuleType:
-    """The target module called ``name`` (imported on first use)."""
+def get_target(name: str) -> Target:
+    """The target called ``name`` (imported on first use).
+
+    Raises:
+        KeyError: no such target.
+    """
     try:
-        return importlib.import_module(_REGISTRY[name])
+        module, cls = _REGISTRY[name].split(":")
     except KeyError:
-        raise KeyError(f"unknown target '{name}' (known: {', '.join(sorted(_REGISTRY))})") from None
+        raise KeyError(f"unknown target '{name}' (known: {', '.join(target_names())})") from None
+    return getattr(importlib.import_module(module), cls)()
 
 
 def target_names() -> list[str]:
     """Names of all targets."""
     return sorted(_REGISTRY)
+
+
+__all__ = ["GpuBudget", "Target", "TargetError", "get_target", "option_docs", "target_names"]

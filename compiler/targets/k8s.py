@@ -17,8 +17,9 @@ exactly the Plan's service name (``${SG_HOST_DECODE_1}`` -> ``<prefix>decode-1``
 
 from __future__ import annotations
 
-from compiler.ir import Plan
+from graph.plan import Plan
 
+from .base import GpuBudget
 from .k8s_config import config_maps
 from .k8s_meta import Names, host_services
 from .k8s_pods import PodContext
@@ -27,15 +28,22 @@ from .k8s_settings import Options, node_settings
 from .k8s_workloads import workload
 from .k8s_yaml import dump, dump_all
 
-__all__ = ["Options", "gpu_budget", "render"]
+__all__ = ["K8sTarget", "Options", "render"]
 
 
-def gpu_budget(options: Options) -> dict[str, int | None]:
-    """The GPU budget to check the graph against before compiling, as graph.ValidateOptions' fields.
+class K8sTarget:
+    """Kubernetes manifests (or one DynamoGraphDeployment)."""
 
-    Targets may not import graph/, so the CLI builds ``ValidateOptions(**gpu_budget(options))``.
-    """
-    return {"gpu_budget": options.gpus, "gpus_per_host": options.gpus_per_host}
+    name = "k8s"
+    summary = "Kubernetes manifests: Deployments/LeaderWorkerSets, Services, ConfigMaps, kustomization.yaml"
+    single_host = False
+    Options = Options
+
+    def render(self, plan: Plan, options: Options | None = None) -> dict[str, str]:
+        return render(plan, options)
+
+    def gpu_budget(self, options: Options) -> GpuBudget:
+        return GpuBudget(total=options.gpus, per_host=options.gpus_per_host)
 
 
 def render(plan: Plan, options: Options | None = None) -> dict[str, str]:

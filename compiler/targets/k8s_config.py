@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from compiler.ir import Service
+from graph.plan import Service
 
 from .k8s_pods import PodContext
 from .output import to_yaml

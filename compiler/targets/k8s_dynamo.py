@@ -18,23 +18,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from compiler.ir import Service
+from graph.plan import Service
 
 from .k8s_meta import k8s_expand, placeholders
 from .k8s_pods import PodContext, hf_token_env, pod_template
 from .k8s_yaml import dump
 
-_TYPES = {"frontend": "frontend", "worker": "worker", "prefill": "prefill", "decode": "decode"}
-#: Dynamo's runtime images per engine (nvcr.io/nvidia/ai-dynamo/<x>-runtime:<version>).
-_RUNTIME_IMAGES = {"vllm": "vllm-runtime", "sglang": "sglang-runtime", "trtllm": "tensorrtllm-runtime",
-                   "mock": "vllm-runtime"}
-#: Launcher prefixes of the Plan's argv that Dynamo's worker module replaces.
-_LAUNCHERS = {"vllm": ["-m", "vllm.entrypoints.openai.api_server"], "sglang": ["-m", "sglang.launch_server"]}
-#: Flags (with their value) the Dynamo worker sets itself: its HTTP address, and for
-#: multinode components the operator's own rank/leader wiring (the v1beta1
-#: disagg-multinode.yaml example passes none of them).
-_DROPPED = {"--host", "--port"}
-_DROPPED_MULTINODE = {"--nnodes", "--node-rank", "--master-addr", "--master-port"}
+#: Dynamo's registry of runtime images (``<registry>/<engine>-runtime:<version>``).
+_REGISTRY = "nvcr.io/nvidia/ai-dynamo"
 
 
 def render_dynamo(ctx: PodContext) -> dict[str, str]:
@@ -45,7 +36,7 @@ def render_dynamo(ctx: PodContext) -> dict[str, str]:
             or an engine it cannot run from our argv (trtllm).
     """
     components = [_component(ctx, replicas) for replicas in _by_node(ctx)]
-    engines = sorted({s.engine for s in ctx.plan.services if s.engine and s.engine != "mock"})
+    engines = sorted({s.engine for s in ctx.plan.services if s.engine and not s.simulated})
     meta: dict[str, Any] = {"name": ctx.names.prefix.rstrip("-") or ctx.plan.graph,
                             "labels": {"app.kubernetes.io/part-of": ctx.plan.graph,
                                        "app.kubernetes.io/managed-by": "servegraph"}}
@@ -67,10 +58,10 @@ def _by_node(ctx: PodContext) -> list[list[Service]]:
 
 def _component(ctx: PodContext, replicas: list[Service]) -> dict[str, Any]:
     s = replicas[0]
-    if s.role not in _TYPES:
+    if s.role != "frontend" and s.dynamo is None:
         raise ValueError(
-            f"node '{s.node}' ({s.role}) has no DynamoGraphDeployment component type (Dynamo has "
-            f"frontend, worker, prefill, decode); compile it with -O flavor=plain"
+            f"node '{s.node}' ({s.role}) has no DynamoGraphDeployment component: Dynamo's operator runs "
+            f"frontends and the workers of the engines it knows; compile it with -O flavor=plain"
         )
     main = _main_container(ctx, replicas)
     template = pod_template(ctx, s, {"app.kubernetes.io/part-of": ctx.plan.graph})
@@ -82,7 +73,8 @@ def _component(ctx: PodContext, replicas: list[Service]) -> dict[str, Any]:
     template["metadata"].get("annotations", {}).pop("servegraph.io/config-sha256", None)
     if not template["metadata"].get("annotations"):
         template["metadata"].pop("annotations", None)
-    comp: dict[str, Any] = {"name": s.node, "type": _TYPES[s.role], "replicas": len(replicas), "podTemplate": template}
+    kind = "frontend" if s.dynamo is None else s.dynamo.component
+    comp: dict[str, Any] = {"name": s.node, "type": kind, "replicas": len(replicas), "podTemplate": template}
     if s.hosts > 1:
         comp["multinode"] = {"nodeCount": s.hosts}
     return comp
@@ -92,13 +84,17 @@ def _main_container(ctx: PodContext, replicas: list[Service]) -> dict[str, Any]:
     s = replicas[0]
     o = ctx.options
     node = ctx.settings[s.node]
-    image = node.image or f"nvcr.io/nvidia/ai-dynamo/{_RUNTIME_IMAGES.get(s.engine or 'vllm')}:{o.dynamo_version}"
-    if s.role == "frontend":
+    image = node.image or f"{_REGISTRY}/{_runtime_image(ctx, s)}:{o.dynamo_version}"
+    if s.dynamo is None:
         command, args = ["python3", "-m", "dynamo.frontend"], ["--http-port", str(s.http_port)]
         if _kv_routed(s):
             args += ["--router-mode", "kv"]
     else:
-        command, args = _worker_command(s)
+        command, args = list(s.dynamo.command), list(s.dynamo.args)
+        wired = next((a for a in args if placeholders(a)), None)
+        if wired is not None:
+            raise ValueError(f"node '{s.node}': argument '{wired}' needs per-pod wiring Dynamo does itself; "
+                             f"compile it with -O flavor=plain")
     c: dict[str, Any] = {"name": "main", "image": image, "command": command, "args": args}
     # One pod template serves every replica: keep what all replicas share (side-channel
     # ports differ per replica; Dynamo's worker picks its own) and nothing pod-specific.
@@ -119,29 +115,8 @@ def _kv_routed(frontend: Service) -> bool:
     return any(stage.get("policy") == "kv" for r in routes for stage in r.get("stages", []))
 
 
-def _worker_command(s: Service) -> tuple[list[str], list[str]]:
-    if s.engine == "mock":
-        return ["python3", "-m", "dynamo.mocker"], ["--model-path", s.model or "", "--model-name", s.model or ""]
-    launcher = _LAUNCHERS.get(s.engine or "")
-    if launcher is None or s.argv[1:1 + len(launcher)] != launcher:
-        raise ValueError(
-            f"node '{s.node}': engine '{s.engine}' cannot be run by Dynamo's worker from the Plan's command line "
-            f"({' '.join(s.argv[:3])} ...); compile it with -O flavor=plain"
-        )
-    rest = s.argv[1 + len(launcher):]
-    args: list[str] = []
-    i = 0
-    while i < len(rest):
-        if rest[i] in _DROPPED or (s.hosts > 1 and rest[i] in _DROPPED_MULTINODE):
-            i += 2
-            continue
-        if placeholders(rest[i]):
-            raise ValueError(f"node '{s.node}': argument '{rest[i]}' needs per-pod wiring Dynamo does itself; "
-                             f"compile it with -O flavor=plain")
-        args.append(rest[i])
-        i += 1
-    if s.engine == "vllm" and s.role in ("prefill", "decode"):
-        args += ["--disaggregation-mode", s.role]
-    return ["python3", "-m", f"dynamo.{s.engine}"], args
-
-
+def _runtime_image(ctx: PodContext, s: Service) -> str:
+    """A worker's engine runtime; the frontend's is its graph's first worker's (Dynamo ships one per engine)."""
+    if s.dynamo is not None:
+        return s.dynamo.runtime_image
+    return next(w.dynamo.runtime_image for w in ctx.plan.services if w.dynamo is not None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from compiler.ir import SELF_HOST_VAR, Plan, Service, host_var
+from graph.plan import SELF_HOST_VAR, Plan, Service, host_var
 
 #: Placeholders a Plan may hold besides SG_HOST_<SERVICE>: a multi-host replica's leader and rank.
 LEADER_HOST_VAR = "SG_LEADER_HOST"

@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from compiler.ir import SELF_HOST_VAR, Plan, Service, host_var
+from graph.plan import SELF_HOST_VAR, Plan, Service, host_var
 
 from .k8s_meta import (
     CONFIG_DIR,
@@ -94,7 +94,7 @@ def _container(ctx: PodContext, s: Service, node: NodeSettings, serves_http: boo
     argv = [_config_path(a, s) for a in s.argv]
     c: dict[str, Any] = {
         "name": s.role.replace("_", "-"),
-        "image": node.image or ctx.options.engine_image(s.engine),
+        "image": node.image or ctx.options.image_of(s),
         "imagePullPolicy": node.image_pull_policy or ctx.options.image_pull_policy,
         "command": [k8s_expand(argv[0])],
         "args": [k8s_expand(a) for a in argv[1:]],

@@ -7,21 +7,18 @@ else is rejected with the node and key named. The command line's per-node maps
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from compiler.ir import Plan, Service
+from graph.plan import Plan, Service
 
-#: Images for each engine; ``ours`` runs our own processes and the mock engine.
-DEFAULT_IMAGES = {
-    "ours": "ghcr.io/servegraph/servegraph:latest",
-    "vllm": "vllm/vllm-openai:latest",
-    "sglang": "lmsysorg/sglang:latest",
-    "trtllm": "nvcr.io/nvidia/tensorrt-llm/release:latest",
-}
+#: The image of our own processes (and the mock engine): what the repository's Dockerfile builds,
+#: tagged with this package's version (never :latest, so a cluster runs what was compiled for).
+OUR_IMAGE = f"servegraph:{importlib.metadata.version('servegraph')}"
 
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _PULL_POLICIES = ("Always", "IfNotPresent", "Never")
@@ -38,7 +35,8 @@ class Options:
         namespace: metadata.namespace of every object (None: left to kubectl/kustomize).
         prefix: prefix of every object name; None means the graph name and a dash.
         image: image of our own processes (frontend, router, processor) and the mock engine.
-        image_vllm, image_sglang, image_trtllm: image per engine.
+        engine_images: engine name -> image, over the version each engine's adapter pins
+            (``-O image_<engine>=IMAGE`` sets one, e.g. ``-O image_vllm=my/vllm:v0.32.0``).
         image_pull_policy: Always, IfNotPresent or Never.
         image_pull_secret: name of a Secret of type dockerconfigjson, if the registry needs one.
         hf_token_secret: name of a Secret whose key ``hf_token_key`` becomes HF_TOKEN in engines.
@@ -63,10 +61,8 @@ class Options:
     flavor: str = "plain"
     namespace: str | None = None
     prefix: str | None = None
-    image: str = DEFAULT_IMAGES["ours"]
-    image_vllm: str = DEFAULT_IMAGES["vllm"]
-    image_sglang: str = DEFAULT_IMAGES["sglang"]
-    image_trtllm: str = DEFAULT_IMAGES["trtllm"]
+    image: str = OUR_IMAGE
+    engine_images: dict[str, str] = field(default_factory=dict)
     image_pull_policy: str = "IfNotPresent"
     image_pull_secret: str | None = None
     hf_token_secret: str | None = None
@@ -86,6 +82,9 @@ class Options:
     gpus_per_host: int | None = None
     dynamo_version: str = "1.6.1"
 
+    #: ``-O image_<engine>=...`` is ``engine_images[<engine>]`` (see the CLI's option parser).
+    ENGINE_IMAGE_PREFIX: ClassVar[str] = "image_"
+
     def __post_init__(self) -> None:
         if self.flavor not in ("plain", "dynamo"):
             raise ValueError(f"flavor '{self.flavor}' is unknown; use -O flavor=plain or -O flavor=dynamo")
@@ -101,15 +100,14 @@ class Options:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
                 raise ValueError(f"{name} must be a whole number of GPUs, not {value!r}")
-        for name in ("node_selectors", "tolerations", "resources"):
+        for name in ("node_selectors", "tolerations", "resources", "engine_images"):
             if not isinstance(getattr(self, name), dict):
                 raise ValueError(f"{name} must be a map of node name -> value, e.g. -O {name}='{{decode: ...}}'")
 
-    def engine_image(self, engine: str | None) -> str:
-        """The image a service of ``engine`` runs (ours for our processes and the mock engine)."""
-        return {"vllm": self.image_vllm, "sglang": self.image_sglang, "trtllm": self.image_trtllm}.get(
-            engine or "", self.image
-        )
+    def image_of(self, service: Service) -> str:
+        """The image a service runs: the command line's for its engine, else the one its adapter pins,
+        else ours (our processes and the mock engine)."""
+        return self.engine_images.get(service.engine or "") or service.image or self.image
 
 
 class NodeSettings(BaseModel):

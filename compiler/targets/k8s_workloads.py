@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from compiler.ir import Service
+from graph.plan import Service
 
 from .k8s_meta import labels, selector
 from .k8s_pods import PodContext, pod_template

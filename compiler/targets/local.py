@@ -11,8 +11,9 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-from compiler.ir import Plan, Service
+from graph.plan import Plan, Service
 
+from .base import GpuBudget
 from .output import to_json, to_yaml
 
 
@@ -25,6 +26,21 @@ class Options:
     """
 
     host: str = "127.0.0.1"
+
+
+class LocalTarget:
+    """Every service as a process on this host."""
+
+    name = "local"
+    summary = "every service a process on this host: plan.json, config files and a launch.sh you could paste"
+    single_host = True
+    Options = Options
+
+    def render(self, plan: Plan, options: Options | None = None) -> dict[str, str]:
+        return render(plan, options)
+
+    def gpu_budget(self, options: Options) -> GpuBudget:
+        return GpuBudget()
 
 
 def config_text(service: Service) -> str:

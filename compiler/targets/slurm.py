@@ -40,24 +40,32 @@ any exit (SIGTERM through srun, then SIGKILL).
 
 from __future__ import annotations
 
-from compiler.ir import Plan
+from graph.plan import Plan
 
+from .base import GpuBudget
 from .slurm_placement import place
 from .slurm_script import ScriptInput, script
 from .slurm_settings import Options, step_settings
 
-__all__ = ["Options", "gpu_budget", "place", "render", "script_name", "step_settings"]
+__all__ = ["Options", "SlurmTarget", "place", "render", "script_name", "step_settings"]
 
 
-def gpu_budget(options: Options) -> dict[str, int | None]:
-    """The GPU budget to check the graph against before compiling, as graph.ValidateOptions' fields.
+class SlurmTarget:
+    """One sbatch script: one allocation, one srun step per service."""
 
-    Targets may not import graph/, so the CLI builds ``ValidateOptions(**gpu_budget(options))``.
-    The per-host limit is always ``gpus_per_node``; the total only when the
-    cluster size (``max_nodes``, else ``nodes``) is given.
-    """
-    size = options.max_nodes or options.nodes
-    return {"gpu_budget": size * options.gpus_per_node if size else None, "gpus_per_host": options.gpus_per_node}
+    name = "slurm"
+    summary = "one sbatch script per graph: one allocation, one srun step per service (graph submit runs it)"
+    single_host = False
+    Options = Options
+
+    def render(self, plan: Plan, options: Options | None = None) -> dict[str, str]:
+        return render(plan, options)
+
+    def gpu_budget(self, options: Options) -> GpuBudget:
+        """The per-host limit is always ``gpus_per_node``; the total only when the cluster size
+        (``max_nodes``, else ``nodes``) is given."""
+        size = options.max_nodes or options.nodes
+        return GpuBudget(total=size * options.gpus_per_node if size else None, per_host=options.gpus_per_node)
 
 
 def script_name(plan: Plan, options: Options | None = None) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from compiler.ir import Plan
+from graph.plan import Plan
 
 from .slurm_settings import StepSettings
 

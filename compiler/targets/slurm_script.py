@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-from compiler.ir import Plan, Service, host_var
+from graph.plan import Plan, Service, host_var
 
 from .local import config_text
 from .slurm_placement import Placement

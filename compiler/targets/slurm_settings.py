@@ -11,14 +11,14 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from compiler.ir import Plan, Service
+from graph.plan import Plan, Service
 
 _TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$|^\d+-\d+$")
 _MEM = re.compile(r"^\d+[KMGT]?$")
-_ENGINES = ("vllm", "sglang", "trtllm")
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class Options:
         max_nodes: nodes the partition can give this job; with it the GPU budget
             (max_nodes x gpus_per_node) is checked at compile time.
         cpus_per_gpu: CPU cores per GPU for a real engine's step (a node's
-            ``platform["slurm"]["cpus"]`` or its ``cpu`` field wins; mock engines get 1).
+            ``platform["slurm"]["cpus"]`` or its ``cpu`` field wins; steps without GPUs get 1).
         mem_per_cpu: ``#SBATCH --mem-per-cpu`` (e.g. 8G); None: the cluster's default.
         exclusive: ``#SBATCH --exclusive`` (whole nodes).
         sbatch_args: extra ``#SBATCH`` options, e.g. ``[--constraint=h100]``.
@@ -46,7 +46,8 @@ class Options:
         run_dir: folder for config files and logs (default ``$SLURM_SUBMIT_DIR/<job>-<id>``);
             it must be visible from every node. ``$SG_RUN_DIR`` at submit time wins.
         container_image: pyxis image of our own processes and the mock engine.
-        container_image_vllm, container_image_sglang, container_image_trtllm: image per engine.
+        container_engine_images: engine name -> pyxis image of that engine's steps
+            (``-O container_image_<engine>=IMAGE`` sets one); engines without one run on the host.
         container_mounts: pyxis ``--container-mounts`` for every containerized step
             (the run folder is always mounted).
         mock_gpus: node name -> GPUs per host for mock engines (the Plan gives mock
@@ -71,13 +72,14 @@ class Options:
     setup: str | None = None
     run_dir: str | None = None
     container_image: str | None = None
-    container_image_vllm: str | None = None
-    container_image_sglang: str | None = None
-    container_image_trtllm: str | None = None
+    container_engine_images: dict[str, str] = field(default_factory=dict)
     container_mounts: str | None = None
     mock_gpus: dict[str, int] = field(default_factory=dict)
     health_interval_s: float = 0.5
     stop_timeout_s: int = 20
+
+    #: ``-O container_image_<engine>=...`` is ``container_engine_images[<engine>]`` (the CLI's option parser).
+    ENGINE_IMAGE_PREFIX: ClassVar[str] = "container_image_"
 
     def __post_init__(self) -> None:
         for name in ("gpus_per_node", "cpus_per_gpu", "stop_timeout_s"):
@@ -102,13 +104,16 @@ class Options:
             isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in self.mock_gpus.values()
         ):
             raise ValueError("mock_gpus must map node names to GPU counts, e.g. -O mock_gpus='{prefill: 1, decode: 2}'")
+        if not isinstance(self.container_engine_images, dict):
+            raise ValueError("container_engine_images must map engine names to images, "
+                             "e.g. -O container_image_vllm=vllm/vllm-openai:v0.32.0")
         if self.health_interval_s <= 0:
             raise ValueError("health_interval_s must be > 0")
 
-    def engine_image(self, engine: str | None) -> str | None:
-        """The command line's container image for a service of ``engine`` (ours for our processes and mocks)."""
-        if engine in _ENGINES:
-            return getattr(self, f"container_image_{engine}")
+    def image_of(self, service: Service) -> str | None:
+        """The command line's container image for a service (ours for our processes and mock engines)."""
+        if service.engine is not None and not service.simulated:
+            return self.container_engine_images.get(service.engine)
         return self.container_image
 
 
@@ -148,8 +153,8 @@ def step_settings(plan: Plan, options: Options) -> dict[str, StepSettings]:
     """
     nodes = {s.node: s for s in plan.services}
     for node in sorted(options.mock_gpus):
-        if node not in nodes or nodes[node].engine != "mock":
-            mocks = sorted(n for n, s in nodes.items() if s.engine == "mock")
+        if node not in nodes or not nodes[node].simulated:
+            mocks = sorted(n for n, s in nodes.items() if s.simulated)
             raise ValueError(
                 f"-O mock_gpus names '{node}', which is not a mock engine node of graph '{plan.graph}' "
                 f"(mock engine nodes: {', '.join(mocks) or 'none; compile with --mock'})"
@@ -177,19 +182,19 @@ def _node_settings(node: str, service: Service) -> NodeSettings:
 
 
 def _step(service: Service, node: NodeSettings, options: Options) -> StepSettings:
-    gpus = options.mock_gpus.get(service.node, service.gpus) if service.engine == "mock" else service.gpus
+    gpus = options.mock_gpus.get(service.node, service.gpus) if service.simulated else service.gpus
     if node.cpus is not None:
         cpus = node.cpus
     elif service.cpu is not None:
         cpus = max(1, math.ceil(service.cpu))
-    elif service.engine in _ENGINES:
+    elif service.engine is not None and not service.simulated:
         cpus = max(1, gpus * options.cpus_per_gpu)
     else:
         cpus = 1
     return StepSettings(
         gpus=gpus,
         cpus=cpus,
-        container_image=node.container_image or options.engine_image(service.engine),
+        container_image=node.container_image or options.image_of(service),
         container_mounts=node.container_mounts or options.container_mounts,
         srun_args=tuple(node.srun_args),
     )

@@ -117,7 +117,7 @@ def _node(n: NodeSpec) -> VizNode:
 def _details(n: NodeSpec, title: str, per_replica: int) -> tuple[str, ...]:
     """Role and engine, model (or the node's own setting), then replicas and GPUs."""
     if n.is_engine:
-        engine = f"mock ({n.imitate})" if n.engine == "mock" and n.imitate else (n.engine or "")
+        engine = f"{n.engine} ({n.imitate})" if n.imitate else (n.engine or "")
         gpus = f"{_count(per_replica, 'GPU')}/replica"
         if n.nodes > 1:
             gpus += f" on {n.nodes} hosts"

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from compiler.ir import RouteConfig, StageConfig
+from graph.plan import RouteConfig, StageConfig
 
 from ..common.openai_errors import RequestError
 from .metrics import RETRIES

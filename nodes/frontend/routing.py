@@ -15,7 +15,7 @@ import time
 from collections import OrderedDict
 from typing import Callable
 
-from compiler.ir import StageConfig, Upstream
+from graph.plan import StageConfig, Upstream
 
 #: How long a replica that could not be reached stays out of the rotation.
 DOWN_FOR_S = 5.0

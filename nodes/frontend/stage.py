@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, TypeVar
 
-from compiler.ir import StageConfig, Upstream
+from graph.plan import StageConfig, Upstream
 
 from .metrics import UPSTREAM, UPSTREAM_SECONDS
 from .routing import Picker, make_picker

@@ -180,7 +180,7 @@ class MockApp:
         cfg = self.cfg
         return {"object": "list", "data": [{
             "id": cfg.model_name, "object": "model", "created": int(self.engine.started),
-            "owned_by": _OWNER[cfg.imitate], "root": cfg.model, "parent": None, "max_model_len": cfg.max_model_len,
+            "owned_by": _OWNER.get(cfg.imitate, "servegraph"), "root": cfg.model, "parent": None, "max_model_len": cfg.max_model_len,
         }]}
 
     def _metrics(self) -> tuple[int, bytes, list]:

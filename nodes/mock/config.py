@@ -7,7 +7,8 @@ import os
 from dataclasses import dataclass, fields
 
 ROLES = ("encoder", "prefill", "decode", "worker", "encode_prefill", "prefill_decode")
-IMITATIONS = ("vllm", "sglang", "trtllm")
+#: The protocols the mock speaks; "openai" is a plain OpenAI server with no P/D handshake.
+IMITATIONS = ("vllm", "sglang", "trtllm", "openai")
 
 
 @dataclass

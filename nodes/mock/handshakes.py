@@ -1,4 +1,4 @@
-"""The P/D and E/P handshakes of each imitated engine, both sides (PROTOCOLS.md).
+"""The P/D and E/P handshakes of each imitated engine, both sides (docs/engines.md, "Disaggregation protocols").
 
 vLLM: a prefill asked for ``do_remote_decode`` keeps the KV and returns
 ``kv_transfer_params`` (vLLM 0.32's fields); the decode pulls the block hashes

@@ -97,13 +97,13 @@ class MockMetrics:
     """All metrics of one mock process; plain attributes written on the hot path.
 
     Args:
-        imitate: vllm | sglang | trtllm.
+        imitate: vllm | sglang | trtllm | openai.
         model_name: served model name (the ``model_name`` label).
         role: the engine's role (label of ``mock_requests``).
     """
 
     def __init__(self, imitate: str, model_name: str, role: str) -> None:
-        self._n = _NAMES[imitate]
+        self._n = _NAMES.get(imitate, _NAMES["vllm"])  # a plain OpenAI server: vLLM's metric names
         self._labels = {"model_name": model_name}
         if imitate == "vllm":
             self._labels["engine"] = "0"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from compiler.ir import ProcessorConfig
+from graph.plan import ProcessorConfig
 
 from ..common.config import ConfigError, load_config
 from ..common.serve import serve

@@ -12,7 +12,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 
-from compiler.ir import ProcessorConfig
+from graph.plan import ProcessorConfig
 from nodes.common.openai_errors import RequestError
 
 from .fetch import FetchLimits, make_session

@@ -27,7 +27,7 @@ from typing import Any, Callable, TypeVar
 import aiohttp
 from PIL import Image
 
-from compiler.ir import ProcessorConfig
+from graph.plan import ProcessorConfig
 from nodes.common.openai_errors import RequestError
 
 from .audio import AudioLimits, decode_audio

@@ -9,7 +9,7 @@ import sys
 from pydantic import ValidationError
 from rich.console import Console
 
-from compiler.ir import Plan
+from graph.plan import Plan
 
 from .ports import PortInUseError
 from .supervisor import Supervisor, SupervisorOptions

@@ -11,7 +11,7 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from compiler.ir import Service
+from graph.plan import Service
 
 _STYLE = {"waiting": "dim", "starting": "yellow", "healthy": "green", "failed": "bold red", "stopped": "dim"}
 

@@ -6,7 +6,7 @@ import os
 import re
 from typing import Mapping
 
-from compiler.ir import Plan, Service
+from graph.plan import Plan, Service
 
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 

@@ -7,7 +7,7 @@ import os
 import socket
 from dataclasses import dataclass
 
-from compiler.ir import Plan
+from graph.plan import Plan
 
 
 @dataclass(frozen=True)

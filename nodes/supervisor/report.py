@@ -7,7 +7,7 @@ import shlex
 from rich.console import Console
 from rich.text import Text
 
-from compiler.ir import Plan
+from graph.plan import Plan
 
 from .logs import NOTE_PREFIX, tail
 

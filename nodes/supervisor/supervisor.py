@@ -27,7 +27,7 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
-from compiler.ir import Plan, Service
+from graph.plan import Plan, Service
 
 from .display import StartupView
 from .env import child_argv, child_env

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from compiler.ir import HealthCheck, Plan, Service
+from graph.plan import HealthCheck, Plan, Service
 from compiler.targets.local import render
 from compiler.targets.output import write_output
 

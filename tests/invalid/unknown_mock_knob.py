@@ -1,7 +1,7 @@
 """A mock knob the mock engine does not have: refused by validate, not by a traceback at compile.
 
 codes: unknown-mock-knob
-expect: worker 'worker': the mock engine has no knob 'itl_msec'
+expect: Worker 'worker': the mock engine has no knob 'itl_msec'
 expect: did you mean 'itl_ms'? known knobs:
 """
 

@@ -1,4 +1,4 @@
-"""How the frontend talks to each engine: one module per engine's disaggregation protocol."""
+"""How the frontend talks to the engines: one module per disaggregation protocol."""
 
 from __future__ import annotations
 
@@ -8,6 +8,10 @@ from .sglang import SglangProtocol
 from .trtllm import TrtllmProtocol
 from .vllm import VllmProtocol
 
-PROTOCOLS: dict[str, type[Protocol]] = {"vllm": VllmProtocol, "sglang": SglangProtocol, "trtllm": TrtllmProtocol}
+#: protocol name (an engine adapter's ``protocol``) -> how to talk to it. "openai" is any plain
+#: OpenAI-compatible server: one engine does the whole request, no disaggregation handshake.
+PROTOCOLS: dict[str, type[Protocol]] = {
+    "openai": Protocol, "vllm": VllmProtocol, "sglang": SglangProtocol, "trtllm": TrtllmProtocol,
+}
 
 __all__ = ["Outcome", "PROTOCOLS", "Protocol", "StageRuntime"]

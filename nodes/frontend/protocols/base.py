@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from compiler.ir import Upstream
+from graph.plan import Upstream
 
 from ..encoder_cache import EncoderCacheTimeout, wait_for_files
 from ..requests import ClientRequest, media_parts
@@ -25,9 +25,9 @@ class Outcome:
 
 
 class Protocol:
-    """Base of the per-engine protocols. Subclasses implement the stage handshakes."""
+    """A plain OpenAI-compatible server (aggregated serving only); subclasses add their engine's stage handshakes."""
 
-    name = "base"
+    name = "openai"
     #: A decode replica of this engine can serve a whole request without a prefill.
     decode_can_prefill = False
 

@@ -1,5 +1,5 @@
 """SGLang's P/D: the same request goes to prefill and decode at once, joined by a bootstrap room
-(ENGINES.md; as the real sglang-router does). The client gets the decode's answer."""
+(docs/engines.md; as the real sglang-router does). The client gets the decode's answer."""
 
 from __future__ import annotations
 

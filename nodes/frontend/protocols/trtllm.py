@@ -1,4 +1,4 @@
-"""TensorRT-LLM's P/D (ENGINES.md): a ``context_only`` request to the context server, then the
+"""TensorRT-LLM's P/D (docs/engines.md): a ``context_only`` request to the context server, then the
 returned ``disaggregated_params`` as ``generation_only`` to the generation server."""
 
 from __future__ import annotations

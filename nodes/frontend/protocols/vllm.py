@@ -1,4 +1,4 @@
-"""vLLM's P/D handshake through a proxy (ENGINES.md): prefill with max_tokens=1 and
+"""vLLM's P/D handshake through a proxy (docs/engines.md): prefill with max_tokens=1 and
 ``do_remote_decode``, then decode with the prefill's ``kv_transfer_params`` copied verbatim.
 
 A vLLM decode instance can also compute a prompt itself, so three cases skip the

@@ -1,0 +1,85 @@
+"""The one interface every target implements, and the error a target raises.
+
+A target turns a Plan into files: a pure, deterministic function of (Plan,
+options). It reads the Plan only (never graph/ or an engine adapter), declares
+its options as a frozen dataclass whose docstring documents each field under
+``Args:`` (``graph targets`` prints them), says whether every service runs on
+one host, and may name the GPU budget its options imply so that the graph is
+checked against it before compiling. See docs/adding-a-target.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+from graph.plan import Plan
+
+
+class TargetError(ValueError):
+    """A Plan (or a node's platform settings) a target cannot lower; names the node where there is one."""
+
+    def __init__(self, message: str, node: str | None = None, hint: str = "") -> None:
+        super().__init__(message)
+        self.node = node
+        self.hint = hint
+
+
+@dataclass(frozen=True)
+class GpuBudget:
+    """What a target's options say about the GPUs it can give (None: unknown, not checked)."""
+
+    total: int | None = None
+    per_host: int | None = None
+
+
+class Target(Protocol):
+    """A place a graph can run."""
+
+    #: The name ``--target`` takes.
+    name: ClassVar[str]
+    #: One line for ``graph targets``.
+    summary: ClassVar[str]
+    #: Every service runs on this one host (loopback addresses, `graph run`).
+    single_host: ClassVar[bool]
+    #: Its options: a frozen dataclass, documented under ``Args:``, validated in ``__post_init__``.
+    Options: ClassVar[type]
+
+    def render(self, plan: Plan, options: Any) -> dict[str, str]:
+        """Relative path -> file content.
+
+        Raises:
+            TargetError: what of the Plan this target cannot lower, naming the node.
+        """
+        ...
+
+    def gpu_budget(self, options: Any) -> GpuBudget:
+        """The GPUs ``options`` say the target has, to check the graph against before compiling."""
+        ...
+
+
+def option_docs(options_class: type) -> dict[str, str]:
+    """Each option's description, from the ``Args:`` section of the Options docstring."""
+    doc = options_class.__doc__ or ""
+    found: dict[str, str] = {}
+    current: list[str] = []
+    in_args = False
+    for line in doc.splitlines():
+        stripped = line.strip()
+        if stripped == "Args:":
+            in_args = True
+            continue
+        if not in_args:
+            continue
+        match = re.match(r"^([a-z_][a-z0-9_, ]*):\s*(.*)$", stripped)
+        if match and line.startswith(" " * 8) and not line.startswith(" " * 12):
+            current = [n.strip() for n in match.group(1).split(",")]
+            for name in current:
+                found[name] = match.group(2)
+        elif stripped and current:
+            for name in current:
+                found[name] += " " + stripped
+    fields = {f.name for f in dataclasses.fields(options_class)}
+    return {k: v for k, v in found.items() if k in fields}
