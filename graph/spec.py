@@ -182,25 +182,8 @@ def resolve_node(node: Node) -> NodeSpec:
     )
     if isinstance(node, EngineNode):
         parallel = node.tp * node.pp * node.dp
-        gpus = node.gpus if node.gpus is not None else max(parallel // node.nodes, 1)
-        common.update(
-            engine=node.engine,
-            imitate=node.imitate,
-            model=node.model,
-            served_model_name=node.served_model_name,
-            tp=node.tp,
-            pp=node.pp,
-            dp=node.dp,
-            gpus=gpus,
-            nodes=node.nodes,
-            dtype=node.dtype,
-            kv_cache_dtype=node.kv_cache_dtype,
-            block_size=node.block_size,
-            max_model_len=node.max_model_len,
-            port=node.port,
-            engine_args=node.engine_args if isinstance(node.engine_args, list) else dict(node.engine_args),
-            mock=dict(node.mock),
-        )
+        common.update(node.model_dump(include=set(EngineSettings.model_fields)))
+        common["gpus"] = node.gpus if node.gpus is not None else max(parallel // node.nodes, 1)
     elif isinstance(node, (Frontend, Router, Processor)):
         skip = set(Node.model_fields)
         options = {k: v for k, v in node.model_dump().items() if k not in skip}

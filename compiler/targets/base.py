@@ -13,9 +13,13 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from graph.plan import Plan
+
+SettingsT = TypeVar("SettingsT", bound=BaseModel)
 
 
 class TargetError(ValueError):
@@ -83,3 +87,23 @@ def option_docs(options_class: type) -> dict[str, str]:
                 found[name] += " " + stripped
     fields = {f.name for f in dataclasses.fields(options_class)}
     return {k: v for k, v in found.items() if k in fields}
+
+
+def platform_settings(target: str, node: str, raw: dict[str, Any], model: type[SettingsT]) -> SettingsT:
+    """A node's ``platform[target]`` read into the target's settings model.
+
+    Raises:
+        TargetError: an unknown key or a badly typed value, naming the node, the key and the known keys.
+    """
+    try:
+        return model(**raw)
+    except ValidationError as exc:
+        known = ", ".join(sorted(model.model_fields))
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            if err["type"] == "extra_forbidden":
+                problems.append(f"platform['{target}'] key '{key}' is unknown (known: {known})")
+            else:
+                problems.append(f"platform['{target}']['{key}']: {err['msg']}")
+        raise TargetError(f"node '{node}': " + "; ".join(problems), node=node) from None

@@ -12,9 +12,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from graph.plan import Plan, Service
+
+from .base import platform_settings
 
 #: The image of our own processes (and the mock engine): what the repository's Dockerfile builds,
 #: tagged with this package's version (never :latest, so a cluster runs what was compiled for).
@@ -155,10 +157,7 @@ def node_settings(plan: Plan, options: Options) -> dict[str, NodeSettings]:
             value = given.get(node, given.get(s.role))
             if value is not None:
                 raw[key] = value
-        try:
-            settings = NodeSettings(**raw)
-        except ValidationError as exc:
-            raise ValueError(_settings_error(node, exc)) from None
+        settings = platform_settings("k8s", node, raw, NodeSettings)
         if settings.image_pull_policy is not None and settings.image_pull_policy not in _PULL_POLICIES:
             raise ValueError(
                 f"node '{node}': platform['k8s']['image_pull_policy'] must be one of {', '.join(_PULL_POLICIES)}"
@@ -173,15 +172,3 @@ def node_settings(plan: Plan, options: Options) -> dict[str, NodeSettings]:
                 )
         out[node] = settings
     return out
-
-
-def _settings_error(node: str, exc: ValidationError) -> str:
-    known = ", ".join(sorted(NodeSettings.model_fields))
-    problems = []
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"])
-        if err["type"] == "extra_forbidden":
-            problems.append(f"platform['k8s'] key '{key}' is unknown (known: {known})")
-        else:
-            problems.append(f"platform['k8s']['{key}']: {err['msg']}")
-    return f"node '{node}': " + "; ".join(problems)

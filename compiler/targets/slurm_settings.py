@@ -13,9 +13,11 @@ import re
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from graph.plan import Plan, Service
+
+from .base import platform_settings
 
 _TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$|^\d+-\d+$")
 _MEM = re.compile(r"^\d+[KMGT]?$")
@@ -164,18 +166,7 @@ def step_settings(plan: Plan, options: Options) -> dict[str, StepSettings]:
 
 
 def _node_settings(node: str, service: Service) -> NodeSettings:
-    try:
-        settings = NodeSettings(**service.platform.get("slurm", {}))
-    except ValidationError as exc:
-        known = ", ".join(sorted(NodeSettings.model_fields))
-        problems = []
-        for err in exc.errors():
-            key = ".".join(str(p) for p in err["loc"])
-            if err["type"] == "extra_forbidden":
-                problems.append(f"platform['slurm'] key '{key}' is unknown (known: {known})")
-            else:
-                problems.append(f"platform['slurm']['{key}']: {err['msg']}")
-        raise ValueError(f"node '{node}': " + "; ".join(problems)) from None
+    settings = platform_settings("slurm", node, service.platform.get("slurm", {}), NodeSettings)
     if settings.cpus is not None and settings.cpus < 1:
         raise ValueError(f"node '{node}': platform['slurm']['cpus'] must be >= 1, got {settings.cpus}")
     return settings
