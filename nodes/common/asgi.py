@@ -60,13 +60,13 @@ async def send_raw(send: Send, status: int, body: bytes, headers: list) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-async def send_json(send: Send, status: int, obj: Any) -> None:
-    await send_raw(send, status, orjson.dumps(obj), JSON)
+async def send_json(send: Send, status: int, obj: Any, headers: list | None = None) -> None:
+    await send_raw(send, status, orjson.dumps(obj), JSON + (headers or []))
 
 
-async def send_error(send: Send, exc: RequestError) -> None:
-    """OpenAI's error body with the error's status."""
-    await send_json(send, exc.status, exc.body())
+async def send_error(send: Send, exc: RequestError, headers: list | None = None) -> None:
+    """OpenAI's error body with the error's status (and ``headers``, e.g. a 405's Allow)."""
+    await send_json(send, exc.status, exc.body(), headers)
 
 
 async def cancel_on_disconnect(receive: Receive, task: "asyncio.Task[Any] | None") -> None:

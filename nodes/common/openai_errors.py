@@ -6,7 +6,7 @@ import orjson
 from starlette.responses import Response
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
-          408: "timeout", 413: "invalid_request_error", 422: "invalid_request_error",
+          405: "invalid_request_error", 408: "timeout", 413: "invalid_request_error", 422: "invalid_request_error",
           429: "rate_limit_error", 502: "upstream_error", 503: "service_unavailable", 504: "timeout"}
 
 

@@ -1,15 +1,22 @@
-"""Parse and check a client's OpenAI request before it costs any engine time."""
+"""Parse and check a client's OpenAI request before it costs any engine time (the rules: :mod:`.openai_models`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 import orjson
+from pydantic import ValidationError
 
 from nodes.common.openai_errors import RequestError
 
+from .openai_models import INTERNAL_FIELDS, SAFE_INT, ChatCompletionRequest, CompletionRequest
+from .rejections import rejection
+
 Kind = Literal["chat", "completions"]
+_MODELS: dict[Kind, Any] = {"chat": ChatCompletionRequest, "completions": CompletionRequest}
+_INTERNAL = frozenset(INTERNAL_FIELDS)
+_INTEGERS = ("max_tokens", "max_completion_tokens", "n", "top_logprobs", "seed", "logprobs")
 _MEDIA_PARTS = ("image_url", "input_audio", "video_url", "audio_url", "image_embeds", "audio_embeds", "video_embeds")
 
 
@@ -71,60 +78,57 @@ def media_parts(body: dict[str, Any]) -> list[dict[str, Any]]:
     return parts
 
 
-def parse(raw: bytes, kind: Kind, path: str) -> ClientRequest:
-    """Check the fields every engine needs; anything wrong is a 400 naming the field."""
+def parse(raw: bytes, kind: Kind, path: str, max_tokens_limit: Mapping[str, int] | None = None) -> ClientRequest:
+    """Check a body against :mod:`.openai_models` (and the model's context length where known).
+
+    Raises:
+        RequestError: 400 in OpenAI's shape, naming the field as ``param``.
+    """
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise RequestError(400, f"request body is not valid JSON: {exc}") from None
+        raise RequestError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(body, dict):
-        raise RequestError(400, "request body must be a JSON object")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise RequestError(400, "'model' is required and must be a string", "model")
-    if kind == "chat":
-        _check_messages(body.get("messages"))
-    else:
-        _check_prompt(body.get("prompt"))
-    for name in ("max_tokens", "max_completion_tokens", "n"):
-        value = body.get(name)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            raise RequestError(400, f"'{name}' must be a positive integer, got {value!r}", name)
-    if body.get("n", 1) != 1:
-        raise RequestError(400, "only n=1 is supported", "n")
-    for name in ("temperature", "top_p"):
-        value = body.get(name)
-        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0):
-            raise RequestError(400, f"'{name}' must be a non-negative number, got {value!r}", name)
-    if "stream" in body and not isinstance(body["stream"], bool):
-        raise RequestError(400, f"'stream' must be true or false, got {body['stream']!r}", "stream")
+        raise RequestError(400, "request body must be a JSON object", code="invalid_type")
+    if not _INTERNAL.isdisjoint(body):
+        name = min(_INTERNAL.intersection(body))
+        raise RequestError(400, f"'{name}' is set by the frontend for the engines' handshakes; a request may not "
+                           "carry it", name, "unsupported_parameter")
+    _integral(body)
+    model = _MODELS[kind]
+    try:
+        model.__pydantic_validator__.validate_python(body)
+    except ValidationError as exc:
+        raise rejection(exc, body) from None
+    for rule in model.RULES:
+        if rule.broken(body):
+            raise RequestError(400, rule.message, rule.param, "invalid_value")
+    limit = max_tokens_limit.get(body["model"]) if max_tokens_limit else None
+    if limit is not None:
+        for name in ("max_tokens", "max_completion_tokens"):
+            value = body.get(name)
+            if value is not None and value > limit:
+                raise RequestError(400, f"'{name}' is {value}, more than the context length of "
+                                   f"'{body['model']}' ({limit} tokens)", name, "invalid_value")
     return ClientRequest(kind=kind, path=path, body=body)
 
 
-def _check_messages(messages: Any) -> None:
-    if not isinstance(messages, list) or not messages:
-        raise RequestError(400, "'messages' must be a non-empty list", "messages")
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-            raise RequestError(400, f"messages[{i}] must be an object with a 'role'", f"messages[{i}].role")
-        content = m.get("content")
-        if content is None and m["role"] == "assistant":
-            continue
-        if not isinstance(content, (str, list)):
-            raise RequestError(400, f"messages[{i}].content must be a string or a list of parts", f"messages[{i}].content")
-        if isinstance(content, list):
-            for j, part in enumerate(content):
-                if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-                    raise RequestError(400, f"messages[{i}].content[{j}] must be an object with a 'type'",
-                                       f"messages[{i}].content[{j}].type")
+
+def _integral(body: dict[str, Any]) -> None:
+    """JSON Schema counts 8.0 as an integer, and so do we: such numbers become ints in place, so
+    that every engine reads them as ints (the mock and some servers refuse a float there)."""
+    for name in _INTEGERS:
+        value = body.get(name)
+        if type(value) is float:
+            body[name] = _whole(value)
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and prompt:
+        ids = prompt[0] if isinstance(prompt[0], list) else prompt
+        if any(type(i) is float for i in ids):
+            ids[:] = [_whole(i) if type(i) is float else i for i in ids]
 
 
-def _check_prompt(prompt: Any) -> None:
-    ok = isinstance(prompt, str) or (
-        isinstance(prompt, list) and prompt and (all(isinstance(p, str) for p in prompt) or all(
-            isinstance(p, int) and not isinstance(p, bool) for p in prompt))
-    )
-    if not ok:
-        raise RequestError(400, "'prompt' must be a string, a list of strings or a list of token ids", "prompt")
-    if isinstance(prompt, list) and all(isinstance(p, str) for p in prompt) and len(prompt) != 1:
-        raise RequestError(400, "batched prompts are not supported; send one prompt per request", "prompt")
+def _whole(value: float) -> float | int:
+    """``value`` as an int if it is a whole number a double holds exactly (every integer field is
+    bounded within that); any other float stays one, and so is refused."""
+    return int(value) if value.is_integer() and -SAFE_INT <= value <= SAFE_INT else value

@@ -1,7 +1,8 @@
 """OpenAI chat content parts -> template text + media digests and placeholder token ids.
 
-Accepted parts: ``text``, ``image_url`` (data: or http(s) URL), ``input_audio``
-(base64 ``data`` + ``format``), ``video_url``, and precomputed ``image_embeds``.
+Accepted parts: ``text`` (and ``refusal``, read as text, as vLLM does), ``image_url``
+(data: or http(s) URL), ``input_audio`` (base64 ``data`` + ``format``), ``video_url``,
+``audio_url``, and precomputed ``image_embeds``/``audio_embeds``/``video_embeds``.
 A data URL's bytes are decoded and hashed; an http(s) URL is hashed as a string
 (the mock fetches nothing: in a graph the processor turns URLs into data URLs).
 Each media item becomes ``mm_tokens`` placeholder ids drawn from its digest, so
@@ -20,6 +21,7 @@ from ..common.openai_errors import RequestError
 from .tokenizer import MEDIA_SENTINEL
 
 _URL_PARTS = {"image_url": "image", "video_url": "video", "audio_url": "audio"}
+_EMBEDS = ("image_embeds", "audio_embeds", "video_embeds")
 
 
 @dataclass(frozen=True)
@@ -87,10 +89,10 @@ def _part_text(part: Any, where: str, media: list[MediaItem], max_bytes: int) ->
     if not isinstance(part, dict) or not isinstance(part.get("type"), str):
         raise RequestError(400, f"{where} must be an object with a 'type'", where)
     kind = part["type"]
-    if kind == "text":
-        text = part.get("text")
+    if kind in ("text", "refusal"):
+        text = part.get(kind)
         if not isinstance(text, str):
-            raise RequestError(400, f"{where}.text must be a string", f"{where}.text")
+            raise RequestError(400, f"{where}.{kind} must be a string", f"{where}.{kind}")
         return text
     if kind in _URL_PARTS:
         ref = part.get(kind)
@@ -104,16 +106,16 @@ def _part_text(part: Any, where: str, media: list[MediaItem], max_bytes: int) ->
         if not isinstance(data, str) or not data:
             raise RequestError(400, f"{where}.input_audio.data must be base64 audio", f"{where}.input_audio.data")
         media.append(_digest("audio", _b64(data, f"{where}.input_audio.data", max_bytes)))
-    elif kind == "image_embeds":
-        data = part.get("image_embeds")
+    elif kind in _EMBEDS:
+        data = part.get(kind)
         if not isinstance(data, (str, dict)) or not data:
-            raise RequestError(400, f"{where}.image_embeds must be base64 tensor data", f"{where}.image_embeds")
+            raise RequestError(400, f"{where}.{kind} must be base64 tensor data", f"{where}.{kind}")
         raw = data.encode() if isinstance(data, str) else repr(sorted(data.items())).encode()
-        media.append(_digest("image_embeds", raw))
+        media.append(_digest(kind, raw))
     else:
         raise RequestError(
-            400, f"{where}: unsupported content part type '{kind}' (text, image_url, input_audio, video_url, "
-            "image_embeds)", f"{where}.type")
+            400, f"{where}: unsupported content part type '{kind}' (text, refusal, image_url, input_audio, "
+            "video_url, audio_url, image_embeds, audio_embeds, video_embeds)", f"{where}.type")
     return MEDIA_SENTINEL
 
 
