@@ -40,8 +40,9 @@ def _frontend(tmp_path: pathlib.Path, stem: str) -> tuple[list[str], dict[str, s
     config = next(d for d in docs if d["kind"] == "ConfigMap")
     dep = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("frontend-0"))
     container = dep["spec"]["template"]["spec"]["containers"][0]
-    mount = container["volumeMounts"][0]["mountPath"]
-    for item in dep["spec"]["template"]["spec"]["volumes"][0]["configMap"]["items"]:
+    mount = next(m["mountPath"] for m in container["volumeMounts"] if m["name"] == "config")
+    volume = next(v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == "config")
+    for item in volume["configMap"]["items"]:
         (tmp_path / item["path"]).write_text(config["data"][item["key"]])
     # The pod's argv, with the mount folder standing in for /etc/servegraph.
     argv = [a.replace(mount, str(tmp_path)) for a in container["command"] + container["args"]]

@@ -341,9 +341,10 @@ def test_multihost_replica_is_a_leader_worker_set(rendered) -> None:
     assert lwt["size"] == multi[0].hosts
     env = {e["name"]: e.get("value") for e in lwt["workerTemplate"]["spec"]["containers"][0]["env"]}
     assert env["SG_LEADER_HOST"] == "$(LWS_LEADER_ADDRESS)" and env["SG_NODE_RANK"] == "$(LWS_WORKER_INDEX)"
-    # Only the leader serves HTTP, so only it is probed and selected by the Service.
-    assert "readinessProbe" not in lwt["workerTemplate"]["spec"]["containers"][0]
-    assert "readinessProbe" in lwt["leaderTemplate"]["spec"]["containers"][0]
+    # Only the leader serves HTTP and is selected by the Service; a worker host's probes ask the leader.
+    worker = lwt["workerTemplate"]["spec"]["containers"][0]
+    assert "httpGet" not in worker["readinessProbe"] and "$LWS_LEADER_ADDRESS" in worker["livenessProbe"]["exec"]["command"][2]
+    assert lwt["leaderTemplate"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"] == multi[0].health.path
 
 
 def test_frontend_env_defines_every_upstream(rendered) -> None:

@@ -1,10 +1,10 @@
-"""The pod of one Plan service: container, env, probes, volumes, resources, scheduling."""
+"""The pod of one Plan service: container, env, volumes, scheduling; probes, resources and security
+come from k8s_probes, k8s_resources and k8s_security."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,12 +19,19 @@ from .k8s_meta import (
     port_name,
     referenced_hosts,
 )
+from .k8s_probes import http_probes, leader_probes
+from .k8s_resources import container_resources, waiter_resources
+from .k8s_security import (
+    RUNS_AS,
+    container_security,
+    ours_security,
+    pod_security,
+    runs_as_note,
+    writable_env,
+    writable_volumes,
+)
 from .k8s_settings import NodeSettings, Options
-
-#: Probe periods; the startup probe's failure count stretches to the service's start-up timeout.
-_STARTUP_PERIOD_S = 10
-_READY_PERIOD_S = 5
-_LIVE_PERIOD_S = 10
+from .k8s_storage import shared_mounts
 #: The init container that holds a pod until what it depends on answers its health check
 #: (the Plan's depends_on; the local supervisor and the Slurm script wait the same way).
 _WAIT_SCRIPT = (
@@ -62,9 +69,13 @@ def pod_template(ctx: PodContext, s: Service, labels: dict[str, str], host_role:
         # A changed config must roll the pod: ConfigMap updates alone restart nothing.
         digest = hashlib.sha256(json.dumps(s.config, sort_keys=True).encode()).hexdigest()
         annotations["servegraph.io/config-sha256"] = digest
+    note = runs_as_note(ctx.options, s)
+    if note:
+        annotations[RUNS_AS] = note
     spec: dict[str, Any] = {
-        "containers": [_container(ctx, s, node, serves_http=host_role != "worker")],
+        "containers": [_container(ctx, s, node, host_role)],
         "enableServiceLinks": False,
+        "securityContext": pod_security(ctx.options, s),
     }
     if s.depends_on:
         spec["initContainers"] = [_wait_container(ctx, s)]
@@ -77,6 +88,8 @@ def pod_template(ctx: PodContext, s: Service, labels: dict[str, str], host_role:
         spec["tolerations"] = [dict(t) for t in node.tolerations]
     if node.service_account:
         spec["serviceAccountName"] = node.service_account
+    else:  # nothing of ours talks to the API server
+        spec["automountServiceAccountToken"] = False
     if node.priority_class:
         spec["priorityClassName"] = node.priority_class
     if ctx.options.image_pull_secret:
@@ -90,7 +103,7 @@ def pod_template(ctx: PodContext, s: Service, labels: dict[str, str], host_role:
     return {"metadata": meta, "spec": spec}
 
 
-def _container(ctx: PodContext, s: Service, node: NodeSettings, serves_http: bool) -> dict[str, Any]:
+def _container(ctx: PodContext, s: Service, node: NodeSettings, host_role: str | None) -> dict[str, Any]:
     argv = [_config_path(a, s) for a in s.argv]
     c: dict[str, Any] = {
         "name": s.role.replace("_", "-"),
@@ -103,17 +116,13 @@ def _container(ctx: PodContext, s: Service, node: NodeSettings, serves_http: boo
             {"name": port_name(name), "containerPort": port, "protocol": "TCP"}
             for name, port in sorted(s.ports.items())
         ],
+        "resources": container_resources(s, node),
+        "securityContext": container_security(ctx.options, s),
+        "volumeMounts": _mounts(ctx, s),
     }
     if not c["args"]:
         del c["args"]
-    if serves_http:
-        c.update(_probes(s))
-    resources = _resources(s, node)
-    if resources:
-        c["resources"] = resources
-    mounts = _mounts(ctx, s)
-    if mounts:
-        c["volumeMounts"] = mounts
+    c.update(leader_probes(s) if host_role == "worker" else http_probes(s))
     return c
 
 
@@ -128,6 +137,8 @@ def _wait_container(ctx: PodContext, s: Service) -> dict[str, Any]:
         "imagePullPolicy": ctx.options.image_pull_policy,
         "command": ["python", "-c", _WAIT_SCRIPT],
         "args": urls,
+        "resources": waiter_resources(),
+        "securityContext": ours_security(),
     }
 
 
@@ -151,6 +162,7 @@ def _env(ctx: PodContext, s: Service) -> list[dict[str, Any]]:
         env.append({"name": host_var(other.name), "value": ctx.names.of(other)})
     if s.engine is not None:
         env += hf_token_env(ctx.options)
+    env += writable_env(ctx.options, s)
     env += [{"name": k, "value": k8s_expand(v)} for k, v in sorted(s.env.items())]
     return env
 
@@ -163,50 +175,9 @@ def hf_token_env(options: Options) -> list[dict[str, Any]]:
     return [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": ref}}]
 
 
-def _probes(s: Service) -> dict[str, Any]:
-    def probe(period: int, failures: int, timeout: int) -> dict[str, Any]:
-        # A fresh dict each: shared ones would come out as YAML anchors.
-        return {"httpGet": {"path": s.health.path, "port": "http"}, "periodSeconds": period,
-                "failureThreshold": failures, "timeoutSeconds": timeout}
-
-    # The startup probe holds the others off until the model has loaded.
-    startup_failures = max(3, math.ceil(s.health.startup_timeout_s / _STARTUP_PERIOD_S))
-    return {
-        "startupProbe": probe(_STARTUP_PERIOD_S, startup_failures, 5),
-        "readinessProbe": probe(_READY_PERIOD_S, 3, 5),
-        "livenessProbe": probe(_LIVE_PERIOD_S, 6, 10),
-    }
-
-
-def _resources(s: Service, node: NodeSettings) -> dict[str, Any]:
-    requests: dict[str, Any] = {}
-    limits: dict[str, Any] = {}
-    if s.cpu is not None:
-        requests["cpu"] = _quantity(s.cpu)
-    if s.memory is not None:
-        requests["memory"] = limits["memory"] = s.memory
-    requests.update(node.resources.get("requests", {}))
-    limits.update(node.resources.get("limits", {}))
-    if s.gpus:
-        # Extended resources must have requests equal to limits.
-        requests["nvidia.com/gpu"] = limits["nvidia.com/gpu"] = str(s.gpus)
-    out = {}
-    if requests:
-        out["requests"] = {k: _quantity(v) for k, v in sorted(requests.items())}
-    if limits:
-        out["limits"] = {k: _quantity(v) for k, v in sorted(limits.items())}
-    return out
-
-
-def _quantity(v: Any) -> str:
-    if isinstance(v, float) and v.is_integer():
-        v = int(v)
-    return str(v)
-
-
 def _volumes(ctx: PodContext, s: Service) -> list[dict[str, Any]]:
     o = ctx.options
-    vols: list[dict[str, Any]] = []
+    vols, _ = writable_volumes(o, s)
     if s.config_file:
         vols.append({"name": "config", "configMap": {"name": ctx.names.config_map,
                                                      "items": [{"key": s.config_file, "path": s.config_file}]}})
@@ -217,20 +188,18 @@ def _volumes(ctx: PodContext, s: Service) -> list[dict[str, Any]]:
         elif o.model_cache_host_path:
             host_path = {"path": o.model_cache_host_path, "type": "DirectoryOrCreate"}
             vols.append({"name": "model-cache", "hostPath": host_path})
-        if o.shared_cache_pvc:
-            vols.append({"name": "shared-cache", "persistentVolumeClaim": {"claimName": o.shared_cache_pvc}})
+    vols += shared_mounts(ctx.plan, o, ctx.names.prefix, s)[0]
     return vols
 
 
 def _mounts(ctx: PodContext, s: Service) -> list[dict[str, Any]]:
     o = ctx.options
-    mounts: list[dict[str, Any]] = []
+    _, mounts = writable_volumes(o, s)
     if s.config_file:
         mounts.append({"name": "config", "mountPath": CONFIG_DIR, "readOnly": True})
     if s.engine is not None:
         mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
         if o.model_cache_pvc or o.model_cache_host_path:
             mounts.append({"name": "model-cache", "mountPath": o.model_cache_path})
-        if o.shared_cache_pvc:
-            mounts.append({"name": "shared-cache", "mountPath": o.shared_cache_path})
+    mounts += shared_mounts(ctx.plan, o, ctx.names.prefix, s)[1]
     return mounts
