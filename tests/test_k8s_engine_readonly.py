@@ -127,7 +127,8 @@ def _serve(argv: list[str], env: dict[str, str], port: int, model: str, log_path
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).close()
                 break
             except OSError:
-                assert time.monotonic() < deadline, f"not healthy in {READY_TIMEOUT_S} s:\n{log_path.read_text()[-4000:]}"
+                late = time.monotonic() >= deadline
+                assert not late, f"not healthy in {READY_TIMEOUT_S} s:\n{log_path.read_text()[-4000:]}"
                 time.sleep(2)
         req = urllib.request.Request(
             f"http://127.0.0.1:{port}/v1/completions", method="POST", headers={"Content-Type": "application/json"},

@@ -343,7 +343,8 @@ def test_multihost_replica_is_a_leader_worker_set(rendered) -> None:
     assert env["SG_LEADER_HOST"] == "$(LWS_LEADER_ADDRESS)" and env["SG_NODE_RANK"] == "$(LWS_WORKER_INDEX)"
     # Only the leader serves HTTP and is selected by the Service; a worker host's probes ask the leader.
     worker = lwt["workerTemplate"]["spec"]["containers"][0]
-    assert "httpGet" not in worker["readinessProbe"] and "$LWS_LEADER_ADDRESS" in worker["livenessProbe"]["exec"]["command"][2]
+    assert "httpGet" not in worker["readinessProbe"]
+    assert "$LWS_LEADER_ADDRESS" in worker["livenessProbe"]["exec"]["command"][2]
     assert lwt["leaderTemplate"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"] == multi[0].health.path
 
 

@@ -62,7 +62,8 @@ def test_cluster_options_reach_every_object() -> None:
     assert token == {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}
     mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
     # No files edge in a text P/D graph: the shared claim is mounted nowhere (tests/test_k8s_security.py).
-    assert mounts == {"dshm": "/dev/shm", "model-cache": opts.model_cache_path, "tmp": "/tmp", "home": "/home/servegraph"}
+    assert mounts == {"dshm": "/dev/shm", "model-cache": opts.model_cache_path, "tmp": "/tmp",
+                      "home": "/home/servegraph"}
     assert {"name": "HF_HOME", "value": opts.model_cache_path} in c["env"]
     fe = _container(files, "frontend-0")
     assert "HF_TOKEN" not in {e["name"] for e in fe["env"]} and fe["image"] == opts.image
