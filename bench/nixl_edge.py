@@ -9,6 +9,11 @@ notification has been posted; GB/s is the median over ``--repeat`` runs.
     python bench/nixl_edge.py --sizes 4M,64M,1G,1024x64K --repeat 5
     python bench/nixl_edge.py --device cuda                # on a GPU host, torch needed
 
+On cuda neither process makes a CUDA context itself: our edge does, before
+its NIXL agent (``nodes/transport/cuda_first.py``), and the raw agents start
+after it. Had the edge started its agent first, its VRAM would move through
+UCX's software path (~0.5 GB/s): the table shows it did not.
+
 ``--order blocked`` runs each path's reps back to back instead of taking turns.
 
 Cases per size: ``ours`` (TensorSender.send), ``ours/prep`` (the same array
@@ -28,7 +33,11 @@ the same call, with a CRC the receiver checks; the next case starts once the
 receiver has checked them (so its CRC work, ~0.3-0.5 s a GiB, does not hold
 up the next case's sends: a sender whose leased slots all wait to be
 released waits too), and the run fails unless every one arrived intact.
-Both processes print the UCX settings their NIXL agents ran with. The receiver's region
+Both processes print the UCX settings their NIXL agents ran with, and the
+sender the GPU and library versions. Per case, the most one timed send of
+each of our paths spent leasing slots and registering is printed (issue 22:
+after the first contact, none may spend more than 1 ms; rep 0 is that
+contact). The receiver's region
 holds six of the biggest case: a sender leases at most half of it, and three
 slots in hand keep it from waiting on the receiver's releases. ``--profile``
 prints, per case, the medians of our send's phases (describe, lease, build
@@ -59,12 +68,19 @@ from bench.nixl_edge_baselines import (  # noqa: E402
     addr,
     alloc,
     ceiling,
-    cuda_context,
     mem_kind,
     raw_agent,
     sync,
 )
-from bench.nixl_edge_profile import PREPARED, instrument, phases_of, profile_calls, report  # noqa: E402
+from bench.nixl_edge_profile import (  # noqa: E402
+    PREPARED,
+    LeaseMeter,
+    instrument,
+    lease_report,
+    phases_of,
+    profile_calls,
+    report,
+)
 from nodes.transport import EdgeHandle, TensorReceiver, TensorSender, TransportError, TransportTimeout  # noqa: E402
 from nodes.transport.nixl_backend import PROGRESS_DELAY_US  # noqa: E402
 
@@ -91,18 +107,18 @@ def parse_case(text: str) -> tuple[int, int]:
 def sender_main(
     args: argparse.Namespace, handle: dict, raw_md: bytes, raw_base: int, checked: Any, out: Any
 ) -> None:
-    """Child: run every case, put ("result", case, kind, total bytes, times) on ``out``, then
-    ("crc", transfers sent with a CRC).
+    """Child: run every case, put ("result", case, kind, total bytes, times) and ("lease", line)
+    on ``out``, then ("crc", transfers sent with a CRC).
 
     The paths of one case run interleaved, rep by rep, so drifting load on a
     shared machine hits them alike. ``checked`` counts the CRC'd transfers the
     receiver has checked.
     """
-    if args.device == "cuda":
-        cuda_context()
-    tx = TensorSender(handle)
+    tx = TensorSender(handle)  # a VRAM receiver: the edge makes the CUDA context, then its agent
     out.put(("ucx", "sender", ucx_settings()))
+    out.put(("versions", versions(args.device)))
     crc_sent = 0
+    meter = LeaseMeter(tx)
     marks = instrument(tx) if args.profile else None
     raw = raw_agent(f"bench-raw-tx-{os.getpid()}")
     remote = raw.add_remote_agent(raw_md)
@@ -154,6 +170,7 @@ def sender_main(
         profiled = ("ours", "ours/prep", "ours/contig", "ours/slice")
         phases: dict[str, list[tuple[float, ...]]] = {kind: [] for kind in profiled}
         leased = dict.fromkeys(phases, 0)  # reps whose send had to lease a slot (none set aside while the last moved)
+        spent: dict[str, list[dict[str, float]]] = {kind: [] for kind in paths if kind.startswith("ours")}
         made = PREPARED[0]
         if args.order == "interleaved":
             # The order turns each rep: each path follows every other equally often. A send of ours
@@ -169,18 +186,21 @@ def sender_main(
             sync(args.device)
             if marks is not None:
                 marks.clear()
+            meter.take()
             t0 = time.perf_counter()
             run()
             t1 = time.perf_counter()
             if rep:  # rep 0 warms connections and caches
                 times[kind].append(t1 - t0)
+                if kind in spent:
+                    spent[kind].append(meter.take())
                 if marks and kind in phases:
                     phases[kind].append(phases_of(marks, t0, t1))
                     leased[kind] += "lease" in marks
         if marks is not None:
             report(text, phases, leased, PREPARED[0] - made, times)
             if text == args.sizes[0]:
-                profile_calls(paths["ours"], max(10, min(300, (1 << 30) // total)))  # at most ~1 GiB moved
+                profile_calls(paths["ours"], max(10, min(300, (1 << 30) // total)), array=pool)  # <= ~1 GiB moved
             if count > 1:
                 for kind in ("ours", "ours/contig"):
                     profile_calls(paths[kind], 40, kind)
@@ -192,6 +212,7 @@ def sender_main(
         _await_checks(checked, crc_sent)
         for kind, ts in times.items():
             out.put(("result", text, kind, total, ts))
+        out.put(("lease", lease_report(text, spent)))
         for run in paths.values():
             if isinstance(run, (RawWrite, RawRotation)):
                 run.close()
@@ -210,6 +231,25 @@ def _await_checks(checked: Any, count: int, timeout: float = 600.0) -> None:
         if time.monotonic() > deadline:
             raise SystemExit(f"the receiver checked {checked.value} of {count} CRC'd transfers in {timeout:.0f} s")
         time.sleep(1e-3)
+
+
+def versions(device: str) -> str:
+    """The GPU (cuda) and the versions of what moves the bytes."""
+    from importlib import metadata
+
+    def version(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    names = ("nixl", "nixl-cu13", "nixl-cu12", "numpy") + (("torch",) if device == "cuda" else ())
+    found = [f"{name} {v}" for name in names if (v := version(name))]
+    if device == "cuda":
+        import torch
+
+        found.insert(0, f"GPU {torch.cuda.get_device_name()} (CUDA {torch.version.cuda})")
+    return ", ".join(found)
 
 
 def ucx_settings() -> str:
@@ -256,8 +296,8 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="comma list: 4M, 1G, 1024x64K (N blocks); default 4M,64M,1G,1024x64K (no 1G on a CPU box of <= 4 cores)",
     )
-    parser.add_argument("--repeat", type=int, default=5, help="timed runs per case (plus one warm-up)")
-    parser.add_argument("--repeat-1g", type=int, default=2, help="cap on runs for cases of 1 GiB or more")
+    parser.add_argument("--repeat", type=int, default=10, help="timed runs per case (plus one warm-up)")
+    parser.add_argument("--repeat-1g", type=int, default=10, help="cap on runs for cases of 1 GiB or more")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument(
         "--order",
@@ -275,9 +315,8 @@ def main(argv: list[str] | None = None) -> None:
         if small_box:
             print("small CPU box: 1G left out (pass --sizes 4M,64M,1G,1024x64K to add it)")
     args.sizes = [s for s in args.sizes.split(",") if s]
-    if args.device == "cuda":
+    if args.device == "cuda":  # no CUDA context made here: the receiver's edge makes it (see above)
         os.environ.setdefault("UCX_TLS", "cuda_copy,cuda_ipc,tcp,sm,self")
-        cuda_context()
 
     totals = [parse_case(s)[0] * parse_case(s)[1] for s in args.sizes]
     biggest = max(totals)
@@ -304,13 +343,17 @@ def main(argv: list[str] | None = None) -> None:
     child.start()
     results: dict[str, dict[str, tuple[int, list[float]]]] = {}
     settings = {"receiver": ucx_settings()}
-    crc_sent = 0
+    crc_sent, lease_lines, versions_line = 0, [], ""
     while (item := _next_result(out, child)) is not None:
         if item[0] == "result":
             _, case, kind, total, times = item
             results.setdefault(case, {})[kind] = (total, times)
         elif item[0] == "ucx":
             settings[item[1]] = item[2]
+        elif item[0] == "lease":
+            lease_lines.append(item[1])
+        elif item[0] == "versions":
+            versions_line = item[1]
         else:
             crc_sent = item[1]
     child.join()
@@ -322,6 +365,8 @@ def main(argv: list[str] | None = None) -> None:
         for kind, times in ceiling(total, args.device, min(args.repeat, 3)).items():
             results[case][kind] = (total, times)
     print_table(results, args, rx.backend)
+    print(f"ran on: {versions_line}")
+    print("\n".join(lease_lines))
     for side, text in settings.items():
         print(f"UCX settings of the {side}'s agents: {text}")
     print(f"CRC-checked transfers: {checks['passed']} of {crc_sent} intact, {checks['failed']} failed")

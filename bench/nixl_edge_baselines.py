@@ -34,13 +34,6 @@ def mem_kind(device: str) -> str:
     return "VRAM" if device == "cuda" else "DRAM"
 
 
-def cuda_context() -> None:
-    """Create the CUDA context before the NIXL agent, as vLLM does (UCX probes it)."""
-    import torch
-
-    torch.empty(1, device="cuda")
-
-
 def sync(device: str) -> None:
     """Wait for the GPU's queued work (cuda only)."""
     if device == "cuda":

@@ -3,6 +3,8 @@
 The sender's NIXL calls and slot lease are wrapped with time stamps
 (``instrument``); per case, the medians of the phases between them are printed
 with raw NIXL's variants, and for the first case a cProfile of a stream of sends.
+Always on, with or without ``--profile``: what each send spent leasing slots
+and registering (``LeaseMeter``: NIXL requests made, memory registered).
 """
 
 from __future__ import annotations
@@ -16,6 +18,53 @@ from nodes.transport import TensorSender
 from nodes.transport import memory as edge_memory
 
 PREPARED = [0]  # NIXL transfer requests our sender created (the rest were re-posts)
+_describe = edge_memory.describe  # before ``instrument`` wraps it
+LIMIT_S = 1e-3  # issue 22: after the first contact no send spends more than this leasing or registering
+
+
+class LeaseMeter:
+    """Seconds one send of ours spent leasing slots (``SlotClient.lease``, credits awaited
+    included) and registering (NIXL transfer requests made, memory registered).
+
+    A send that reuses its slot and prepared WRITE calls none of them: costs nothing then.
+    """
+
+    def __init__(self, tx: TensorSender) -> None:
+        self.spent: dict[str, float] = {}
+        slots, agent = tx._slots, tx._agent
+        slots.lease = self._timed(slots.lease, "lease")
+        agent._prepare = self._timed(agent._prepare, "make")
+        agent.register = self._timed(agent.register, "register")
+
+    def _timed(self, call: Any, part: str) -> Any:
+        def timed(*a: Any, **k: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return call(*a, **k)
+            finally:
+                self.spent[part] = self.spent.get(part, 0.0) + time.perf_counter() - t0
+
+        return timed
+
+    def take(self) -> dict[str, float]:
+        """Seconds spent since the last ``take``, by part: lease, make (NIXL requests), register."""
+        spent, self.spent = self.spent, {}
+        return spent
+
+
+def lease_report(text: str, spent: dict[str, list[dict[str, float]]]) -> str:
+    """One case's line: the most one send of each path spent leasing and registering, and on what."""
+
+    def most(sends: list[dict[str, float]]) -> str:
+        worst = max(sends, key=lambda parts: sum(parts.values()))
+        what = f" ({', '.join(f'{k} {v * 1e6:.0f}' for k, v in worst.items())})" if worst else ""
+        return f"{sum(worst.values()) * 1e6:.0f}{what}"
+
+    cols = ", ".join(f"{kind} {most(s)}" for kind, s in spent.items() if s)
+    over = sum(sum(x.values()) > LIMIT_S for s in spent.values() for x in s)
+    sends = sum(len(s) for s in spent.values())
+    flag = f"{over} OVER {LIMIT_S * 1e3:.0f} ms" if over else f"none over {LIMIT_S * 1e3:.0f} ms"
+    return f"lease+register {text} (us, most of one send): {cols}; {sends} timed sends, {flag}"
 
 
 def instrument(tx: TensorSender) -> dict[str, float]:
@@ -78,8 +127,9 @@ def instrument(tx: TensorSender) -> dict[str, float]:
     return marks
 
 
-def profile_calls(send: Any, count: int = 300, kind: str = "ours") -> None:
-    """Where a stream of our sends spends its time, by function (``--profile``: the first case, and block cases)."""
+def profile_calls(send: Any, count: int = 300, kind: str = "ours", array: Any = None) -> None:
+    """Where a stream of our sends spends its time, by function (``--profile``: the first case,
+    and block cases); with ``array``, what describing it costs."""
     import cProfile
     import io
     import pstats
@@ -90,6 +140,11 @@ def profile_calls(send: Any, count: int = 300, kind: str = "ours") -> None:
         "time.monotonic()": timeit.timeit(time.monotonic, number=100000) * 10,
         "time.perf_counter()": timeit.timeit(time.perf_counter, number=100000) * 10,
     }
+    if array is not None:  # a send([array]) looks at it each time: which look costs what
+        us["describe(array)"] = timeit.timeit(lambda: _describe(array), number=10000) * 100
+        for attr in ("data_ptr()", "nbytes", "dtype", "shape", "is_contiguous()", "is_cuda", "get_device()"):
+            if hasattr(array, attr.removesuffix("()")):
+                us[f".{attr}"] = timeit.timeit(f"a.{attr}", globals={"a": array}, number=10000) * 100
     print("python speed here (us): " + ", ".join(f"{k} {v:.2f}" for k, v in us.items()))
     profile = cProfile.Profile()
     t0 = time.perf_counter()

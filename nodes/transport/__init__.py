@@ -15,15 +15,17 @@ Sender (e.g. an encoder)::
     # pass ticket.to_dict() on to the receiver
     out = tx.prepare(big_buffer)                     # a buffer sent again and again:
     ticket = out.send(timeout=10)                    #   described once, each send a re-post
+    group = tx.prepare([keys, values])               # several arrays, one notification each send
 
 Over NIXL a sender leases a few slots of the receiver's region once and gets
 them back as credits when the receiver releases transfers, and keeps its
 one prepared NIXL WRITE per slot and registered array: a send re-posts
 one, and the next send's slot is set aside while the bytes move (see
-``slot_client``). Backends: NIXL when importable and startable; otherwise
-shared memory (same host) or the receiver's TCP side channel, with one
-logged warning. Force one
-with ``backend=`` or ``SERVEGRAPH_TRANSPORT=nixl|shm|tcp``. Every wait has a
+``leased_slots`` and ``fast_path``). On a GPU the edge makes the CUDA
+context before its NIXL agent (``cuda_first``). Backends: NIXL when
+importable and startable; otherwise shared memory (same host) or the
+receiver's TCP side channel, with one logged warning. Force one with
+``backend=`` or ``SERVEGRAPH_TRANSPORT=nixl|shm|tcp``. Every wait has a
 deadline: a dead or silent peer raises ``TransportTimeout``/``TransportError``.
 For the E/P/D request path (and a prefill's KV blocks to a decode) see
 ``nodes.transport.edge``.
@@ -33,10 +35,12 @@ Modules, by job:
 * sending: ``sender`` (the API), ``fast_path`` (routes, armed sends),
   ``general_path`` (a slot per send, staging, gathers), ``sources`` (what is
   registered, what is staged), ``notice`` (notification and ticket),
-  ``slot_client`` (leases and reservations, the sender's side channel);
+  ``slot_client`` (reservations, the sender's side channel) with
+  ``leased_slots`` (its leases and credits);
 * receiving: ``receiver`` (the API), ``transfers`` (each transfer's slot and
   state), ``lease_book`` (the slots leased to senders), ``sidechannel_server``;
 * shared: ``nixl_backend`` and ``nixl_calls`` (the process's NIXL agent),
+  ``cuda_first`` (CUDA before that agent, or no VRAM on it),
   ``sidechannel`` (frames), ``layout``, ``memory``, ``slots``, ``fallback``,
   ``handle``, ``config``, ``errors``.
 """

@@ -8,7 +8,12 @@ back when the sender asks for other sizes or says goodbye (``give_back``),
 each with its write count, so a slot whose last notification is still on the
 way is freed only once that notification lands; a sender that vanishes
 loses its idle slots at once and its busy ones when their transfers are
-released (``peer_gone``). All leases together take at most half the region.
+released (``peer_gone``). The leases senders may write take at most half the
+region together; a slot given back that still holds a transfer (``orphan``,
+``closing``) is not counted, since it ends on its own: a sender that moves to
+another size while its consumer holds its last transfers gets as many new
+slots as one that did not (issue 22: a 1 GiB sender got 2 slots instead of 3
+and its third send waited for the consumer's release).
 
 Every method is called with the receiver's lock held.
 """
@@ -48,17 +53,17 @@ class LeaseBook:
         self._allocator = allocator
         self._capacity = capacity
         self._leases: dict[int, Lease] = {}  # by offset
-        self._leased_bytes = 0
 
     def grant(self, cid: int, nbytes: int, count: int, agent: str) -> list[int]:
         """Lease up to ``count`` slots of ``nbytes`` to connection ``cid``; their offsets (maybe none)."""
         offsets: list[int] = []
-        while len(offsets) < count and self._leased_bytes + nbytes <= self._capacity // 2:
+        live = sum(lease.n for lease in self._leases.values() if lease.state in ("idle", "busy"))
+        while len(offsets) < count and live + nbytes <= self._capacity // 2:
             off = self._allocator.alloc(nbytes)
             if off is None:
                 break
             self._leases[off] = Lease(cid=cid, n=nbytes, agent=agent)
-            self._leased_bytes += nbytes
+            live += nbytes
             offsets.append(off)
         return offsets
 
@@ -123,6 +128,5 @@ class LeaseBook:
                 self._unlease(off)
 
     def _unlease(self, off: int) -> None:
-        lease = self._leases.pop(off)
-        self._leased_bytes -= lease.n
+        self._leases.pop(off)
         self._allocator.free(off)

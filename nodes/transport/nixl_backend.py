@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from . import cuda_first
 from .errors import TransportError, TransportTimeout
 from .nixl_calls import TransferCalls
 
@@ -79,19 +80,26 @@ class NixlAgent:
     do: creating a request (descriptor lists, rkeys, backend state) costs more
     than moving a few MiB on a GPU.
 
+    CUDA comes first: when VRAM may be registered, a CUDA context is made
+    before the agent starts, and an agent that started without one refuses
+    VRAM (see ``cuda_first``).
+
     Args:
         name: unique agent name (defaults to host-pid-random).
+        cuda_device: a GPU whose VRAM this agent will move (``cuda_first.CURRENT_DEVICE``: the
+            current one); None: CUDA first only if torch is imported and sees a GPU.
 
     Raises:
         NixlUnavailable: nixl is not installed or the UCX backend fails to start.
     """
 
-    def __init__(self, name: str | None = None) -> None:
+    def __init__(self, name: str | None = None, cuda_device: int | None = None) -> None:
         try:
             from nixl._api import nixl_agent, nixl_agent_config
         except ImportError as exc:
             raise NixlUnavailable(f"import nixl failed: {exc}") from exc
         self.name = name or f"sg-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.cuda = cuda_first.before_agent(cuda_device)  # whether CUDA was up when the agent started
         try:
             self._agent = quiet_agent(nixl_agent, self.name, nixl_agent_config(backends=["UCX"]))
         except Exception as exc:  # nixl raises RuntimeError or backend-specific errors
@@ -105,7 +113,13 @@ class NixlAgent:
         self._xfers: collections.OrderedDict[tuple, PreparedWrite] = collections.OrderedDict()
 
     def register(self, addr: int, nbytes: int, mem: str, device: int) -> Registration:
-        """Register ``[addr, addr+nbytes)`` once; returns what ``deregister`` takes."""
+        """Register ``[addr, addr+nbytes)`` once; returns what ``deregister`` takes.
+
+        Raises:
+            TransportError: VRAM, and this agent started before CUDA (it would move it in software).
+        """
+        if mem == "VRAM" and not self.cuda:
+            raise TransportError(f"cannot register VRAM of GPU {device}: {cuda_first.VRAM_WITHOUT_CUDA}")
         with self._lock:
             return Registration(self._agent.register_memory([(addr, nbytes, device, "")], mem), addr, addr + nbytes)
 
@@ -123,13 +137,20 @@ class NixlAgent:
         with self._lock:
             return self._agent.get_agent_metadata()
 
-    def add_remote(self, metadata: bytes) -> str:
+    def add_remote(self, metadata: bytes, cuda_device: int | None = None) -> str:
         """Load a peer's metadata once; returns its agent name.
+
+        Args:
+            metadata: the peer agent's metadata.
+            cuda_device: the peer's region is VRAM: CUDA is made ready first (``cuda_first``)
+                on this GPU (``cuda_first.CURRENT_DEVICE``: the current one), if torch can.
 
         Raises:
             TransportError: the metadata is not a NIXL agent's.
         """
         key = hashlib.sha1(metadata).hexdigest()
+        if cuda_device is not None and key not in self._remotes:
+            cuda_first.before_agent(cuda_device)  # a peer loaded before CUDA is written in software
         with self._lock:
             if key not in self._remotes:
                 try:
@@ -343,8 +364,11 @@ _agent_error: NixlUnavailable | None = None
 _agent_lock = threading.Lock()
 
 
-def process_agent() -> NixlAgent:
-    """The process-wide agent, created on first use; a failure is remembered.
+def process_agent(cuda_device: int | None = None) -> NixlAgent:
+    """The process-wide agent, created on first use (CUDA first: see ``NixlAgent``); a failure is remembered.
+
+    Args:
+        cuda_device: a GPU whose VRAM the caller will move, if any (matters on first use only).
 
     Raises:
         NixlUnavailable: NIXL cannot run here.
@@ -353,7 +377,7 @@ def process_agent() -> NixlAgent:
     with _agent_lock:
         if _agent is None and _agent_error is None:
             try:
-                _agent = NixlAgent()
+                _agent = NixlAgent(cuda_device=cuda_device)
             except NixlUnavailable as exc:
                 _agent_error = exc
         if _agent_error is not None:

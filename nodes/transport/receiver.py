@@ -126,7 +126,7 @@ class TensorReceiver:
     def _open_region(self, choice: str) -> str:
         if choice in ("auto", "nixl"):
             try:
-                self._agent = process_agent()
+                self._agent = process_agent(self.device if self.mem == "VRAM" else None)  # CUDA first
             except NixlUnavailable as exc:
                 if choice == "nixl" or self.mem == "VRAM":
                     raise TransportError(f"NIXL backend requested but unavailable: {exc}") from exc

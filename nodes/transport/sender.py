@@ -22,6 +22,7 @@ import numpy as np
 
 from . import fast_path, memory
 from .config import requested_backend
+from .cuda_first import CURRENT_DEVICE
 from .errors import TransportError
 from .fallback import attach_segment, can_share_memory, close_mapping, log_once
 from .fast_path import FastPath
@@ -39,38 +40,46 @@ log = logging.getLogger(__name__)
 
 
 class PreparedSend:
-    """One array described once, sent again and again, whole or a run of its blocks: what
-    ``TensorSender.prepare`` returns."""
+    """One array (or a group of arrays) described once, sent again and again: whole, or a run
+    of its blocks; what ``TensorSender.prepare`` returns."""
 
-    __slots__ = ("_sender", "_array", "_info", "_runs")
+    __slots__ = ("_sender", "_arrays", "_info", "_runs")
 
-    def __init__(self, sender: TensorSender, array: Any, info: memory.ArrayInfo) -> None:
-        self._sender, self._array, self._info = sender, array, info
+    def __init__(self, sender: TensorSender, arrays: list[Any], info: fast_path.Source) -> None:
+        self._sender, self._arrays, self._info = sender, arrays, info
         self._runs: dict[range, memory.ArrayInfo] = {}  # runs of blocks sent as a range -> their facts
 
     def send(self, *, timeout: float = 30.0, xfer_id: str | None = None, checksum: bool = False) -> Ticket:
-        """Send the array as it is now (see ``TensorSender.send``)."""
+        """Send the array (the group) as it is now, one transfer (see ``TensorSender.send``)."""
         sender = self._sender
         fast = sender._fast
         if fast is not None:
             deadline = time.monotonic() + timeout
-            ticket = fast.send(self._info, deadline, xfer_id, self._array if checksum else None)
+            ticket = fast.send(self._info, deadline, xfer_id, self._arrays if checksum else None, eager=True)
             if ticket is not None:
                 return ticket
-        return sender.send([self._array], timeout=timeout, xfer_id=xfer_id, checksum=checksum)
+        return sender.send(self._arrays, timeout=timeout, xfer_id=xfer_id, checksum=checksum)
 
     def send_blocks(
         self, block_ids: Sequence[int], *, timeout: float = 30.0, xfer_id: str | None = None, checksum: bool = False
     ) -> Ticket:
         """Send blocks of the prepared array, a pool (see ``TensorSender.send_blocks``): what a
         prepared descriptor list is to raw NIXL. A run given as a ``range`` is worked out on its
-        first send only."""
+        first send only.
+
+        Raises:
+            TransportError: the prepared send is a group of arrays, or see ``TensorSender.send_blocks``.
+        """
+        if type(self._info) is not memory.ArrayInfo:
+            raise TransportError("send_blocks() needs one prepared pool, not a group of arrays; prepare(pool)")
         run = self._runs.get(block_ids) if type(block_ids) is range and not checksum else None
         if run is not None:
+            # not eager: a pool's runs may differ from send to send (a run sent again gets its
+            # next write made while its bytes move, as any route does)
             ticket = self._sender._fast.send(run, time.monotonic() + timeout, xfer_id)
             if ticket is not None:
                 return ticket
-        return self._sender._send_blocks(self._array, self._info, block_ids, timeout, xfer_id, checksum, self._runs)
+        return self._sender._send_blocks(self._arrays[0], self._info, block_ids, timeout, xfer_id, checksum, self._runs)
 
 
 class TensorSender:
@@ -123,14 +132,17 @@ class TensorSender:
         h = self.handle
         if choice in ("auto", "nixl") and h.backend == "nixl":
             try:
-                self._agent = process_agent()
+                # CUDA first if the receiver's region is VRAM (UCX maps it in this process)
+                gpu = CURRENT_DEVICE if h.mem == "VRAM" else None
+                self._agent = process_agent(gpu)
             except NixlUnavailable as exc:
                 if choice == "nixl" or h.mem != "DRAM":
                     raise TransportError(f"the receiver speaks NIXL but this process cannot: {exc}") from exc
                 log_once(str(exc), "TCP")
                 return "tcp"
             # A receiver in this very process is reached by loopback under our own name.
-            self._remote = h.agent if h.agent == self._agent.name else self._agent.add_remote(h.nixl_metadata())
+            local = h.agent == self._agent.name
+            self._remote = h.agent if local else self._agent.add_remote(h.nixl_metadata(), gpu)
             return "nixl"
         if choice == "nixl":
             raise TransportError(f"backend 'nixl' forced, but the receiver offers {h.backend!r}; start it with NIXL")
@@ -216,7 +228,7 @@ class TensorSender:
         fast = self._fast
         if len(arrays) == 1 and fast is not None:
             info = memory.describe(arrays[0], "array 0")
-            ticket = fast.send(info, deadline, xfer_id, arrays[0] if checksum else None)
+            ticket = fast.send(info, deadline, xfer_id, arrays if checksum else None)
             if ticket is not None:
                 return ticket
             infos = [info]
@@ -231,13 +243,25 @@ class TensorSender:
 
         What a prepared transfer handle is to raw NIXL: each ``send()`` (or
         ``send_blocks(ids)`` of a block pool) of the result skips looking at
-        the array. Register the array first for the
-        zero-copy path; it must keep its storage, shape and dtype while prepared.
+        the array. Register the array first for the zero-copy path; it must
+        keep its storage, shape and dtype while prepared. Its NIXL WRITEs into
+        the receiver's leased slots are made at its first send (and again when
+        the leases change), not one on each slot's first use.
+
+        A list or tuple of arrays is a group: each ``send()`` moves all of them
+        as one transfer (one post, one notification, one ticket of
+        ``count=len(arrays)``), in place when each is registered and as big as
+        ``stage_below``.
 
         Raises:
-            TransportError: not a contiguous array.
+            TransportError: not a contiguous array (or an empty group).
         """
-        return PreparedSend(self, array, memory.describe(array, "prepared array"))
+        if isinstance(array, (list, tuple)):
+            if not array:
+                raise TransportError("prepare() got an empty group; pass an array or a non-empty list of arrays")
+            group = tuple(memory.describe(a, f"prepared array {i}") for i, a in enumerate(array))
+            return PreparedSend(self, list(array), group)
+        return PreparedSend(self, [array], memory.describe(array, "prepared array"))
 
     def send_blocks(
         self,
@@ -299,7 +323,7 @@ class TensorSender:
                 if len(runs) >= fast_path.MAX_ROUTES:
                     del runs[next(iter(runs))]
                 runs[block_ids] = run
-            crc_of = pool[first : first + count] if checksum else None  # the run itself: no gather
+            crc_of = [pool[first : first + count]] if checksum else None  # the run itself: no gather
             ticket = fast.send(run, deadline, xfer_id, crc_of)
             if ticket is not None:
                 return ticket
