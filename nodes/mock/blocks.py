@@ -4,6 +4,15 @@ Blocks of a running request are pinned (ref > 0). When a request ends its
 hashed blocks stay cached (ref 0) until space is needed; the least recently
 released go first, and a request's tail blocks before its head (as vLLM
 does), so a cached prefix stays usable as long as possible.
+
+When a block counts as cached follows vLLM 0.32 (docs/engines.md, "vLLM",
+prefix caching): a request's full blocks enter the cache when its prefill is
+scheduled, not when it ends, so a request arriving while another computes the
+same prefix hits those blocks (and reports them as cached tokens) instead of
+computing them again; but it reads them only after they are computed, so its
+first token waits for the other prefill. Each block therefore carries the
+time its KV is ready (:attr:`_Block.ready_at`), and the engine waits out the
+latest one among a request's hits (:meth:`Allocation.hits_ready_at`).
 """
 
 from __future__ import annotations
@@ -19,6 +28,8 @@ class _Block:
     id: int
     hash: int | None
     ref: int = 0
+    #: ``time.monotonic()`` at which its KV is computed; later than now while a prefill computes it.
+    ready_at: float = 0.0
 
 
 @dataclass
@@ -28,16 +39,28 @@ class Allocation:
     Attributes:
         blocks: physical blocks, prompt blocks first (what ``remote_block_ids`` lists).
         hit_blocks: leading prompt blocks that were already cached (prefix hit).
+        fresh: the hashed blocks this request computes (new in the cache).
     """
 
     blocks: list[_Block] = field(default_factory=list)
     hit_blocks: int = 0
+    fresh: list[_Block] = field(default_factory=list)
     released: bool = False
 
     @property
     def block_ids(self) -> list[int]:
         """Physical block ids, in order."""
         return [b.id for b in self.blocks]
+
+    def hits_ready_at(self, hits: int) -> float:
+        """When the first ``hits`` blocks are all computed (0.0 for none): a hit on a prefix that
+        another request is still computing is read only after that prefill ends."""
+        return max((b.ready_at for b in self.blocks[:hits]), default=0.0)
+
+    def computed_at(self, when: float) -> None:
+        """Record when this request's prefill computes its fresh blocks (``time.monotonic()``)."""
+        for block in self.fresh:
+            block.ready_at = when
 
 
 class BlockPool:
@@ -106,6 +129,7 @@ class BlockPool:
             if block is None:
                 leading = False
                 block = self._take(h)
+                alloc.fresh.append(block)
             elif leading:
                 alloc.hit_blocks += 1
             alloc.blocks.append(block)

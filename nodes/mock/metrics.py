@@ -100,10 +100,16 @@ class MockMetrics:
         imitate: vllm | sglang | trtllm | openai.
         model_name: served model name (the ``model_name`` label).
         role: the engine's role (label of ``mock_requests``).
+        kv_blocks: KV cache capacity in blocks (vLLM's ``num_gpu_blocks``).
+        block_size: tokens per block.
     """
 
-    def __init__(self, imitate: str, model_name: str, role: str) -> None:
+    def __init__(self, imitate: str, model_name: str, role: str, kv_blocks: int = 0, block_size: int = 0) -> None:
         self._n = _NAMES.get(imitate, _NAMES["vllm"])  # a plain OpenAI server: vLLM's metric names
+        # vLLM's vllm:cache_config_info: a gauge of 1 whose labels are the CacheConfig's fields (these are
+        # the ones a router reads: the cache's size; loggers.py log_metrics_info, config/cache.py metrics_info).
+        self._cache_info = {"block_size": str(block_size), "num_gpu_blocks": str(kv_blocks),
+                            "enable_prefix_caching": "True", "engine": "0"} if imitate == "vllm" and kv_blocks else None
         self._labels = {"model_name": model_name}
         if imitate == "vllm":
             self._labels["engine"] = "0"
@@ -120,6 +126,7 @@ class MockMetrics:
         self.prefix_hit_tokens = 0
         self.prefix_query_blocks = 0
         self.prefix_hit_blocks = 0
+        self.prefix_waits = 0
         self.kv_received = 0
         self.kv_blocks_received = 0
         self.kv_sent = 0
@@ -186,6 +193,11 @@ class MockMetrics:
         if n.reused_blocks and n.missed_blocks:
             yield counter(n.reused_blocks, "KV blocks reused.", self.prefix_hit_blocks)
             yield counter(n.missed_blocks, "KV blocks missed.", self.prefix_query_blocks - self.prefix_hit_blocks)
+        if self._cache_info:
+            info = GaugeMetricFamily("vllm:cache_config_info", "Information of the LLMEngine CacheConfig",
+                                     labels=list(self._cache_info))
+            info.add_metric(list(self._cache_info.values()), 1.0)
+            yield info
         yield from self._mock_families()
 
     def _mock_families(self) -> Iterator[Metric]:
@@ -204,6 +216,8 @@ class MockMetrics:
              self.kv_bytes_received),
             ("mock_prefix_hit_blocks", "Prompt blocks found in the prefix cache.", self.prefix_hit_blocks),
             ("mock_prefix_query_blocks", "Prompt blocks looked up in the prefix cache.", self.prefix_query_blocks),
+            ("mock_prefix_waits", "Requests whose prefix hit waited for another request's prefill to compute it.",
+             self.prefix_waits),
         ):
             yield CounterMetricFamily(name, doc, value=value)
         yield GaugeMetricFamily("mock_kv_blocks_cached", "Blocks holding a hashed prefix.", value=self.cached_blocks)
