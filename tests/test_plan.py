@@ -116,7 +116,12 @@ def test_e_p_d_wiring() -> None:
     assert [s["stage"] for s in route["stages"]] == ["encode", "prefill", "decode"]
     assert route["processor"][0]["service"] == "processor-0"
     kinds = {(e.src, e.dst): e.transport for e in p.edges}
-    assert kinds[("encoder", "prefill")] == "nixl" and kinds[("processor", "encoder")] == "http"
+    # vLLM's encoder hands embeddings over as files (ECExampleConnector); its KV goes over NIXL
+    assert kinds[("encoder", "prefill")] == "files" and kinds[("prefill", "decode")] == "nixl"
+    assert kinds[("processor", "encoder")] == "http"
+    files = next(e.settings for e in p.edges if e.transport == "files")
+    assert files.folder == "/tmp/servegraph-ec/t" and files.direction is None and files.env == {}
+    assert f'"shared_storage_path":"{files.folder}"' in enc
 
 
 def test_e_pd_consumer_is_aggregate_stage() -> None:

@@ -1,4 +1,5 @@
-"""`graph viz`: goldens per pipeline x format, NIXL edges drawn apart, SVG through Graphviz, HTML offline."""
+"""`graph viz`: goldens per pipeline x format, tensor edges drawn apart as the compiler lowers them (NIXL, files),
+SVG through Graphviz, HTML offline."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 from compiler.cli import app
 from compiler.viz import VizError, build_view, render
 from compiler.load import load_spec
+from compiler.transport import tensor_edge_transports
 from tests.goldens import assert_golden
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -22,15 +24,20 @@ PIPELINES = sorted((ROOT / "pipelines").glob("*.py"))
 GOLDEN_FORMATS = {"mermaid": "graph.mmd", "dot": "graph.dot", "html": "graph.html"}
 
 
-def _spec(path: pathlib.Path):
-    return load_spec(str(path))[0]
+def _spec(path: pathlib.Path, mock: bool = False):
+    return load_spec(str(path), mock=mock)[0]
+
+
+def _draw(spec, fmt: str) -> str:
+    """What `graph viz` draws: tensor edges as the compiler lowers them."""
+    return render(spec, fmt, tensor_edge_transports(spec))
 
 
 @pytest.mark.parametrize("path", PIPELINES, ids=lambda p: p.stem)
 def test_viz_goldens(path: pathlib.Path, request: pytest.FixtureRequest) -> None:
     spec = _spec(path)
-    files = {name: render(spec, fmt) for fmt, name in GOLDEN_FORMATS.items()}
-    assert files == {name: render(_spec(path), fmt) for fmt, name in GOLDEN_FORMATS.items()}, "not deterministic"
+    files = {name: _draw(spec, fmt) for fmt, name in GOLDEN_FORMATS.items()}
+    assert files == {name: _draw(_spec(path), fmt) for fmt, name in GOLDEN_FORMATS.items()}, "not deterministic"
     assert_golden(request, f"{path.stem}/viz", files)
 
 
@@ -49,28 +56,36 @@ def test_every_node_shows_role_engine_model_replicas_gpus(path: pathlib.Path) ->
                 assert f"×{n.replicas}" in shown and f"{n.gpus * n.nodes} GPU" in shown
 
 
-def test_nixl_edges_look_different() -> None:
+def test_tensor_edges_look_different_and_say_how_they_move() -> None:
+    """Real vLLM hands embeddings over as files (ECExampleConnector), KV over NIXL; the mock moves both over NIXL."""
     spec = _spec(ROOT / "pipelines" / "e_p_d.py")
-    mermaid, dot = render(spec, "mermaid"), render(spec, "dot")
+    mermaid, dot = _draw(spec, "mermaid"), _draw(spec, "dot")
     assert 'n_prefill -.->|"KV · NIXL"| n_decode' in mermaid
-    assert 'n_encoder -.->|"Embeddings · NIXL"| n_prefill' in mermaid
+    assert 'n_encoder -.->|"Embeddings · files"| n_prefill' in mermaid
     assert 'n_frontend -->|"Text"| n_processor' in mermaid
-    assert "linkStyle 2,3 stroke:#d93025" in mermaid
+    assert "linkStyle 2 stroke:#b06000" in mermaid and "linkStyle 3 stroke:#d93025" in mermaid
     kv = next(line for line in dot.splitlines() if '"prefill" -> "decode"' in line)
+    emb = next(line for line in dot.splitlines() if '"encoder" -> "prefill"' in line)
     text = next(line for line in dot.splitlines() if '"frontend" -> "processor"' in line)
-    assert "style=dashed" in kv and 'label="KV · NIXL"' in kv
+    assert "style=dashed" in kv and 'label="KV · NIXL"' in kv and "#d93025" in kv
+    assert "style=dashed" in emb and 'label="Embeddings · files"' in emb and "#b06000" in emb
     assert "dashed" not in text and 'label="Text"' in text
+    mock = _draw(_spec(ROOT / "pipelines" / "e_p_d.py", mock=True), "mermaid")
+    assert 'n_encoder -.->|"Embeddings · NIXL"| n_prefill' in mock and "linkStyle 2,3 stroke:#d93025" in mock
+    # without the compiler's word, the picture shows the graph's own edge kind
+    assert 'n_encoder -.->|"Embeddings · NIXL"| n_prefill' in render(spec, "mermaid")
 
 
 def test_html_is_self_contained() -> None:
-    html = render(_spec(ROOT / "pipelines" / "e_p_d.py"), "html")
+    html = _draw(_spec(ROOT / "pipelines" / "e_p_d.py"), "html")
     assert "://" not in html, "no network reference of any kind (CDN, font, namespace URL)"
     assert "<script" not in html and "<link" not in html and "@import" not in html
     svg = html[html.index("<svg"): html.index("</svg>") + len("</svg>")]
     root = ET.fromstring(svg.replace("<svg ", '<svg xmlns="http://www.w3.org/2000/svg" ', 1))
     ns = "{http://www.w3.org/2000/svg}"
-    edges = root.findall(f"{ns}g[@class='edge nixl']")
+    edges = root.findall(f"{ns}g[@class='edge nixl']") + root.findall(f"{ns}g[@class='edge files']")
     assert len(edges) == 2 and all(e.find(f"{ns}path").get("stroke-dasharray") for e in edges)
+    assert "files in a folder both engines see (not NIXL)" in html
     assert not any(e.find(f"{ns}path").get("stroke-dasharray") for e in root.findall(f"{ns}g[@class='edge http']"))
     assert {g.get("id") for g in root.findall(f"{ns}g[@class='node']")} == {
         "node-frontend", "node-processor", "node-encoder", "node-prefill", "node-decode"}

@@ -9,6 +9,7 @@ from one command to the next.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import sys
@@ -127,12 +128,24 @@ def problems_for_target(path: str, overrides: Overrides, target: Target, target_
     errors = problems_of(spec, recorded, budget_of(target, target_options))
     if errors:
         return spec, errors, None
-    the_plan = _planned(path, spec, plan_options)
+    the_plan = _planned(path, spec, with_target_choices(plan_options, target, target_options))
     try:
         files = target.render(the_plan, target_options)
     except ValueError as exc:  # TargetError, or a target's own check of its settings
         return spec, [_target_problem(spec, target, exc)], None
     return spec, [], Compiled(spec, the_plan, files)
+
+
+def with_target_choices(plan_options: "PlanOptions", target: Target, target_options: Any) -> "PlanOptions":
+    """``plan_options`` with what the target's options decide about the Plan (network, a shared folder)."""
+    try:
+        choices = target.plan_choices(target_options)
+    except ValueError as exc:
+        fail(f"bad {target.name} target option: {exc}")
+    update: dict[str, Any] = {"network": choices.network}
+    if choices.shared_dir:
+        update.update(encoder_cache_dir=choices.shared_dir, encoder_cache_shared=True)
+    return dataclasses.replace(plan_options, **update)
 
 
 def compiled(path: str, overrides: Overrides, target: Target, target_options: Any,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from graph.plan import Plan
+
 from ..plan import PlanOptions
 from ..targets.output import OutputFolderError, WriteReport, write_output
 from .common import Overrides, compiled, console, fail
@@ -22,6 +24,19 @@ def run(path: str, overrides: Overrides, target_name: str, out: str, opts: list[
     for name in sorted(result.files):
         console.print(f"  {name}")
     print_kept(report)
+    print_edge_notes(result.plan)
+
+
+def print_edge_notes(the_plan: Plan) -> None:
+    """One line per tensor edge that is not NIXL, so no one takes it for one."""
+    for e in the_plan.edges:
+        if e.transport == "files" and e.settings is not None:
+            shared = "on storage the target shares between hosts" if e.settings.folder_shared else "one host's folder"
+            console.print(f"  note: {e.src} → {e.dst} {e.type} move as files through {e.settings.folder} ({shared}), "
+                          "not over NIXL; `graph inspect --edges` says why", markup=False)
+        elif e.transport == "engine":
+            console.print(f"  note: {e.src} → {e.dst} {e.type} move by the engine's own transfer, not over NIXL",
+                          markup=False)
 
 
 def write_files(files: dict[str, str], out: str, force: bool) -> WriteReport:

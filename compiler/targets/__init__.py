@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from .base import GpuBudget, Target, TargetError, option_docs
+from .base import NETWORKS, GpuBudget, PlanChoices, Target, TargetError, check_files_edges, option_docs
 
 #: name -> "module:Class", imported on first use.
 _REGISTRY = {
@@ -36,4 +36,5 @@ def target_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-__all__ = ["GpuBudget", "Target", "TargetError", "get_target", "option_docs", "target_names"]
+__all__ = ["NETWORKS", "GpuBudget", "PlanChoices", "Target", "TargetError", "check_files_edges", "get_target",
+           "option_docs", "target_names"]

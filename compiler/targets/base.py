@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from graph.plan import Plan
+from graph.plan import NETWORKS, Plan
 
 SettingsT = TypeVar("SettingsT", bound=BaseModel)
 
@@ -37,6 +37,28 @@ class GpuBudget:
 
     total: int | None = None
     per_host: int | None = None
+
+
+@dataclass(frozen=True)
+class PlanChoices:
+    """What a target's options decide about the Plan itself (the CLI hands them to the planner).
+
+    Args:
+        network: how tensor edges cross hosts: ``auto`` (UCX picks: RDMA first, shared memory
+            on one host) or ``tcp`` (TCP only; see compiler/transport.py).
+        shared_dir: a folder every host of the target sees, for what engines hand each other
+            as files (vLLM's encoder cache); None: none, so such ends must share a host.
+
+    Raises:
+        ValueError: an unknown ``network``.
+    """
+
+    network: str = "auto"
+    shared_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.network not in NETWORKS:
+            raise ValueError(f"network '{self.network}' is unknown; use -O network=auto or -O network=tcp")
 
 
 class Target(Protocol):
@@ -62,6 +84,36 @@ class Target(Protocol):
     def gpu_budget(self, options: Any) -> GpuBudget:
         """The GPUs ``options`` say the target has, to check the graph against before compiling."""
         ...
+
+    def plan_choices(self, options: Any) -> PlanChoices:
+        """What ``options`` decide about the Plan: the network between hosts, a folder all hosts share."""
+        ...
+
+
+def check_files_edges(plan: Plan, hosts: dict[str, tuple[str, ...]], fix: str) -> None:
+    """Refuse a Plan whose files edge (engines handing tensors over as files in a folder) has ends on
+    different hosts; a target calls it when it has no folder every host sees.
+
+    Args:
+        plan: the Plan.
+        hosts: service name -> the hosts it runs on, as the target places it (equal names: one host).
+        fix: how this target is given a shared folder (or made to put the ends on one host).
+
+    Raises:
+        TargetError: naming the consuming node, both services, their hosts and the folder.
+    """
+    for edge in plan.edges:
+        if edge.transport != "files" or edge.settings is None:
+            continue
+        for src in plan.of_node(edge.src):
+            for dst in plan.of_node(edge.dst):
+                if set(hosts[src.name]) != set(hosts[dst.name]):
+                    raise TargetError(
+                        f"node '{edge.dst}': its {edge.type} edge from '{edge.src}' moves files through "
+                        f"{edge.settings.folder} (not NIXL: `graph inspect --edges` says why), but {src.name} runs "
+                        f"on {', '.join(hosts[src.name])} and {dst.name} on {', '.join(hosts[dst.name])}, and that "
+                        "folder is not shared between hosts",
+                        node=edge.dst, hint=fix)
 
 
 def option_docs(options_class: type) -> dict[str, str]:

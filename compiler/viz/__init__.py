@@ -29,13 +29,13 @@ def renderer(fmt: str) -> Callable[[View], str]:
     return importlib.import_module(f"{__name__}.{FORMATS[fmt]}").render
 
 
-def render(spec: GraphSpec, fmt: str) -> str:
-    """Draw ``spec`` in ``fmt`` (mermaid | dot | svg | html).
+def render(spec: GraphSpec, fmt: str, transports: dict[tuple[str, str], str] | None = None) -> str:
+    """Draw ``spec`` in ``fmt`` (mermaid | dot | svg | html); ``transports`` as in :func:`build_view`.
 
     Raises:
         VizError: unknown format, or a tool the format needs is missing.
     """
-    return renderer(fmt)(build_view(spec))
+    return renderer(fmt)(build_view(spec, transports))
 
 
 __all__ = ["FORMATS", "View", "VizError", "build_view", "render", "renderer"]

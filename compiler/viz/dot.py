@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from html import escape
 
-from .view import HTTP_COLOR, NIXL_COLOR, View
+from .view import HTTP_COLOR, View
 
 _FONT = "Helvetica"
 
 
 def render(view: View) -> str:
-    """The graph as a left-to-right digraph; NIXL edges dashed and red, labelled with their type."""
+    """The graph as a left-to-right digraph; tensor edges dashed and coloured (NIXL red), labelled with their type
+    and transport."""
     out = [
         f"// {view.caption}",
         f"digraph {_q(view.name)} {{",
@@ -22,7 +23,7 @@ def render(view: View) -> str:
         label = "<br/>".join([f"<b>{escape(n.name)}</b>", *(escape(d) for d in n.details)])
         out.append(f'  {_q(n.name)} [label=<{label}>, fillcolor="{n.fill}", color="{n.border}"];')
     for e in view.edges:
-        style = f', style=dashed, penwidth=2, color="{NIXL_COLOR}", fontcolor="{NIXL_COLOR}"' if e.is_nixl else ""
+        style = f', style=dashed, penwidth=2, color="{e.color}", fontcolor="{e.color}"' if e.is_tensor else ""
         out.append(f"  {_q(e.src)} -> {_q(e.dst)} [label={_q(e.label)}{style}];")
     out.append("}")
     return "\n".join(out) + "\n"

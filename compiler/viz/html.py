@@ -9,7 +9,7 @@ from __future__ import annotations
 from html import escape
 
 from .layout import LINE_H, PAD, Box, Layout, label_width, layout
-from .view import HTTP_COLOR, NIXL_COLOR, ROLE_STYLE, View, VizEdge
+from .view import HTTP_COLOR, ROLE_STYLE, TENSOR_TRANSPORTS, View, VizEdge
 
 _CSS = """
 body { font: 14px/1.4 -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #202124; margin: 24px; }
@@ -27,6 +27,7 @@ th, td { border: 1px solid #dadce0; padding: 4px 10px; text-align: left; }
 th { background: #f1f3f4; }
 td.num { text-align: right; }
 tr.nixl td { color: #d93025; }
+tr.files td, tr.engine td { color: #b06000; }
 """.strip()
 
 
@@ -66,7 +67,7 @@ def _svg(view: View, lay: Layout) -> str:
         *(f'<marker id="arrow-{kind}" viewBox="0 0 10 10" refX="10" refY="5" markerUnits="userSpaceOnUse" '
           f'markerWidth="10" markerHeight="10" orient="auto-start-reverse">'
           f'<path d="M0,0 L10,5 L0,10 z" fill="{color}"/></marker>'
-          for kind, color in (("http", HTTP_COLOR), ("nixl", NIXL_COLOR))),
+          for kind, color in _arrow_colors(view)),
         "</defs>",
     ]
     boxes = lay.boxes
@@ -74,6 +75,12 @@ def _svg(view: View, lay: Layout) -> str:
     out += [_box(b) for b in lay.boxes.values()]
     out.append("</svg>")
     return "\n".join(out)
+
+
+def _arrow_colors(view: View) -> list[tuple[str, str]]:
+    """(edge kind, colour) of every arrowhead the picture needs: HTTP and NIXL always, the others when drawn."""
+    used = {e.transport for e in view.edges}
+    return [("http", HTTP_COLOR)] + [(k, t[2]) for k, t in TENSOR_TRANSPORTS.items() if k == "nixl" or k in used]
 
 
 def _box(b: Box) -> str:
@@ -91,14 +98,14 @@ def _box(b: Box) -> str:
 
 
 def _edge(e: VizEdge, a: Box, b: Box) -> str:
-    kind = "nixl" if e.is_nixl else "http"
+    kind = e.transport if e.is_tensor else "http"
     x1, y1 = a.x + a.w, a.y + a.h // 2
     x2, y2 = b.x, b.y + b.h // 2
     if x2 <= x1:  # same or earlier column (only on invalid graphs): loop around below
         x2, y2 = b.x + b.w // 2, b.y + b.h
     mid = (x1 + x2) // 2
-    dash = ' stroke-dasharray="7 4"' if e.is_nixl else ""
-    width = 2.5 if e.is_nixl else 1.5
+    dash = ' stroke-dasharray="7 4"' if e.is_tensor else ""
+    width = 2.5 if e.is_tensor else 1.5
     label_w = label_width(e.label)
     lx, ly = (x1 + x2) // 2, (y1 + y2) // 2
     return "\n".join([
@@ -115,9 +122,11 @@ def _legend(view: View) -> str:
     items = [
         f'<span><svg width="36" height="10"><line x1="0" y1="5" x2="36" y2="5" stroke="{HTTP_COLOR}" '
         f'stroke-width="1.5"/></svg>HTTP (requests)</span>',
-        f'<span><svg width="36" height="10"><line x1="0" y1="5" x2="36" y2="5" stroke="{NIXL_COLOR}" '
-        f'stroke-width="2.5" stroke-dasharray="7 4"/></svg>NIXL (KV / embeddings between engines)</span>',
     ]
+    for kind, (_, text, color) in TENSOR_TRANSPORTS.items():
+        if kind == "nixl" or any(e.transport == kind for e in view.edges):
+            items.append(f'<span><svg width="36" height="10"><line x1="0" y1="5" x2="36" y2="5" stroke="{color}" '
+                         f'stroke-width="2.5" stroke-dasharray="7 4"/></svg>{escape(text)}</span>')
     for role in ROLE_STYLE:
         if any(n.role == role for n in view.nodes):
             title, fill, border = ROLE_STYLE[role]
@@ -139,8 +148,8 @@ def _node_table(view: View) -> str:
 def _edge_table(view: View) -> str:
     head = "<tr><th>from</th><th>to</th><th>type</th><th>transport</th></tr>"
     rows = [
-        f'<tr class="{"nixl" if e.is_nixl else "http"}"><td>{escape(e.src)}</td><td>{escape(e.dst)}</td>'
-        f"<td>{escape(e.type)}</td><td>{'NIXL' if e.is_nixl else 'HTTP'}</td></tr>"
+        f'<tr class="{e.transport if e.is_tensor else "http"}"><td>{escape(e.src)}</td><td>{escape(e.dst)}</td>'
+        f"<td>{escape(e.type)}</td><td>{escape(TENSOR_TRANSPORTS[e.transport][0] if e.is_tensor else 'HTTP')}</td></tr>"
         for e in view.edges
     ]
     return "<table class=\"edges\">\n" + "\n".join([head, *rows]) + "\n</table>"

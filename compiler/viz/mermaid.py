@@ -8,22 +8,23 @@ from .view import ROLE_STYLE, View
 
 
 def render(view: View) -> str:
-    """The graph as a Mermaid ``flowchart LR``; NIXL edges dotted and red, labelled with their type."""
+    """The graph as a Mermaid ``flowchart LR``; tensor edges dotted and coloured (NIXL red), labelled with their
+    type and transport."""
     out = [f"%% {view.caption}", "flowchart LR"]
     for n in view.nodes:
         label = "<br/>".join([f"<b>{_text(n.name)}</b>", *(_text(d) for d in n.details)])
         out.append(f'  {_id(n.name)}["{label}"]:::{n.role}')
-    nixl = []
+    by_color: dict[str, list[int]] = {}
     for i, e in enumerate(view.edges):
-        arrow = "-.->" if e.is_nixl else "-->"
+        arrow = "-.->" if e.is_tensor else "-->"
         out.append(f'  {_id(e.src)} {arrow}|"{_text(e.label)}"| {_id(e.dst)}')
-        if e.is_nixl:
-            nixl.append(i)
+        if e.is_tensor:
+            by_color.setdefault(e.color, []).append(i)
     for role in sorted({n.role for n in view.nodes}):
         _, fill, border = ROLE_STYLE[role]
         out.append(f"  classDef {role} fill:{fill},stroke:{border},color:#202124")
-    if nixl:
-        out.append(f"  linkStyle {','.join(map(str, nixl))} stroke:{view.edges[nixl[0]].color},stroke-width:2px")
+    for color, edges in sorted(by_color.items(), key=lambda item: item[1][0]):
+        out.append(f"  linkStyle {','.join(map(str, edges))} stroke:{color},stroke-width:2px")
     return "\n".join(out) + "\n"
 
 

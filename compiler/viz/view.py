@@ -22,9 +22,20 @@ ROLE_STYLE: dict[str, tuple[str, str, str]] = {
     "worker": ("Worker", "#f1f3f4", "#5f6368"),
     "encode_prefill": ("EncodePrefill", "#fde7d9", "#e8710a"),
     "prefill_decode": ("PrefillDecode", "#e8eaf6", "#3949ab"),
+    # Nodes of your own: the box says the class's name.
+    "request_node": ("RequestNode", "#fff8e1", "#b06000"),
+    "response_node": ("ResponseNode", "#fce4ec", "#ad1457"),
 }
 HTTP_COLOR = "#5f6368"
 NIXL_COLOR = "#d93025"
+#: Tensor edges that are not NIXL: files in a folder both ends see, or the engine's own transfer.
+FILES_COLOR = "#b06000"
+#: Edge transport -> (label suffix, legend text, colour); "http" edges are labelled with their type alone.
+TENSOR_TRANSPORTS: dict[str, tuple[str, str, str]] = {
+    "nixl": ("NIXL", "NIXL (KV / embeddings between engines)", NIXL_COLOR),
+    "files": ("files", "files in a folder both engines see (not NIXL)", FILES_COLOR),
+    "engine": ("engine's own", "the engine's own transfer (not set up by servegraph)", FILES_COLOR),
+}
 
 
 @dataclass(frozen=True)
@@ -51,7 +62,10 @@ class VizNode:
 
 @dataclass(frozen=True)
 class VizEdge:
-    """One arrow; NIXL edges (tensors between engines) are drawn dashed and coloured."""
+    """One arrow; tensor edges between engines are drawn dashed and coloured by how they move bytes.
+
+    ``transport`` is ``http``, ``nixl``, ``files`` or ``engine`` (graph.plan.EdgeTransport).
+    """
 
     src: str
     dst: str
@@ -59,19 +73,24 @@ class VizEdge:
     transport: str
 
     @property
+    def is_tensor(self) -> bool:
+        """Moves tensors between engines (NIXL, files or the engine's own) rather than requests over HTTP."""
+        return self.transport in TENSOR_TRANSPORTS
+
+    @property
     def is_nixl(self) -> bool:
-        """Moves tensors over NIXL rather than HTTP."""
+        """Moves tensors over NIXL."""
         return self.transport == "nixl"
 
     @property
     def label(self) -> str:
-        """``KV · NIXL`` or the HTTP payload type, e.g. ``Text``."""
-        return f"{self.type} · NIXL" if self.is_nixl else self.type
+        """``KV · NIXL``, ``Embeddings · files``, or the HTTP payload type, e.g. ``Text``."""
+        return f"{self.type} · {TENSOR_TRANSPORTS[self.transport][0]}" if self.is_tensor else self.type
 
     @property
     def color(self) -> str:
         """Stroke colour."""
-        return NIXL_COLOR if self.is_nixl else HTTP_COLOR
+        return TENSOR_TRANSPORTS[self.transport][2] if self.is_tensor else HTTP_COLOR
 
 
 @dataclass(frozen=True)
@@ -92,20 +111,29 @@ class View:
         return f"{self.name}{desc} ({self.shape}, {_count(self.gpus_total, 'GPU')})"
 
 
-def build_view(spec: GraphSpec) -> View:
-    """Reduce a resolved graph to what a picture shows."""
+def build_view(spec: GraphSpec, transports: dict[tuple[str, str], str] | None = None) -> View:
+    """Reduce a resolved graph to what a picture shows.
+
+    Args:
+        spec: the resolved graph.
+        transports: (src, dst) -> how the compiler says a tensor edge moves its bytes (``nixl``,
+            ``files``, ``engine``: the engines decide); edges not in it keep the graph's own.
+    """
+    transports = transports or {}
     return View(
         name=spec.name,
         description=spec.description,
         shape=spec.shape,
         gpus_total=spec.gpus_total,
         nodes=tuple(_node(n) for n in spec.nodes),
-        edges=tuple(VizEdge(e.src, e.dst, e.type, e.transport) for e in spec.edges),
+        edges=tuple(VizEdge(e.src, e.dst, e.type, transports.get((e.src, e.dst), e.transport)) for e in spec.edges),
     )
 
 
 def _node(n: NodeSpec) -> VizNode:
     title, fill, border = ROLE_STYLE.get(n.role, (n.role, "#ffffff", "#000000"))
+    if n.code is not None:
+        title = f"{n.kind} ({'before' if n.role == 'request_node' else 'after'} the model)"
     per_replica = n.gpus * n.nodes
     return VizNode(
         name=n.name, role=n.role, title=title, engine=n.engine, model=n.model, replicas=n.replicas,

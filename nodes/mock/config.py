@@ -51,6 +51,8 @@ class MockConfig:
     health_fail: bool = False
     lose_handoffs: bool = False
     log_level: str = "warning"
+    nnodes: int = 1
+    dist_port: int | None = None
 
     @property
     def model_name(self) -> str:
@@ -125,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     a("--lose-handoffs", action="store_true",
       help="fault: KV and embeddings this engine hands out are gone when asked for, as after a restart")
     a("--log-level", default="warning")
+    a("--nnodes", type=int, default=1,
+      help="hosts one replica spans; with $SG_LEADER_HOST and $SG_NODE_RANK (set by a cluster target) rank 0 "
+           "serves and waits for the others, which join it on --dist-port (nodes/mock/multinode.py)")
+    a("--dist-port", type=int, default=None, help="port the leader of a multi-host replica listens on for its ranks")
     return p
 
 
