@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
-from typing import Any, TypeVar
+import sys
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
@@ -52,3 +55,30 @@ def load_config(path: str, model: type[T]) -> T:
         return model.model_validate(expand(raw))
     except ValueError as exc:
         raise ConfigError(f"config '{path}': {exc}") from None
+
+
+@dataclass
+class ServiceArgs(Generic[T]):
+    """What one of our services was started with: its config (loaded), name, port and config file."""
+
+    config: T
+    name: str
+    port: int
+    config_path: str
+
+
+def service_args(prog: str, description: str | None, model: type[T], name: str,
+                 argv: list[str] | None = None) -> ServiceArgs[T]:
+    """Parse the command line every service of ours takes (``--config``, ``--name``, ``--port``) and load
+    its config; a config that cannot be loaded exits 2 with the problem, prefixed by the service name."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--config", required=True, help="the service's config slice (JSON)")
+    parser.add_argument("--name", default=name, help="service name, for logs")
+    parser.add_argument("--port", type=int, default=None, help="override the config's port")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config, model)
+    except ConfigError as exc:
+        print(f"{args.name}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return ServiceArgs(config, args.name, args.port or config.port, args.config)  # type: ignore[attr-defined]
