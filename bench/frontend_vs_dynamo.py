@@ -140,6 +140,12 @@ def usage_tokens(url: str, body: dict) -> int:
     return -1
 
 
+def _worker_port(workdir: pathlib.Path) -> int:
+    """The HTTP port of the graph's first mock worker (from the Plan `graph run` wrote)."""
+    plan = json.loads((workdir / "plan.json").read_text())
+    return next(s["ports"]["http"] for s in plan["services"] if s["role"] == "worker")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", required=True, help="local model folder with tokenizer (tiny llama)")
@@ -147,6 +153,8 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=20)
     parser.add_argument("--speedup", type=float, default=1000.0)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--pipeline", default="pipelines/agg.py",
+                        help="our graph (bench/passthrough_agg.py: with a pass-through node of your own in the route)")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk not found: apt-get install wrk")
@@ -159,7 +167,7 @@ def main() -> None:
         # copy whose mock writes every streamed token on its own shows what the coalescing is worth.
         for name, port, base_port, per_write in (("ours", ours_port, base, 0), ("ours-1", ours1_port, base + 30, 1)):
             knobs = f"{{tokenizer: {model_dir}, speedup: {args.speedup}, tokens_per_write: {per_write}}}"
-            procs.start([sys.executable, "-m", "compiler.cli", "run", "pipelines/agg.py", "--mock", "--port", str(port),
+            procs.start([sys.executable, "-m", "compiler.cli", "run", args.pipeline, "--mock", "--port", str(port),
                          "--base-port", str(base_port), "--workdir", str(work / name), "--set", "worker.replicas=1",
                          "--set", f"worker.mock={knobs}"], work / f"{name}.log")
         # (b) Dynamo: mocker + frontend, no etcd/NATS (file discovery, tcp request plane).
@@ -176,7 +184,7 @@ def main() -> None:
         wait_ready(ours, chat(2, False))
         wait_ready(ours1, chat(2, False))
         wait_ready(theirs, chat(2, False), timeout=180)
-        mock = f"http://127.0.0.1:{base}/v1/chat/completions"
+        mock = f"http://127.0.0.1:{_worker_port(work / 'ours')}/v1/chat/completions"
         rows = []
         loads = (("non-streaming, max_tokens 8", chat(8, False), ours),
                  ("streaming, max_tokens 128", chat(128, True), ours),
@@ -189,13 +197,14 @@ def main() -> None:
             rows.append((label, a, b, tokens))
         short = max(args.duration // 2, 5)
         direct = {c: wrk(mock, chat(8, False), c, short) for c in (1, args.connections)}
-        mock1 = f"http://127.0.0.1:{base + 30}/v1/chat/completions"
+        mock1 = f"http://127.0.0.1:{_worker_port(work / 'ours-1')}/v1/chat/completions"
         direct_stream = {label: wrk(url, chat(128, True), args.connections, short)
                          for label, url in (("streaming", mock), ("1 write per token", mock1))}
         through = {c: wrk(ours, chat(8, False), c, short) for c in (1, args.connections)}
     finally:
         procs.stop()
-    print(f"\n# frontend vs Dynamo, {args.connections} connections, {args.duration} s each, speedup {args.speedup:g}")
+    print(f"\n# frontend vs Dynamo ({args.pipeline}), {args.connections} connections, {args.duration} s each, "
+          f"speedup {args.speedup:g}")
     print(f"{'load':32} {'side':7} {'req/s':>9} {'out tok/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
     for label, a, b, tokens in rows:
         for side, r in (("ours", a), ("dynamo", b)):

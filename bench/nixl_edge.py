@@ -51,6 +51,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import socket
 import statistics
 import sys
 import threading
@@ -114,6 +115,10 @@ def sender_main(
     shared machine hits them alike. ``checked`` counts the CRC'd transfers the
     receiver has checked.
     """
+    if args.sender_host:
+        from tests.multihost import enter_host
+
+        enter_host(args.sender_host)
     tx = TensorSender(handle)  # a VRAM receiver: the edge makes the CUDA context, then its agent
     out.put(("ucx", "sender", ucx_settings()))
     out.put(("versions", versions(args.device)))
@@ -308,6 +313,11 @@ def main(argv: list[str] | None = None) -> None:
         "blocked: each path's reps back to back",
     )
     parser.add_argument("--profile", action="store_true", help="print where our send's time goes, per case")
+    parser.add_argument("--sender-host", metavar="HOST",
+                        help="run the sender inside HOST of the multi-host bed, the receiver where this command "
+                        "runs, itself inside another host: scripts/multihost.sh exec sg-h1 -- python "
+                        "bench/nixl_edge.py --sender-host sg-h2. UCX over TCP only (UCX_TLS=tcp,self): the bed's "
+                        "hosts share one kernel, and UCX would take shared memory")
     args = parser.parse_args(argv)
     if args.sizes is None:
         small_box = args.device == "cpu" and (os.cpu_count() or 1) <= 4
@@ -322,7 +332,11 @@ def main(argv: list[str] | None = None) -> None:
     biggest = max(totals)
     # a sender leases at most half of the region: room for three slots of the biggest case, so the
     # receiver releasing one while the sender writes the next keeps a free one in hand
-    rx = TensorReceiver(6 * biggest + (1 << 20), device="cuda:0" if args.device == "cuda" else "cpu")
+    listen = {}
+    if args.sender_host:
+        listen = {"host": "0.0.0.0", "advertise_host": socket.gethostname()}
+        os.environ.setdefault("UCX_TLS", "tcp,self")
+    rx = TensorReceiver(6 * biggest + (1 << 20), device="cuda:0" if args.device == "cuda" else "cpu", **listen)
     raw = raw_agent(f"bench-raw-rx-{os.getpid()}")
     # --profile: room for raw NIXL to rotate over ROTATE_SLOTS slots of the cases up to 64 MiB (if any)
     rotated = max((n for n in totals if n <= 64 << 20), default=0) if args.profile else 0

@@ -27,7 +27,8 @@ from graph.spec import GraphSpec, NodeSpec
 
 from .engines import EngineInput, get_adapter
 from .resolve import protocol_of, with_engines
-from .transport import edge_settings
+from .transport import NETWORKS, edge_settings, edge_transport
+from .user_nodes import is_user_node, request_stages, response_stages, user_node_services
 
 #: Which request stage each engine role serves.
 STAGE_OF_ROLE = {
@@ -50,7 +51,9 @@ class PlanOptions:
         base_port: first port handed to services other than the frontend (HTTP, NIXL
             side channels, bootstrap and distributed-init ports all count up from it).
         cpu_cores: cores of the host, for binding CPU engines to disjoint cores.
-        encoder_cache_dir: shared folder for encoder output (vLLM's EC connector).
+        encoder_cache_dir: folder for encoder output that engines hand over as files (vLLM's EC connector).
+        encoder_cache_shared: ``encoder_cache_dir`` is on storage every host sees (the target
+            mounts or was given a shared folder), so its ends may run on different hosts.
         python: interpreter that runs our own nodes.
         nvlink: GPUs on a host are joined by NVLink (changes NIXL/UCX settings).
         single_host: every service runs on one host (local target, `graph run`).
@@ -59,6 +62,11 @@ class PlanOptions:
             interface otherwise).
         frontend_host: the address the frontend listens on (None: the graph's Frontend ``host``,
             else ``listen_host``).
+        network: how tensor edges cross hosts: ``auto`` (UCX picks, RDMA first) or ``tcp``
+            (TCP only: no shared memory, no RDMA); see compiler/transport.py.
+
+    Raises:
+        ValueError: an unknown ``network``.
     """
 
     device: str = "gpu"
@@ -70,6 +78,12 @@ class PlanOptions:
     single_host: bool = False
     listen_host: str | None = None
     frontend_host: str | None = None
+    network: str = "auto"
+    encoder_cache_shared: bool = False
+
+    def __post_init__(self) -> None:
+        if self.network not in NETWORKS:
+            raise ValueError(f"network '{self.network}' is unknown; use one of: {', '.join(NETWORKS)}")
 
     @property
     def bind_host(self) -> str:
@@ -122,6 +136,8 @@ def plan(spec: GraphSpec, options: PlanOptions | None = None) -> Plan:
             services += _engine_services(spec, node, ports, options, cores, edge_env.get(node.name, {}), services)
         elif node.role == "processor":
             services += _processor_services(node, ports, options)
+        elif is_user_node(node):
+            services += user_node_services(node, ports, options)
     frontend = spec.by_role("frontend")[0]
     fe_service = _frontend_service(spec, frontend, services, options)
     services.append(fe_service)
@@ -166,6 +182,8 @@ def _engine_services(
     encoders = [p.name for p in spec.predecessors(node.name) if p.role == "encoder"]
     encoder_urls = tuple(u.url for name in encoders for u in _upstreams(built, name))
     settings = node.model_dump(include=set(EngineSettings.model_fields))
+    roles = {n.role for n in spec.nodes}
+    multimodal = bool(roles & {"processor", "encoder", "encode_prefill"})
     out = []
     for replica in range(node.replicas):
         name = f"{node.name}-{replica}"
@@ -177,8 +195,9 @@ def _engine_services(
             **settings, "model": node.model or "", "served_model_name": node.model_name or "",
             "node": node.name, "service": name, "role": node.role, "host": options.bind_host, "port": http,
             "extra_ports": extra, "device": options.device, "consumes_embeddings": bool(encoders),
-            "encoder_urls": encoder_urls, "encoder_cache_dir": f"{options.encoder_cache_dir}/{spec.name}",
-            "cpu_cores": cores.get(name),
+            "encoder_urls": encoder_urls, "encoder_cache_dir": _encoder_cache_dir(spec, options),
+            "cpu_cores": cores.get(name), "multimodal": multimodal,
+            "separate_encoder": "encoder" in roles,
         })
         command = adapter.command(engine_input)
         argv = [options.python if a == "python" and i == 0 else a for i, a in enumerate(command.argv)]
@@ -189,6 +208,7 @@ def _engine_services(
             env={**transport_env, **command.env, **node.env}, ports={"http": http, **extra},
             health=HealthCheck(path=command.health_path, port=http, startup_timeout_s=command.startup_timeout_s),
             gpus=0 if adapter.simulated else node.gpus, hosts=node.nodes, cpu=node.cpu, memory=node.memory,
+            cpus_per_gpu=None if adapter.simulated else adapter.cpus_per_gpu,
             config_file=command.config_file, config=command.config, platform=node.platform,
             dynamo=adapter.dynamo(engine_input),
         ))
@@ -226,6 +246,7 @@ def _routes(spec: GraphSpec, services: list[Service], options: PlanOptions) -> l
     router_options = dict(routers[0].options) if routers else {}
     processors = [u for p in spec.by_role("processor") for u in _upstreams(services, p.name)]
     models = sorted({n.model_name for n in spec.nodes if n.is_engine and n.model_name})
+    before = request_stages(spec, services)
     routes = []
     for model in models:
         nodes = [n for n in spec.nodes if n.is_engine and n.model_name == model]
@@ -238,8 +259,9 @@ def _routes(spec: GraphSpec, services: list[Service], options: PlanOptions) -> l
                         upstreams=_upstreams(services, n.name), policy=policy,
                         options={**router_options, **_encoder_cache_option(spec, n, options)},
                     ))
-        shape = spec.shape
-        routes.append(RouteConfig(model=model, shape=shape, stages=stages, processor=processors))
+        finals = [n for n in nodes if STAGE_OF_ROLE[n.role] in ("decode", "aggregate")]
+        routes.append(RouteConfig(model=model, shape=spec.shape, stages=stages, processor=processors,
+                                  request_nodes=before, response_nodes=response_stages(spec, finals, services)))
     return routes
 
 
@@ -252,8 +274,12 @@ def _encoder_cache_option(spec: GraphSpec, node: NodeSpec, options: PlanOptions)
     """
     if (options.single_host and node.role == "encoder"
             and get_adapter(node.engine or "").embeddings_transfer == "files"):
-        return {"encoder_cache_dir": f"{options.encoder_cache_dir}/{spec.name}"}
+        return {"encoder_cache_dir": _encoder_cache_dir(spec, options)}
     return {}
+
+
+def _encoder_cache_dir(spec: GraphSpec, options: PlanOptions) -> str:
+    return f"{options.encoder_cache_dir}/{spec.name}"
 
 
 _FRONTEND_SETTINGS = ("request_timeout_s", "stage_timeout_s", "migration_limit")
@@ -286,9 +312,15 @@ def _edge_env(edges: list[PlanEdge]) -> dict[str, dict[str, str]]:
 
 
 def _plan_edges(spec: GraphSpec, options: PlanOptions) -> list[PlanEdge]:
+    """The graph's edges; a tensor edge says how its engines move the bytes (NIXL, files, the engine's own)."""
     out = []
     for e in spec.edges:
+        if e.transport != "nixl":
+            out.append(PlanEdge(src=e.src, dst=e.dst, type=e.type, transport=e.transport))
+            continue
         src, dst = spec.node(e.src), spec.node(e.dst)
-        settings = edge_settings(src, dst, e.type, options) if e.transport == "nixl" else None
-        out.append(PlanEdge(src=e.src, dst=e.dst, type=e.type, transport=e.transport, settings=settings))
+        transport = edge_transport(src, e.type)
+        folder = _encoder_cache_dir(spec, options) if transport == "files" else None
+        out.append(PlanEdge(src=e.src, dst=e.dst, type=e.type, transport=transport,
+                            settings=edge_settings(src, dst, e.type, options, folder)))
     return out

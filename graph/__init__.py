@@ -22,7 +22,8 @@ _WHERE = {
     "Decode": "nodes", "EncodePrefill": "nodes", "Encoder": "nodes", "Frontend": "nodes", "Node": "nodes",
     "Prefill": "nodes", "PrefillDecode": "nodes", "Processor": "nodes", "Router": "nodes", "Worker": "nodes",
     "Resources": "settings",
-    "KV": "ports", "Embeddings": "ports", "Media": "ports", "PortType": "ports", "Text": "ports", "Tokens": "ports",
+    "Refusal": "custom", "Request": "custom", "RequestNode": "custom", "ResponseNode": "custom",
+    "Answer": "ports", "KV": "ports", "Embeddings": "ports", "Media": "ports", "PortType": "ports", "Text": "ports", "Tokens": "ports",
     "EdgeSpec": "spec", "GraphSpec": "spec", "NodeSpec": "spec", "resolve": "spec",
     "ValidateOptions": "validation", "validate": "validation", "validate_spec": "validation",
 }
@@ -48,7 +49,8 @@ if TYPE_CHECKING:  # for type checkers and editors: the names as if imported eag
     from .graph import Edge, Graph
     from .loader import load_graph
     from .nodes import Decode, EncodePrefill, Encoder, Frontend, Node, Prefill, PrefillDecode, Processor, Router, Worker
-    from .ports import KV, Embeddings, Media, PortType, Text, Tokens
+    from .custom import Refusal, Request, RequestNode, ResponseNode
+    from .ports import KV, Answer, Embeddings, Media, PortType, Text, Tokens
     from .settings import Resources
     from .spec import EdgeSpec, GraphSpec, NodeSpec, resolve
     from .validation import ValidateOptions, validate, validate_spec

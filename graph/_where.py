@@ -24,11 +24,13 @@ def caller_location() -> SourceLocation | None:
 
 @functools.lru_cache(maxsize=256)
 def _user_file(co_filename: str) -> str | None:
-    """The path to show for a frame's file, or None for our own and pydantic's frames.
+    """The path to show for a frame's file, or None for our own, pydantic's and the interpreter's frames.
 
     Cached: a generated 10,000-node graph asks this 20,000 times for one file.
     The working directory is read once per file name, which is fine for a CLI run.
     """
+    if co_filename.startswith("<"):  # <frozen abc> and the like: the interpreter's own frames
+        return None
     filename = os.path.abspath(co_filename)
     if filename.startswith(_PACKAGE_DIR + os.sep) or "pydantic" in filename:
         return None

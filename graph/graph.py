@@ -14,6 +14,18 @@ from .ports import Port, PortType
 
 _ACTIVE: contextvars.ContextVar["Graph | None"] = contextvars.ContextVar("servegraph_active_graph", default=None)
 _COLLECTOR: contextvars.ContextVar["list[Graph] | None"] = contextvars.ContextVar("servegraph_collector", default=None)
+_DETACHED: contextvars.ContextVar[bool] = contextvars.ContextVar("servegraph_detached", default=False)
+
+
+@contextlib.contextmanager
+def detached() -> Iterator[None]:
+    """Nodes made inside the block belong to no graph: a process that serves a node of your own
+    makes it from its settings, outside any pipeline."""
+    token = _DETACHED.set(True)
+    try:
+        yield
+    finally:
+        _DETACHED.reset(token)
 
 
 @contextlib.contextmanager
@@ -98,6 +110,8 @@ class Graph:
     @staticmethod
     def adopt(node: Node, problems: list[GraphError]) -> None:
         """Attach a newly created node to the active graph (called by Node)."""
+        if _DETACHED.get():
+            return
         graph = _ACTIVE.get()
         if graph is None:
             raise GraphError(
@@ -167,7 +181,7 @@ class Graph:
         taken = {n.name for n in self.nodes if n.name}
         next_suffix: dict[str, int] = {}
         for n in unnamed:
-            base = n.ROLE.replace("_", "-")
+            base = n.default_name()
             candidate = base
             i = next_suffix.get(base, 2)
             while candidate in taken:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from ._where import caller_location
 from .errors import GraphError, SourceLocation
-from .ports import REQUEST_TYPES, Embeddings, KV, Media, Port, PortType, Text
+from .ports import REQUEST_TYPES, Answer, Embeddings, KV, Media, Port, PortType, Text
 from .settings import EngineSettings, FrontendSettings, ProcessorSettings, Resources, RouterSettings
 
 
@@ -58,7 +58,11 @@ class Node(BaseModel):
         self._bad_fields = [(e, data.get(str((e.get("loc") or ("?",))[0]))) for e in bad]
         from .graph import Graph  # circular at import time only
 
-        Graph.adopt(self, [])
+        Graph.adopt(self, self.creation_problems())
+
+    def creation_problems(self) -> list[GraphError]:
+        """Problems of the node's class itself, found when a node of it is made (none for built-in roles)."""
+        return []
 
     def field_problems(self) -> list[GraphError]:
         """The fields given at creation that were rejected (the node keeps their defaults)."""
@@ -80,6 +84,11 @@ class Node(BaseModel):
     def role(self) -> str:
         """The role name, e.g. ``prefill``."""
         return self.ROLE
+
+    @classmethod
+    def default_name(cls) -> str:
+        """The name a node of this class gets when it is given none (numbered when taken)."""
+        return cls.ROLE.replace("_", "-")
 
     def __getitem__(self, port: str) -> "PortRef":
         """``node["kv"]``: name a port explicitly, e.g. ``a["kv"] >> b["kv"]``."""
@@ -125,6 +134,8 @@ class EngineNode(Node, EngineSettings):
 
 
 _REQUEST = Port("requests", REQUEST_TYPES)
+#: The answer of a final stage, for nodes that rewrite it (graph.custom.ResponseNode); may stay unconnected.
+_ANSWER = Port("answer", (Answer,), optional=True)
 
 
 class Frontend(Node, FrontendSettings):
@@ -171,6 +182,7 @@ class Decode(EngineNode):
 
     ROLE: ClassVar[str] = "decode"
     INPUTS: ClassVar[tuple[Port, ...]] = (Port("kv", (KV,), required=True),)
+    OUTPUTS: ClassVar[tuple[Port, ...]] = (_ANSWER,)
 
 
 class Worker(EngineNode):
@@ -178,6 +190,7 @@ class Worker(EngineNode):
 
     ROLE: ClassVar[str] = "worker"
     INPUTS: ClassVar[tuple[Port, ...]] = (_REQUEST,)
+    OUTPUTS: ClassVar[tuple[Port, ...]] = (_ANSWER,)
 
 
 class EncodePrefill(EngineNode):
@@ -193,6 +206,7 @@ class PrefillDecode(EngineNode):
 
     ROLE: ClassVar[str] = "prefill_decode"
     INPUTS: ClassVar[tuple[Port, ...]] = (_REQUEST, Port("embeddings", (Embeddings,)))
+    OUTPUTS: ClassVar[tuple[Port, ...]] = (_ANSWER,)
 
 
 ROLES: dict[str, type[Node]] = {
@@ -230,3 +244,13 @@ def _field_hint(cls: type[Node], field: str) -> str:
 def port_types(ports: tuple[Port, ...]) -> set[PortType]:
     """All types carried by a set of ports."""
     return {t for p in ports for t in p.accepts}
+
+
+def ports_of(role: str, accepts: str | None = None, produces: str | None = None) -> tuple[tuple[Port, ...], tuple[Port, ...]]:
+    """(inputs, outputs) of a role; a node of your own (graph.custom) has the port types it declares."""
+    if role == "request_node":
+        return (Port("requests", (PortType(accepts),), required=True),), (Port("requests", (PortType(produces),)),)
+    if role == "response_node":
+        return (Port("answer", (Answer,), required=True),), (_ANSWER,)
+    cls = ROLES[role]
+    return cls.INPUTS, cls.OUTPUTS

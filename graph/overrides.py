@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Iterable
 
 import yaml
 from pydantic import ValidationError
@@ -56,6 +56,7 @@ def _apply_set(nodes: list[NodeSpec], item: str) -> list[NodeSpec]:
         data[field] = value
     try:
         updated = NodeSpec.model_validate(data)
+        updated._node_class = node.node_class
     except ValidationError as exc:
         msg = exc.errors()[0].get("msg", "invalid")
         raise GraphError("bad-override", f"--set '{item}': {msg}", "", node=name, field=field) from None
@@ -69,9 +70,7 @@ def _check_role_field(node: NodeSpec, field: str, value: object, item: str) -> N
 
     from pydantic import TypeAdapter
 
-    from .nodes import ROLES
-
-    info = ROLES[node.role].model_fields.get(field)
+    info = node.node_class.model_fields.get(field)
     if info is None:
         return
     try:

@@ -15,14 +15,14 @@ processes read it without the authoring layer (or any engine's adapter).
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from .settings import FrontendSettings, Parallelism, ProcessorSettings, Role
 
-#: A request's stages, in the order the frontend calls them.
-Stage = Literal["process", "encode", "prefill", "decode", "aggregate"]
+#: A request's stages, in the order the frontend calls them ("request"/"response": nodes of your own).
+Stage = Literal["process", "encode", "prefill", "decode", "aggregate", "request", "response"]
 
 #: Env var every process gets with its own address (for NIXL side channels).
 SELF_HOST_VAR = "SG_SELF_HOST"
@@ -51,12 +51,18 @@ class HealthCheck(_Model):
 
 
 class DynamoWorker(_Model):
-    """How NVIDIA Dynamo's operator runs this engine service as a component (the k8s target's dynamo flavour)."""
+    """How NVIDIA Dynamo's operator runs this engine service as a component (the k8s target's dynamo flavour).
 
-    component: str = Field(description="the component's type: worker, prefill or decode")
-    command: list[str] = Field(description="the container's command, e.g. python3 -m dynamo.vllm")
+    ``unsupported`` set means Dynamo cannot run it; the target's error names the node and gives that reason.
+    """
+
+    component: str = Field(default="", description="the component's type: worker, prefill or decode")
+    command: list[str] = Field(default_factory=list, description="the container's command, e.g. python3 -m dynamo.vllm")
     args: list[str] = Field(default_factory=list, description="its arguments, without the per-pod wiring")
-    runtime_image: str = Field(description="Dynamo's runtime image for this engine, without its tag")
+    runtime_image: str = Field(default="", description="Dynamo's runtime image for this engine, without its tag")
+    media: bool = Field(default=False, description="its worker fetches and decodes the request's media itself, so "
+                                                   "a Processor in front of it needs no component of its own")
+    unsupported: str | None = Field(default=None, description="why Dynamo cannot run this service (None: it can)")
 
 
 class Service(_Model):
@@ -81,8 +87,12 @@ class Service(_Model):
     hosts: int = Field(default=1, description="hosts one replica spans")
     cpu: float | None = None
     memory: str | None = None
+    cpus_per_gpu: int | None = Field(default=None, description="an engine's CPU cores per GPU (its adapter's), for "
+                                                               "targets that size a pod or step when cpu is unset")
     config_file: str | None = Field(default=None, description="path of its config slice, relative to the plan")
     config: dict[str, Any] | None = Field(default=None, description="content of config_file")
+    files: dict[str, str] = Field(
+        default_factory=dict, description="other files it needs beside its config (a node's code), relative path -> text")
     platform: dict[str, dict[str, Any]] = Field(default_factory=dict)
     dynamo: DynamoWorker | None = Field(default=None, description="its form as a Dynamo component, if it has one")
 
@@ -92,13 +102,25 @@ class Service(_Model):
         return self.ports["http"]
 
 
+#: How a tensor edge moves its bytes: over NIXL; as files in a folder both ends see; or by the
+#: engine's own transfer (its language model fetches from the encoder), which servegraph does not set up.
+EdgeTransport = Literal["http", "nixl", "files", "engine"]
+#: How tensor edges cross hosts: auto (UCX picks: RDMA first, shared memory on one host) or tcp (TCP only).
+Network = Literal["auto", "tcp"]
+NETWORKS: tuple[str, ...] = get_args(Network)
+
+
 class TransportSettings(_Model):
     """How a tensor edge moves bytes, and why (issue: NIXL edges at hardware speed)."""
 
-    backend: str = "UCX"
-    direction: Literal["READ", "WRITE"] = "READ"
+    backend: str = Field(default="UCX", description="NIXL's backend (UCX); 'files' or 'engine' for such edges")
+    direction: Literal["READ", "WRITE"] | None = Field(default="READ", description="the NIXL operation; None: not NIXL")
     buffer_device: Literal["cuda", "cpu"] = "cuda"
     placement: Literal["same-host", "cross-host", "unknown"] = "unknown"
+    network: Network = Field(
+        default="auto", description="auto: UCX picks (RDMA first between hosts); tcp: UCX over TCP only")
+    folder: str | None = Field(default=None, description="files edges: the folder both ends must see")
+    folder_shared: bool = Field(default=False, description="the target puts that folder on storage every host sees")
     env: dict[str, str] = Field(default_factory=dict)
     reasons: list[str] = Field(default_factory=list)
 
@@ -113,8 +135,9 @@ class EdgeEnds(_Model):
 
 
 class PlanEdge(EdgeEnds):
-    """A graph edge lowered onto services."""
+    """A graph edge lowered onto services: a tensor edge says how its engines really move the bytes."""
 
+    transport: EdgeTransport  # type: ignore[assignment]
     settings: TransportSettings | None = None
 
 
@@ -191,6 +214,10 @@ class RouteConfig(_Model):
     shape: str
     stages: list[StageConfig]
     processor: list[Upstream] = Field(default_factory=list)
+    request_nodes: list[StageConfig] = Field(
+        default_factory=list, description="nodes of your own before the model, in order (options.after_processor)")
+    response_nodes: list[StageConfig] = Field(
+        default_factory=list, description="nodes of your own that rewrite the answer, in order")
 
 
 class FrontendConfig(FrontendSettings):
@@ -210,3 +237,15 @@ class ProcessorConfig(ProcessorSettings):
 
     host: str = "0.0.0.0"
     port: int
+
+
+class UserNodeConfig(_Model):
+    """What ``python -m nodes.custom`` reads: a node of your own (graph.custom)."""
+
+    node: str
+    kind: Literal["request", "response"]
+    host: str = "0.0.0.0"
+    port: int
+    file: str = Field(description="the Python file that defines the class, relative to this config's folder")
+    qualname: str = Field(description="the class's name in that file")
+    settings: dict[str, Any] = Field(default_factory=dict, description="the node's own fields")

@@ -7,6 +7,7 @@ A port type says what travels over an edge:
 * ``Media``: the request with its media fetched, checked and inlined.
 * ``Embeddings``: multimodal embeddings (a tensor) — a NIXL edge between GPU nodes.
 * ``KV``: KV-cache blocks — a NIXL edge between GPU nodes.
+* ``Answer``: the model's answer on its way back to the client (to the nodes that rewrite it).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class PortType(str, Enum):
     MEDIA = "Media"
     EMBEDDINGS = "Embeddings"
     KV = "KV"
+    ANSWER = "Answer"
 
     @property
     def is_tensor(self) -> bool:
@@ -35,6 +37,7 @@ Tokens = PortType.TOKENS
 Media = PortType.MEDIA
 Embeddings = PortType.EMBEDDINGS
 KV = PortType.KV
+Answer = PortType.ANSWER
 
 #: A request port accepts an OpenAI request in any of its forms.
 REQUEST_TYPES: tuple[PortType, ...] = (Text, Tokens, Media)
@@ -48,11 +51,13 @@ class Port:
         name: the port's name, unique among the node's inputs (or outputs).
         accepts: the types this port carries (an output carries exactly one).
         required: an input that must be connected for the node to do its job.
+        optional: an output that may stay unconnected (the answer of a final stage).
     """
 
     name: str
     accepts: tuple[PortType, ...]
     required: bool = False
+    optional: bool = False
 
     @property
     def type(self) -> PortType:

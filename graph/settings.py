@@ -16,8 +16,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Role = Literal[
-    "frontend", "router", "processor", "encoder", "prefill", "decode", "worker", "encode_prefill", "prefill_decode"
+    "frontend", "router", "processor", "encoder", "prefill", "decode", "worker", "encode_prefill", "prefill_decode",
+    "request_node", "response_node",
 ]
+#: Roles of the nodes users write themselves (graph.custom).
+USER_ROLES: frozenset[str] = frozenset({"request_node", "response_node"})
 #: Roles served by an inference engine.
 ENGINE_ROLES: frozenset[str] = frozenset({"encoder", "prefill", "decode", "worker", "encode_prefill", "prefill_decode"})
 #: Roles that hand KV to a decode node.

@@ -11,13 +11,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from .custom import UserNode
 from .graph import Graph
-from .nodes import EngineNode, Frontend, Node, Processor, Router
+from .nodes import EngineNode, Frontend, Node
 from .plan import EdgeEnds
 from .settings import ENGINE_ROLES, KV_PRODUCERS, EngineSettings, Role
 
-__all__ = ["ENGINE_ROLES", "KV_PRODUCERS", "EdgeSpec", "GraphSpec", "Location", "NodeSpec", "Role", "resolve",
-           "resolve_node", "shape_of"]
+__all__ = ["ENGINE_ROLES", "KV_PRODUCERS", "EdgeSpec", "GraphSpec", "Location", "NodeSpec", "Role", "UserCode",
+           "resolve", "resolve_node", "shape_of"]
 
 
 class _Frozen(BaseModel):
@@ -32,6 +33,15 @@ class Location(_Frozen):
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}"
+
+
+class UserCode(_Frozen):
+    """Where the code of a node of your own is (graph.custom), and its ports."""
+
+    file: str = Field(description="the Python file that defines the class")
+    qualname: str = Field(description="the class's name in that file")
+    accepts: str = Field(description="the port type it takes")
+    produces: str = Field(description="the port type it gives")
 
 
 class NodeSpec(_Frozen, EngineSettings):
@@ -50,8 +60,26 @@ class NodeSpec(_Frozen, EngineSettings):
     platform: dict[str, dict[str, Any]] = Field(default_factory=dict)
     where: Location | None = None
     gpus: int = 0
-    # Frontend, router and processor settings (role-specific, by field name).
+    # Frontend, router, processor and user nodes' settings (role-specific, by field name).
     options: dict[str, Any] = Field(default_factory=dict)
+    # Nodes of your own: their code.
+    code: UserCode | None = None
+    #: The node's class as written (for checking ``--set`` values against its own fields); not data.
+    _node_class: type | None = PrivateAttr(default=None)
+
+    @property
+    def node_class(self) -> type:
+        """The class whose fields this node's settings are (its role's class, or your own node's class)."""
+        from .nodes import ROLES
+
+        return (self.__pydantic_private__ or {}).get("_node_class") or ROLES[self.role]
+
+    @property
+    def kind(self) -> str:
+        """What the pipeline calls this kind of node: its class's name (``Guard``, ``Prefill``)."""
+        if self.code is not None:
+            return self.code.qualname.rpartition(".")[2]
+        return "".join(part.title() for part in self.role.split("_"))
 
     @property
     def is_engine(self) -> bool:
@@ -147,7 +175,24 @@ class GraphSpec(_Frozen):
     def shape(self) -> str:
         """E/P/D notation of the graph's serving shape, e.g. ``P/D`` or ``E/PD``."""
         roles = {n.role for n in self.nodes}
+        if "processor" in roles and not self._media_reaches_a_model():
+            roles.discard("processor")  # e.g. speech-to-text of your own between the processor and the model
         return shape_of(roles)
+
+    def _media_reaches_a_model(self) -> bool:
+        """Media leaves a processor for an engine, maybe through nodes of your own that pass media on."""
+        frontier = [s for p in self.nodes if p.role == "processor" for s in self.successors(p.name)]
+        seen: set[str] = set()
+        while frontier:
+            node = frontier.pop()
+            if node.name in seen:
+                continue
+            seen.add(node.name)
+            if node.code is None:
+                return True
+            if node.code.produces == "Media":
+                frontier += self.successors(node.name)
+        return False
 
 
 def shape_of(roles: set[str]) -> str:
@@ -184,13 +229,20 @@ def resolve_node(node: Node) -> NodeSpec:
         parallel = node.tp * node.pp * node.dp
         common.update(node.model_dump(include=set(EngineSettings.model_fields)))
         common["gpus"] = node.gpus if node.gpus is not None else max(parallel // node.nodes, 1)
-    elif isinstance(node, (Frontend, Router, Processor)):
+    else:
         skip = set(Node.model_fields)
-        options = {k: v for k, v in node.model_dump().items() if k not in skip}
+        options = {k: v for k, v in node.model_dump(mode="json").items() if k not in skip}
         if isinstance(node, Frontend):
             common["port"] = options.pop("port")
         common["options"] = options
-    return NodeSpec(**common)
+        if isinstance(node, UserNode):
+            cls = type(node)
+            inputs, outputs = cls.INPUTS, cls.OUTPUTS
+            common["code"] = UserCode(file=cls.source_file() or "<unknown>", qualname=cls.__qualname__,
+                                      accepts=inputs[0].type.value, produces=outputs[0].type.value)
+    spec = NodeSpec(**common)
+    spec._node_class = type(node)
+    return spec
 
 
 def resolve(graph: Graph) -> GraphSpec:

@@ -90,8 +90,9 @@ async def one_request(session: aiohttp.ClientSession, url: str, body: dict, time
 
 
 async def run_load(url: str, model: str, clients: int, duration_s: float, kill_every_s: float,
-                   kill: Callable[[], str], images: bool, timeout_s: float = 60.0) -> Tally:
-    """``clients`` loops of requests for ``duration_s``; ``kill()`` every ``kill_every_s`` (returns what it killed)."""
+                   kill: Callable[[], str], images: bool, timeout_s: float = 60.0, stream: bool | None = None) -> Tally:
+    """``clients`` loops of requests for ``duration_s``; ``kill()`` every ``kill_every_s`` (returns what it killed).
+    ``stream``: every request streamed (True), none (False), or half of the clients (None)."""
     tally = Tally()
     stop_at = time.monotonic() + duration_s
     counter = iter(range(10**9))
@@ -99,7 +100,8 @@ async def run_load(url: str, model: str, clients: int, duration_s: float, kill_e
     async def client(i: int, session: aiohttp.ClientSession) -> None:
         while time.monotonic() < stop_at:
             n = next(counter)
-            failure = await one_request(session, url, request_body(model, n, i % 2 == 0, images and n % 2 == 0),
+            streamed = i % 2 == 0 if stream is None else stream
+            failure = await one_request(session, url, request_body(model, n, streamed, images and n % 2 == 0),
                                         timeout_s)
             if failure is None:
                 tally.served += 1
@@ -118,6 +120,20 @@ async def run_load(url: str, model: str, clients: int, duration_s: float, kill_e
         await asyncio.gather(*(client(i, session) for i in range(clients)))
         if killer is not None:
             killer.cancel()
+    return tally
+
+
+async def run_load_with_fault(url: str, model: str, clients: int, duration_s: float, at_s: float,
+                              fault: Callable[[], str], stream: bool | None = None, timeout_s: float = 60.0) -> Tally:
+    """``run_load`` with one ``fault()`` ``at_s`` seconds in (run in a thread: it may block); what it
+    returns is the tally's one kill."""
+    async def inject() -> str:
+        await asyncio.sleep(at_s)
+        return await asyncio.to_thread(fault)
+
+    injector = asyncio.create_task(inject())
+    tally = await run_load(url, model, clients, duration_s, 0, lambda: "", False, timeout_s, stream)
+    tally.kills.append(await injector)
     return tally
 
 

@@ -13,7 +13,6 @@ import io
 import os
 import pathlib
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -23,136 +22,23 @@ import pytest
 from PIL import Image
 
 from compiler.cli.common import Overrides
-from graph.plan import Plan
-from compiler.plan import PlanOptions, plan
-from compiler.targets import slurm
-from compiler.targets.output import write_output
-from compiler.load import load_spec
 from tests.e2e import free_port_block, http_json
+from tests.slurm_job import READY_TIMEOUT_S, Job, jobs_in, skip_reason
 
 pytestmark = pytest.mark.e2e_slurm
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-READY_TIMEOUT_S = 90
-UP_STATES = {"idle", "mixed", "allocated", "completing"}
-LIVE_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING"}
 
-
-def _skip_reason() -> str | None:
-    for tool in ("sbatch", "squeue", "scancel", "scontrol", "sinfo", "curl"):
-        if shutil.which(tool) is None:
-            return f"`{tool}` not on PATH; start a local Slurm with scripts/slurm-local.sh"
-    try:
-        states = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], capture_output=True, text=True, timeout=10)
-    except subprocess.TimeoutExpired:
-        return "sinfo timed out; slurmctld is not answering (run scripts/slurm-local.sh)"
-    if states.returncode != 0 or not UP_STATES & set(states.stdout.split()):
-        return f"no Slurm node is up ({(states.stdout + states.stderr).strip() or 'sinfo: empty'}); run scripts/slurm-local.sh"
-    return None
-
-
-_SKIP = _skip_reason()
+_SKIP = skip_reason()
 if _SKIP:
     print(f"test_e2e_slurm skipped: {_SKIP}")
     pytestmark = [pytestmark, pytest.mark.skip(reason=_SKIP)]
 
 
-class Job:
-    """A compiled graph submitted with sbatch from ``workdir``."""
-
-    def __init__(self, the_plan: Plan, workdir: pathlib.Path, options: slurm.Options) -> None:
-        self.plan = the_plan
-        self.workdir = workdir
-        out = workdir / "out"
-        write_output(slurm.render(the_plan, options), str(out))
-        self.script = out / slurm.script_name(the_plan, options)
-        self.submitted = time.monotonic()
-        result = subprocess.run(["sbatch", "--parsable", str(self.script)], cwd=workdir,
-                                capture_output=True, text=True, timeout=60)
-        assert result.returncode == 0, f"sbatch refused {self.script}: {result.stderr}"
-        self.id = result.stdout.strip().split(";")[0]
-        name = self.script.name.removesuffix(".sbatch")
-        self.batch_log = workdir / f"{name}-{self.id}.out"
-        self.run_dir = workdir / f"{name}-{self.id}"
-        self.url = ""
-        self.ready_after_s = 0.0
-
-    def log(self, service: str | None = None) -> str:
-        path = self.run_dir / "logs" / f"{service}.log" if service else self.batch_log
-        return path.read_text(errors="replace") if path.exists() else f"({path} absent)"
-
-    def state(self) -> str:
-        q = subprocess.run(["squeue", "-h", "-j", self.id, "-o", "%T"], capture_output=True, text=True, timeout=10)
-        return q.stdout.strip()
-
-    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> str:
-        """Until the frontend answers /v1/models; returns the URL ending in /v1."""
-        deadline = time.monotonic() + timeout
-        port = self.plan.service(self.plan.frontend).http_port
-        while time.monotonic() < deadline:
-            match = re.search(r"^servegraph: ready at (\S+)$", self.log(), re.M)
-            if match:
-                status, _ = http_json("GET", match.group(1) + "/models", timeout=3)
-                if status == 200:
-                    self.url, self.ready_after_s = match.group(1), time.monotonic() - self.submitted
-                    return self.url
-            elif self.state() not in LIVE_STATES:
-                pytest.fail(f"job {self.id} ended before ready ({self.state() or 'gone'}):\n{self.log()}")
-            time.sleep(0.1)
-        self.cancel()
-        pytest.fail(f"job {self.id}: frontend (port {port}) not ready in {timeout} s:\n{self.log()}")
-
-    def visible_gpus(self, service: str) -> list[int]:
-        """The GPU ids the step wrapper logged for ``service``."""
-        match = re.search(r"^sg-step: \S+ host=\S+ rank=\d+ CUDA_VISIBLE_DEVICES=(\S*)$", self.log(service), re.M)
-        assert match, f"{service} logged no CUDA_VISIBLE_DEVICES:\n{self.log(service)}"
-        return [int(i) for i in match.group(1).split(",") if i]
-
-    def processes(self) -> dict[int, str]:
-        """Live processes of this job: its SLURM_JOB_ID in their environment or its run folder in argv."""
-        found = {}
-        marker, folder = f"SLURM_JOB_ID={self.id}".encode(), str(self.run_dir).encode()
-        for entry in pathlib.Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) == os.getpid():
-                continue
-            try:
-                if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                    continue
-                env = (entry / "environ").read_bytes().split(b"\0")
-                cmd = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if marker in env or folder in cmd:
-                found[int(entry.name)] = cmd.replace(b"\0", b" ").decode(errors="replace")
-        return found
-
-    def cancel(self) -> None:
-        subprocess.run(["scancel", self.id], timeout=30)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and self.state():
-            time.sleep(0.3)
-
-
-def _plan(pipeline: str, *sets: str) -> Plan:
-    """The mock graph, with free ports, our processes run by this interpreter."""
-    base = free_port_block(100)
-    spec = load_spec(str(ROOT / "pipelines" / pipeline), mock=True, sets=list(sets), port=base)[0]
-    return plan(spec, PlanOptions(python=sys.executable, base_port=base + 1))
-
-
 @pytest.fixture
 def submit_job(tmp_path: pathlib.Path):
-    jobs: list[Job] = []
-
-    def _submit(pipeline: str, **options: object) -> Job:
-        job = Job(_plan(pipeline), tmp_path / f"job{len(jobs)}", slurm.Options(**options))  # type: ignore[arg-type]
-        jobs.append(job)
-        return job
-
-    yield _submit
-    for job in jobs:
-        if job.state():
-            job.cancel()
+    with jobs_in(tmp_path) as submit:
+        yield submit
 
 
 def _assert_scancel_leaves_nothing(job: Job) -> None:
@@ -160,10 +46,7 @@ def _assert_scancel_leaves_nothing(job: Job) -> None:
     assert any("nodes.frontend" in c for c in before.values()), f"no frontend process found for job {job.id}: {before}"
     job.cancel()
     assert not job.state(), f"job {job.id} still queued after scancel"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and job.processes():
-        time.sleep(0.3)
-    assert not job.processes(), f"processes of job {job.id} survived scancel: {job.processes()}"
+    job.assert_nothing_left()
     assert "servegraph: all steps stopped" in job.log(), job.log()
 
 
@@ -197,6 +80,23 @@ def test_pd_mock_answers_openai_with_isolated_gpus_and_scancel_leaves_nothing(su
     assert len(prefill) == 1 and len(set(decode)) == 2, (prefill, decode)
     assert not set(prefill) & set(decode), f"prefill {prefill} and decode {decode} share a GPU"
     assert job.visible_gpus("frontend-0") == []
+    _assert_scancel_leaves_nothing(job)
+
+
+def test_a_node_of_your_own_runs_from_the_code_the_script_carries(submit_job) -> None:
+    """pipelines/redacted_pd.py: the redactor's code travels in the sbatch script (a heredoc beside its
+    config) and rewrites streamed and whole answers alike; the step is our process, run by its code."""
+    job = submit_job("redacted_pd.py", r"redact.pattern=\b[a-m]\w*", "redact.mask=XX", "redact.hold=8")
+    url = job.wait_ready()
+    client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=30)
+    model = job.plan.service("prefill-0").model
+    messages = [{"role": "user", "content": "tell me something"}]
+    whole = client.chat.completions.create(model=model, messages=messages, max_tokens=24).choices[0].message.content
+    stream = client.chat.completions.create(model=model, messages=messages, max_tokens=24, stream=True)
+    streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert "XX" in whole and streamed == whole, (whole, streamed)
+    assert not re.search(r"\b[a-m]\w*", whole.replace("XX", "")), whole
+    assert any("nodes.custom" in c for c in job.processes().values())
     _assert_scancel_leaves_nothing(job)
 
 
@@ -285,7 +185,10 @@ def test_submit_reports_a_service_that_fails_to_start(tmp_path: pathlib.Path, mo
     assert "servegraph: all steps stopped (exit 1)" in err, err
 
 
-def test_submit_wait_then_ctrl_c_cancels_the_job(tmp_path: pathlib.Path) -> None:
+def test_submit_shows_hosts_and_restarts_as_they_happen_and_ctrl_c_cancels_the_job(tmp_path: pathlib.Path) -> None:
+    """`graph submit` (following) prints which host runs which service once the job starts, and each
+    restart of a service while it follows; Ctrl-C cancels the job."""
+    import json
     import signal
 
     base = free_port_block(20)
@@ -306,6 +209,18 @@ def test_submit_wait_then_ctrl_c_cancels_the_job(tmp_path: pathlib.Path) -> None
         text = log.read_text()
         assert "following the job" in text, text
         job_id = re.search(r"job (\d+)", text).group(1)
+        host = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%N"], capture_output=True, text=True).stdout.strip()
+        assert f"| servegraph: host {host} (node 0) runs worker-0, worker-1, frontend-0" in text, text
+        assert text.index("runs worker-0") < text.index("ready http://"), text
+        status = json.loads((tmp_path / f"llama-agg-{job_id}" / "status.json").read_text())
+        os.kill(int(status["services"]["worker-1"]["processes"][0].split(":")[1]), signal.SIGKILL)
+        while time.monotonic() < deadline and "worker-1 healthy again" not in log.read_text():
+            assert proc.poll() is None, log.read_text()
+            time.sleep(0.2)
+        text = log.read_text()
+        assert re.search(r"\| servegraph: worker-1 on \S+ ended after \d+ s: killed \(SIGKILL\); restart 1 in 1 s "
+                         r"\(1 of 5 in a row\)", text), text
+        assert re.search(r"\| servegraph: worker-1 healthy again on \S+ \(restart 1, ", text), text
         proc.send_signal(signal.SIGINT)
         assert proc.wait(90) == 130, log.read_text()
     finally:

@@ -17,7 +17,6 @@ checked against lists copied from its source, cited below.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from typing import Any

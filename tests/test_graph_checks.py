@@ -6,7 +6,7 @@ import pytest
 
 
 from graph import (
-    Decode, Encoder, Frontend, Graph, Prefill, PrefillDecode, Processor, Router, ValidateOptions, Worker, resolve,
+    Decode, Frontend, Graph, Prefill, PrefillDecode, Processor, Router, ValidateOptions, Worker, resolve,
     validate,
 )
 

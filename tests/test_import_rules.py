@@ -31,6 +31,8 @@ ALLOWED = {
     "compiler.engines": ("graph.plan", "graph.settings"),
     "compiler.targets": ("graph.plan", "graph.settings"),
     "nodes": ("graph.plan", "graph.settings"),
+    # The process that serves a node of your own runs your class: the authoring API comes with it.
+    "nodes.custom": ("graph.plan", "graph.settings", "graph.custom", "graph.graph"),
 }
 
 

@@ -210,8 +210,11 @@ def _pod_problems(wname: str, kind: str, template: dict[str, Any], services: dic
                     else:
                         problems += _config_refs(wname, config["data"][item["key"]], c)
                     path = f"{m['mountPath']}/{item['path']}"
-                    if path not in c.get("args", []):
-                        problems.append(f"{wname}: config file {path} is mounted but argv does not name it")
+                    named = [f"{m['mountPath']}/{(yaml.safe_load(config['data'][i['key']]) or {}).get('file')}"
+                             for i in vol["configMap"]["items"] if f"{m['mountPath']}/{i['path']}" in c.get("args", [])]
+                    if path not in c.get("args", []) and path not in named:
+                        problems.append(f"{wname}: config file {path} is mounted but neither argv nor its config "
+                                        "names it")
         gpu_req = c.get("resources", {}).get("requests", {}).get(GPU)
         gpu_lim = c.get("resources", {}).get("limits", {}).get(GPU)
         if gpu_req != gpu_lim:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -39,6 +40,24 @@ def test_pool_reuses_prefix_and_evicts_least_recent_tail_first():
     assert third is not None
     # the most recent release was `second` (1, 2, 9); its tail 9 and first's tail 3 went first
     assert sorted(pool.cached_hashes) == [1, 2, 5, 6, 7, 8]
+
+
+def test_hits_on_blocks_still_computing_are_hits_that_wait_for_them():
+    """vLLM 0.32 caches a request's full blocks when it schedules them (allocate_slots -> cache_blocks):
+    a second request on that prefix hits them, but they are read only once the first prefill computed them."""
+    pool = BlockPool(capacity=10, block_size=4)
+    first = pool.allocate([1, 2, 3], extra=0)
+    assert first is not None and first.fresh == first.blocks and first.hits_ready_at(0) == 0.0
+    first.computed_at(100.0)  # the first prefill ends at t=100
+    second = pool.allocate([1, 2, 9], extra=1)
+    assert second is not None and second.hit_blocks == 2 and [b.hash for b in second.fresh] == [9]
+    assert second.hits_ready_at(2) == 100.0  # its hits are the first request's blocks, ready at 100
+    second.computed_at(150.0)
+    assert first.blocks[0].ready_at == 100.0  # a hit does not move the time of blocks it did not compute
+    pool.release(first)
+    pool.release(second)
+    third = pool.allocate([1, 2, 9, 4], extra=0)
+    assert third is not None and third.hit_blocks == 3 and third.hits_ready_at(3) == 150.0
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +118,52 @@ def test_lru_eviction_under_capacity(mocks):
     assert again["usage"]["prompt_tokens_details"] is None  # evicted by the three others
     status, err = post(small.url + "/v1/chat/completions", long_prompt("eta", 1200))
     assert status == 400 and "--kv-blocks" in err["error"]["message"]
+
+
+@pytest.mark.e2e_mock
+def test_a_prefix_being_computed_is_a_hit_whose_first_token_waits_for_it(mocks):
+    """Two requests on one long prefix, the second sent while the first is still in its prefill: the second
+    reports the prefix as cached tokens (as vLLM does) but answers only after the first prefill ends."""
+    slow, _ = mocks
+    text = " ".join(f"omega word{i}" for i in range(300))
+    first_body = {"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": text + " first?"}]}
+    second_body = {"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": text + " second?"}]}
+    waits_before = metric(slow.url, "mock_prefix_waits_total")
+    done: dict[str, float] = {}
+    replies: dict[str, dict] = {}
+
+    def send(name: str, body: dict) -> None:
+        status, out = post(slow.url + "/v1/chat/completions", body)
+        assert status == 200, out
+        done[name], replies[name] = time.perf_counter(), out
+
+    start = time.perf_counter()
+    first = threading.Thread(target=send, args=("first", first_body))
+    first.start()
+    time.sleep(0.08)  # the first prefill (~600 tokens at --prefill-tps 2000: ~0.3 s) is under way
+    sent_second = time.perf_counter()
+    send("second", second_body)
+    first.join()
+    n = replies["first"]["usage"]["prompt_tokens"]
+    assert done["first"] - start > n / 2000 * 0.9  # the first computed its whole prompt
+    cached = replies["second"]["usage"]["prompt_tokens_details"]["cached_tokens"]
+    assert cached >= (n - 16) // 16 * 16 - 16  # the shared prefix counted as cached, not computed again
+    # ... yet the second answered no earlier than the first: it waited for the blocks to be computed
+    # (with the old rule it answered ~10 ms after it was sent, long before the first).
+    assert done["second"] >= done["first"] - 0.02
+    assert done["second"] - sent_second > 0.15
+    assert metric(slow.url, "mock_prefix_waits_total") == waits_before + 1
+    # Once computed, the prefix is an ordinary hit: no wait.
+    third_body = {"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": text + " third?"}]}
+    elapsed, third = timed(slow.url, third_body)
+    assert third["usage"]["prompt_tokens_details"]["cached_tokens"] == cached and elapsed < 0.1
+    assert metric(slow.url, "mock_prefix_waits_total") == waits_before + 1
+
+
+@pytest.mark.e2e_mock
+def test_cache_size_is_exported_as_vllm_does(mocks):
+    """vllm:cache_config_info carries the cache's size in its labels (what the kv router reads)."""
+    _, small = mocks
+    text = get(small.url + "/metrics")[1]
+    line = next(row for row in text.splitlines() if row.startswith("vllm:cache_config_info{"))
+    assert 'num_gpu_blocks="40"' in line and 'block_size="16"' in line and line.endswith(" 1.0")

@@ -11,7 +11,7 @@ import pytest
 from graph.plan import Plan
 from compiler.plan import PlanOptions, plan
 from compiler.targets import local
-from graph import Decode, Encoder, Frontend, Graph, Prefill, PrefillDecode, Processor, Worker, load_graph, resolve
+from graph import Decode, Encoder, Frontend, Graph, Prefill, PrefillDecode, Processor, Worker, resolve
 from compiler.load import load_spec
 from compiler.resolve import with_engines
 from tests.goldens import assert_golden

@@ -38,8 +38,8 @@ def _script(p: Plan, **options: object) -> str:
 
 def _steps(text: str) -> dict[str, str]:
     """service name -> its whole srun command (continuation lines joined)."""
-    joined = text.replace(" \\\n  ", " ")
-    return {m.group(1): m.group(0) for m in re.finditer(r"^srun --job-name=(\S+) .*$", joined, re.M)}
+    joined = re.sub(r" \\\n\s+", " ", text)
+    return {m.group(1): m.group(0).strip() for m in re.finditer(r"^\s*srun --job-name=(\S+) .*$", joined, re.M)}
 
 
 def _sbatch(text: str) -> list[str]:
@@ -64,10 +64,10 @@ def test_every_script_is_valid_bash_and_starts_each_service_once(path: pathlib.P
     steps = _steps(text)
     assert sorted(steps) == sorted(s.name for s in p.services)
     # The frontend starts after every other service has been waited for.
-    fe_start = text.index(f"srun --job-name={p.frontend} ")
+    fe_start = text.index(f"\nstart_step {p.frontend}\n")
     for s in p.services:
         if s.name != p.frontend:
-            assert text.index(f"wait_healthy {s.name} ") < fe_start, s.name
+            assert text.index(f"\nwait_healthy {s.name}\n") < fe_start, s.name
     for s in p.services:
         assert f'export SG_HOST_{s.name.upper().replace("-", "_")}="${{SG_NODES[' in text
 
@@ -131,7 +131,8 @@ def test_gpu_packing_first_fit_largest_first() -> None:
     assert placement.hosts["prefill-0"] == (0,) and placement.hosts["decode-0"] == (0,)
     assert placement.hosts["decode-1"] == (1,) and placement.hosts["encoder-0"] == (1,)
     assert placement.hosts["processor-0"] == (0,) and placement.hosts["frontend-0"] == (0,)
-    text = _script(p, gpus_per_node=4)
+    # encoders and prefill land on different nodes: vLLM's encoder cache needs a folder both see
+    text = _script(p, gpus_per_node=4, shared_cache_dir="/shared/ec")
     assert "#   node 1: encoder-0 (1 GPU, 4 cores), encoder-1 (1 GPU, 4 cores), decode-1 (2 GPUs, 8 cores)" in text
 
 
@@ -182,12 +183,13 @@ def test_compile_through_the_cli_writes_the_options(tmp_path: pathlib.Path) -> N
     ok = subprocess.run(
         [sys.executable, "-m", "compiler.cli", "compile", str(ROOT / "pipelines/e_p_d.py"), "-t", "slurm",
          "-o", str(out), "-O", "gpus_per_node=4", "-O", "max_nodes=2", "-O", "partition=gpu",
-         "-O", "account=proj1", "-O", "time=1-00:00:00"],
+         "-O", "account=proj1", "-O", "time=1-00:00:00", "-O", "shared_cache_dir=/shared/ec"],
         capture_output=True, text=True, cwd=ROOT, timeout=120,
     )
     assert ok.returncode == 0, ok.stderr
     text = (out / "llava-e-p-d.sbatch").read_text()
     assert {"--partition=gpu", "--account=proj1", "--time=1-00:00:00", "--nodes=2"} <= set(_sbatch(text))
+    assert '"shared_storage_path":"/shared/ec/llava-e-p-d"' in text
     assert os.access(out / "llava-e-p-d.sbatch", os.X_OK)
 
 
@@ -217,6 +219,8 @@ def test_unknown_platform_key_is_rejected_with_node_and_key() -> None:
     ({"nodes": 3, "max_nodes": 2}, "nodes=3 is more than max_nodes=2"),
     ({"sbatch_args": ["constraint=h100"]}, "list of --options"),
     ({"mem_per_cpu": "lots"}, "not a Slurm size"),
+    ({"restart_limit": -1}, "restart_limit must be a whole number >= 0"),
+    ({"restart_backoff_s": 0.5}, "restart_backoff_s must be a whole number >= 0"),
 ])
 def test_bad_options_are_refused(bad: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -230,6 +234,30 @@ def test_setup_run_dir_and_extra_sbatch_args_land_in_the_script() -> None:
     assert "module load cuda\nsource /opt/venv/bin/activate\n" in text
     assert 'RUN_DIR="${SG_RUN_DIR:-/scratch/$USER/sg-$SLURM_JOB_ID}"' in text
     assert {"--constraint=h100", "--exclusive", "--job-name=svc", "--mem-per-cpu=4G"} <= set(_sbatch(text))
+
+
+def test_a_lost_node_does_not_end_the_job_and_the_restart_policy_is_in_the_script() -> None:
+    text = _script(_plan("pd", mock=True), restart_limit=2, restart_backoff_s=4)
+    assert "--no-kill" in _sbatch(text)
+    for line in ("RESTART_LIMIT=2", "RESTART_BACKOFF_S=4", "RESTART_BACKOFF_MAX_S=30", "RESTART_RESET_S=60",
+                 "FRONTEND=frontend-0", "SERVICES=(prefill-0 decode-0 frontend-0)"):
+        assert f"\n{line}\n" in text, line
+    assert "# 4 s (doubling up to 30 s), at most 2 times in a row (-O restart_limit);" in text
+    assert "Services are not restarted (-O restart_limit=0)" in _script(_plan("pd", mock=True), restart_limit=0)
+    # restarts append to the service's log instead of replacing the log of the crash
+    assert all("--open-mode=append" in step for step in _steps(text).values())
+
+
+@pytest.mark.parametrize("path", PIPELINES, ids=lambda p: p.stem)
+def test_the_frontend_runs_on_node_0_with_the_batch_script(path: pathlib.Path) -> None:
+    """Losing node 0 ends the job whatever we do (the batch script runs there): the frontend must be
+    there too, so that losing any other node leaves it serving."""
+    p = _plan(path.stem)
+    placement = slurm.place(p, slurm.step_settings(p, slurm.Options()), gpus_per_node=8)
+    assert placement.hosts[p.frontend] == (0,)
+    text = _script(p)
+    assert f'export SG_HOST_{p.frontend.upper().replace("-", "_")}="${{SG_NODES[0]}}"' in text
+    assert re.search(rf"^echo \"servegraph: host \$\{{SG_NODES\[0\]\}} \(node 0\) runs .*{p.frontend}", text, re.M)
 
 
 def _wrapper(tmp_path: pathlib.Path) -> pathlib.Path:
@@ -250,7 +278,7 @@ def test_step_wrapper_expands_placeholders_in_env_and_argv(tmp_path: pathlib.Pat
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0] == "sg-step: decode-0 host=node3 rank=1 CUDA_VISIBLE_DEVICES=4,5"
+    assert re.fullmatch(r"sg-step: decode-0 host=node3 rank=1 pid=\d+ CUDA_VISIBLE_DEVICES=4,5", lines[0]), lines[0]
     assert lines[1] == str(["--master-addr", "node7", "--node-rank", "1", "$HOME ${", "u=node71"])
     assert lines[2] == "node3:x a b"
 

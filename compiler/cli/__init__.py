@@ -73,6 +73,10 @@ def inspect(
     edges: bool = typer.Option(False, "--edges", help="show each edge's transport and the settings chosen, with why"),
     plan_out: bool = typer.Option(False, "--plan", help="show the compiled Plan (processes, ports, argv)"),
     device: str = typer.Option("gpu", "--device", help="gpu or cpu (for --edges/--plan)"),
+    target: Optional[str] = typer.Option(
+        None, "--target", "-t", help="with --edges/--plan: as compiled for this target (local | k8s | slurm), "
+        "its checks and -O options applied (e.g. -t slurm -O network=tcp)"),
+    opt: Optional[List[str]] = typer.Option(None, "--opt", "-O", help="target option KEY=VALUE (with --target)"),
     mock: bool = MOCK,
     model: Optional[str] = MODEL,
     set_: Optional[List[str]] = SET,
@@ -81,7 +85,7 @@ def inspect(
     """Print the resolved graph (defaults filled) as a table or JSON."""
     from .inspect_cmd import run
 
-    run(pipeline, _overrides(mock, model, set_, graph), json_out, edges, plan_out, device)
+    run(pipeline, _overrides(mock, model, set_, graph), json_out, edges, plan_out, device, target, list(opt or []))
 
 
 @app.command("list")
@@ -200,6 +204,19 @@ def cancel(
     from .slurm_cmd import cancel as run_cancel
 
     run_cancel(None if last else job)
+
+
+@app.command()
+def status(
+    job: Optional[str] = typer.Argument(None, help="Slurm job id (default: the last `graph submit`)"),
+    json_out: bool = typer.Option(False, "--json", help="print the status as JSON"),
+    from_job: bool = typer.Option(False, "--from-job", help=(
+        "probe health from inside the job (srun on its first node) instead of from here")),
+) -> None:
+    """A graph's Slurm job: its state, each service's host, step, pid, restarts, last exit and health."""
+    from .slurm_status import status as run_status
+
+    run_status(job, json_out, from_job)
 
 
 @app.command()

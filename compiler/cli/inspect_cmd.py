@@ -11,21 +11,29 @@ from graph.nodes import ROLES
 from graph import GraphSpec
 
 from .common import (
-    Overrides, checked_plan, console, fail, is_wide, load_spec, make_table, print_errors, print_json, problems_of,
+    Overrides, checked_plan, compiled, console, fail, is_wide, load_spec, make_table, print_errors, print_json,
+    problems_of,
 )
+from .target_options import parse_target_options, target_named
 
 
-def run(path: str, overrides: Overrides, json_out: bool, edges: bool, plan_out: bool, device: str) -> None:
+def run(path: str, overrides: Overrides, json_out: bool, edges: bool, plan_out: bool, device: str,
+        target_name: str | None = None, opts: list[str] | None = None) -> None:
     """Print the resolved graph, or its edges' transport settings, or its Plan.
 
     The plain view works on an invalid graph too (it is how one looks for the
     mistake): the problems follow the tables and the exit code is 1. ``--edges``
-    and ``--plan`` compile, so they need a valid graph.
+    and ``--plan`` compile, so they need a valid graph; with a target (and its
+    ``-O`` options) they show what ``graph compile`` for it would emit, after its checks.
     """
     if device not in ("gpu", "cpu"):
         fail(f"--device must be gpu or cpu, not '{device}'")
+    if (target_name or opts) and not (edges or plan_out):
+        fail("--target/-O shape what --edges and --plan show; add one of them")
+    if opts and target_name is None:
+        fail("-O sets a target's option: name the target with --target (e.g. --target slurm -O network=tcp)")
     if edges or plan_out:
-        _compiled(path, overrides, json_out, edges, plan_out, device)
+        _compiled(path, overrides, json_out, edges, plan_out, device, target_name, opts or [])
         return
     spec, recorded = load_spec(path, overrides)
     errors = problems_of(spec, recorded)
@@ -38,10 +46,17 @@ def run(path: str, overrides: Overrides, json_out: bool, edges: bool, plan_out: 
         raise SystemExit(1)
 
 
-def _compiled(path: str, overrides: Overrides, json_out: bool, edges: bool, plan_out: bool, device: str) -> None:
+def _compiled(path: str, overrides: Overrides, json_out: bool, edges: bool, plan_out: bool, device: str,
+              target_name: str | None, opts: list[str]) -> None:
     from ..plan import PlanOptions  # the compiler only when asked for
 
-    the_plan = checked_plan(path, overrides, PlanOptions(device=device))
+    if target_name is None:
+        the_plan = checked_plan(path, overrides, PlanOptions(device=device))
+    else:
+        target = target_named(target_name)
+        options = parse_target_options(target, opts)
+        the_plan = compiled(path, overrides, target, options,
+                            PlanOptions(device=device, single_host=target.single_host)).plan
     if json_out:
         data: dict[str, Any] = {}
         if edges:
@@ -71,7 +86,7 @@ def _print_spec(spec: GraphSpec) -> None:
     for n in spec.nodes:
         engine = f"{n.engine} ({n.imitate})" if n.imitate else (n.engine or "")
         cells = {
-            "name": n.name, "role": n.role, "engine": engine, "model": n.model or "", "replicas": str(n.replicas),
+            "name": n.name, "role": f"{n.role} ({n.kind})" if n.code else n.role, "engine": engine, "model": n.model or "", "replicas": str(n.replicas),
             "tp/pp/dp": f"{n.tp}/{n.pp}/{n.dp}" if n.is_engine else "", "GPUs/host": str(n.gpus) if n.is_engine else "",
             "hosts": str(n.nodes) if n.is_engine else "", "GPUs": str(n.gpus_total), "port": str(n.port or ""),
             "settings": _settings(n.role, n.model_dump(mode="json")), "declared at": _at(n.where, spec, wide),
@@ -102,7 +117,8 @@ def _at(where: Any, spec: GraphSpec, wide: bool) -> str:
 
 
 # Fields shown in their own columns; the rest appear under "settings" when not default.
-_SHOWN = {"name", "role", "engine", "imitate", "model", "replicas", "tp", "pp", "dp", "gpus", "nodes", "port", "where"}
+_SHOWN = {"name", "role", "engine", "imitate", "model", "replicas", "tp", "pp", "dp", "gpus", "nodes", "port", "where",
+          "code"}
 _DEFAULTS: dict[str, Any] = {"env": {}, "cpu": None, "memory": None, "platform": {}, "served_model_name": None,
                              "dtype": "auto", "kv_cache_dtype": "auto", "block_size": None, "max_model_len": None,
                              "engine_args": {}, "mock": {}, "options": {}}
@@ -110,7 +126,7 @@ _DEFAULTS: dict[str, Any] = {"env": {}, "cpu": None, "memory": None, "platform":
 
 def _settings(role: str, data: dict[str, Any]) -> str:
     """The node's settings that differ from their defaults, one a line."""
-    fields = ROLES[role].model_fields
+    fields = ROLES[role].model_fields if role in ROLES else {}
     parts = []
     for key, value in data.items():
         if key in _SHOWN or _DEFAULTS.get(key, object()) == value:
@@ -129,11 +145,19 @@ def _print_edges(the_plan: Any) -> None:
     console.print(f"[bold]edges of '{the_plan.graph}' on {the_plan.device}[/]")
     for e in the_plan.edges:
         s = e.settings
+        head = f"{e.src} → {e.dst}  {e.type}  "
         if s is None:
-            console.print(f"{e.src} → {e.dst}  {e.type}  {e.transport}: HTTP between services")
+            console.print(f"{head}{e.transport}: HTTP between services", markup=False)
             continue
-        console.print(f"{e.src} → {e.dst}  {e.type}  [red]{e.transport}[/] ({s.backend}) {s.direction}, "
-                      f"{s.buffer_device} buffers, placement {s.placement}")
+        if e.transport == "files":
+            shared = "shared by the target" if s.folder_shared else "not shared between hosts"
+            console.print(f"{head}files in a folder, not NIXL: {s.folder} ({shared}), placement {s.placement}",
+                          markup=False)
+        elif e.transport == "engine":
+            console.print(f"{head}the engine's own transfer, not set up by servegraph", markup=False)
+        else:
+            console.print(f"{head}[red]{e.transport}[/] ({s.backend}) {s.direction}, {s.buffer_device} buffers, "
+                          f"placement {s.placement}, network {s.network}")
         for key, value in sorted(s.env.items()):
             console.print(f"    env {key}={value}", markup=False)
         for reason in s.reasons:

@@ -4,6 +4,9 @@ The sbatch script is the authority on start-up (it waits for health with the
 Plan's timeouts and exits if a service fails), so following a job needs no
 timeout of its own: a job waits in the queue as long as the cluster makes it,
 and once it runs it either prints ``servegraph: ready at URL`` or ends.
+Following shows the batch log's own lines as they come (which host runs which
+service, each service healthy, every restart and lost node); ``graph status``
+(slurm_status.py) shows the job's state at any time.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from .compile_cmd import print_kept, write_files
 from .target_options import parse_target_options
 
 POLL_S = 1.0
+#: Job states in which the job may still serve (or start to).
+LIVE_STATES = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED")
 #: Seconds a cancelled job may take to leave the queue before we stop waiting.
 CANCEL_WAIT_S = 60.0
 _LAST_JOB_FILE = "slurm-last-job.json"
@@ -82,15 +87,16 @@ def submit(pipeline: str, overrides: Overrides, out: str, opts: list[str], devic
     console.print(f"[bold]graph submit[/] {pipeline}: job [bold]{job.job_id}[/] (graph '{the_plan.graph}', "
                   f"{len(the_plan.services)} services); script {script}", soft_wrap=True)
     console.print(f"  batch log {job.batch_log}; cancel with `graph cancel {job.job_id}`", soft_wrap=True)
+    log = BatchLog(job.batch_log)
     try:
-        url = follow_until_ready(job)
-        console.print(f"[green]ready[/] {url}/v1  ({time.monotonic() - started:.1f} s after sbatch)", soft_wrap=True)
+        url = follow_until_ready(job, log)
+        console.print(f"[green]ready[/] {url}/v1  ({time.monotonic() - started:.1f} s after sbatch); "
+                      f"`graph status {job.job_id}` shows services, hosts, restarts and health", soft_wrap=True)
         if not wait:
             raise SystemExit(0)
         console.print("following the job; Ctrl-C cancels it")
-        state = follow_until_end(job.job_id)
+        state = follow_until_end(job.job_id, log)
         console.print(f"job {job.job_id} ended: {state}")
-        _print_tail(job.batch_log)
         raise SystemExit(0 if state.startswith("COMPLETED") else 1)
     except KeyboardInterrupt:
         err_console.print(f"\ncancelling job {job.job_id} ...")
@@ -109,7 +115,7 @@ def cancel(job: str | None) -> None:
     """
     _require_slurm()
     if job in (None, "--last", "last"):
-        last = _load_last()
+        last = load_last()
         if last is None:
             fail("no job to cancel: `graph submit` has not started one here; give a job id (squeue lists them)", 1)
         job = last.job_id
@@ -120,12 +126,35 @@ def cancel(job: str | None) -> None:
     raise SystemExit(0)
 
 
-def follow_until_ready(job: Submitted) -> str:
-    """Print the job's state changes until its frontend answers; returns the URL (without /v1).
+class BatchLog:
+    """The batch log, read as it grows: each call to :meth:`show_new` prints the lines added since."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._offset = 0
+
+    def show_new(self) -> None:
+        """Print the complete lines written since the last call (indented, as they are)."""
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self._offset)
+                data = fh.read()
+        except OSError:
+            return
+        end = data.rfind(b"\n") + 1
+        self._offset += end
+        for line in data[:end].decode(errors="replace").splitlines():
+            console.print(f"  | {line}", markup=False, highlight=False, soft_wrap=True)
+
+
+def follow_until_ready(job: Submitted, log: BatchLog | None = None) -> str:
+    """Print the job's state changes and its batch log until its frontend answers; returns the URL
+    (without /v1).
 
     Raises:
         SystemExit(1): the job ended first (its state, reason and the batch log's tail are printed).
     """
+    log = log or BatchLog(job.batch_log)
     last = ""
     while True:
         state, reason = job_state(job.job_id)
@@ -133,7 +162,8 @@ def follow_until_ready(job: Submitted) -> str:
         if shown != last:
             console.print(f"  job {job.job_id}: {shown}")
             last = shown
-        if state not in ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED"):
+        log.show_new()
+        if state not in LIVE_STATES:
             err_console.print(f"[bold red]error:[/] job {job.job_id} ended ({shown}) before the frontend answered", soft_wrap=True)
             _print_tail(job.batch_log, err=True)
             raise SystemExit(1)
@@ -143,13 +173,18 @@ def follow_until_ready(job: Submitted) -> str:
         time.sleep(POLL_S)
 
 
-def follow_until_end(job_id: str) -> str:
-    """Wait until the job leaves the queue; returns its final state."""
+def follow_until_end(job_id: str, log: BatchLog | None = None) -> str:
+    """Print the batch log as it grows (restarts, lost nodes) until the job leaves the queue; returns
+    its final state."""
     while True:
+        if log is not None:
+            log.show_new()
         state, reason = job_state(job_id)
-        if state not in ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED"):
+        if state not in LIVE_STATES:
+            if log is not None:
+                log.show_new()
             return f"{state} ({reason})" if reason and reason != "None" else state
-        time.sleep(2 * POLL_S)
+        time.sleep(POLL_S)
 
 
 def job_state(job_id: str) -> tuple[str, str]:
@@ -318,7 +353,8 @@ def _save_last(job: Submitted) -> None:
     os.replace(tmp, os.path.join(folder, _LAST_JOB_FILE))
 
 
-def _load_last() -> Submitted | None:
+def load_last() -> Submitted | None:
+    """The job the last `graph submit` here started, if any."""
     try:
         with open(os.path.join(_state_dir(), _LAST_JOB_FILE), encoding="utf-8") as fh:
             return Submitted(**json.load(fh))

@@ -46,6 +46,9 @@ class EngineInput(EngineSettings):
     encoder_urls: tuple[str, ...] = Field(default=(), description="base URLs of the encoder replicas feeding it")
     encoder_cache_dir: str | None = Field(default=None, description="shared folder for encoder output, if used")
     cpu_cores: str | None = Field(default=None, description="cores to bind its threads to on a shared CPU host")
+    multimodal: bool = Field(default=False, description="the graph's requests carry media (it has a Processor, "
+                                                        "an Encoder or an EncodePrefill)")
+    separate_encoder: bool = Field(default=False, description="the graph has an Encoder node of its own")
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,9 @@ class EngineAdapter:
     #: How a separate encoder's embeddings reach this engine's language model: "nixl" (our tensor
     #: edge), "files" (a folder both see), or "engine" (the language model fetches them itself).
     embeddings_transfer: ClassVar[Literal["nixl", "files", "engine"]] = "nixl"
+    #: How it hands embeddings over when that is not our NIXL edge, in one sentence (``graph inspect
+    #: --edges`` and ``graph compile`` print it): what writes/reads what, and where the fact was read.
+    embeddings_how: ClassVar[str] = ""
     #: The container image of this engine version (None: it runs in ours).
     image: ClassVar[str | None] = None
     #: CPU cores per GPU it wants on a cluster (its step's or pod's request), at least 1 in all.
@@ -251,3 +257,14 @@ def without_flags(args: list[str], flags: tuple[str, ...]) -> list[str]:
         else:
             out.append(arg)
     return out
+
+
+def dynamo_component(role: str) -> str:
+    """The DynamoGraphDeployment component name of a worker in ``role`` (prefill, decode, else worker)."""
+    return {"prefill": "prefill", "encode_prefill": "prefill", "decode": "decode"}.get(role, "worker")
+
+
+def dynamo_mode_args(role: str) -> list[str]:
+    """Dynamo's ``--disaggregation-mode`` for ``role`` (vLLM's and TRT-LLM's workers take the same values)."""
+    mode = {"encoder": "encode", "prefill": "prefill", "encode_prefill": "prefill", "decode": "decode"}.get(role)
+    return ["--disaggregation-mode", mode] if mode else []

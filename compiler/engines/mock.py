@@ -107,13 +107,25 @@ class MockAdapter(EngineAdapter):
             argv += ["--bootstrap-port", str(spec.extra_ports["bootstrap"])]
         if spec.block_size:
             argv += ["--block-size", str(spec.block_size)]
+        if spec.nodes > 1:
+            # one process per host; each learns its rank and leader from the target (SG_NODE_RANK,
+            # SG_LEADER_HOST), so `graph run`, which starts one, runs it as the whole replica
+            argv += ["--nnodes", str(spec.nodes), "--dist-port", str(spec.extra_ports["dist"])]
         argv += flag_args({k.replace("_", "-"): v for k, v in spec.mock.items()})
         return EngineCommand(argv=argv, env={}, health_path="/health", startup_timeout_s=60.0)
 
     def dynamo(self, spec: EngineInput) -> DynamoWorker | None:
-        """Dynamo's own mock engine, ``dynamo.mocker``, in the vLLM runtime image."""
+        """Dynamo's own mock engine, ``python3 -m dynamo.mocker``, in the vLLM runtime image.
+
+        ai-dynamo 1.6.1's dynamo/mocker/args.py: ``--model-path``, ``--model-name`` and
+        ``--disaggregation-mode`` agg|prefill|decode; it has no encode mode and takes no media.
+        """
         if spec.role not in ("worker", "prefill", "decode"):
-            return None
-        return DynamoWorker(component=spec.role, command=["python3", "-m", "dynamo.mocker"],
-                            args=["--model-path", spec.model, "--model-name", spec.model],
+            return DynamoWorker(unsupported=(
+                f"Dynamo's mocker plays aggregated, prefill or decode workers only (dynamo.mocker "
+                f"--disaggregation-mode agg|prefill|decode, ai-dynamo 1.6.1), not the {spec.role} role"))
+        args = ["--model-path", spec.model, "--model-name", spec.served_model_name or spec.model]
+        if spec.role != "worker":
+            args += ["--disaggregation-mode", spec.role]
+        return DynamoWorker(component=spec.role, command=["python3", "-m", "dynamo.mocker"], args=args,
                             runtime_image="vllm-runtime")

@@ -13,8 +13,8 @@ from graph.plan import DynamoWorker
 
 from ..errors import CompileError, NodeValues, node_error
 from .base import (
-    EngineAdapter, EngineCommand, EngineInput, Installation, ValueRules, flag_args, tp_ratio_problem, unless_default,
-    without_flags,
+    EngineAdapter, EngineCommand, EngineInput, Installation, ValueRules, dynamo_component, flag_args, tp_ratio_problem,
+    unless_default, without_flags,
 )
 
 # SGLang names fp8 KV caches by format; "fp8" (vLLM's spelling) means e4m3 there too.
@@ -37,6 +37,8 @@ class SglangAdapter(EngineAdapter):
     # The prefill WRITEs the KV into pages the decode allocated (sglang/srt/disaggregation/nixl/conn.py).
     kv_transfer = "WRITE"
     embeddings_transfer = "engine"
+    embeddings_how = ("SGLang's language model (--language-only) fetches the embeddings from its --encoder-urls "
+                      "itself; servegraph sets no transport for it")
     image = "lmsysorg/sglang:v0.5.23"
     #: python/sglang/srt/arg_groups/fields/model.py, ``dtype`` and ``kv_cache_dtype`` choices (sglang 0.5.23),
     #: plus "fp8", which the adapter lowers to fp8_e4m3.
@@ -68,13 +70,32 @@ class SglangAdapter(EngineAdapter):
         return EngineCommand(argv=argv, env={}, health_path="/health", startup_timeout_s=900.0)
 
     def dynamo(self, spec: EngineInput) -> DynamoWorker | None:
-        """``python3 -m dynamo.sglang`` with our flags but the address and multi-host wiring."""
-        if spec.role not in ("worker", "prefill", "decode"):
-            return None
+        """``python3 -m dynamo.sglang`` (ai-dynamo 1.6.1) with our flags, less the address, the multi-host
+        wiring and our E/P/D wiring (``--encoder-only``, ``--language-only --encoder-urls``): Dynamo's encode
+        worker and its workers find each other themselves.
+
+        Read in ai-dynamo 1.6.1's wheel, dynamo/sglang/backend_args.py and args.py
+        (_normalize_multimodal_disaggregation_args): an encoder is ``--disaggregation-mode encode
+        --enable-multimodal``; workers that take embeddings from it add ``--dedicated-mm-encoder`` (a
+        combined one ``--disaggregation-mode pd``); without a separate encoder, ``--enable-multimodal``.
+        """
         head, tail = self._flags(spec)
-        component = spec.role if spec.role in ("prefill", "decode") else "worker"
-        return DynamoWorker(component=component, command=["python3", "-m", "dynamo.sglang"],
-                            args=[*head, *without_flags(tail, _MULTINODE)], runtime_image="sglang-runtime")
+        tail = without_flags(tail, _MULTINODE)
+        if "--encoder-urls" in tail:  # takes every URL after it
+            cut = tail.index("--encoder-urls")
+            rest = tail[cut + 1:]
+            tail = tail[:cut] + rest[next((i for i, a in enumerate(rest) if a.startswith("--")), len(rest)):]
+        args = [*head, *(a for a in tail if a not in ("--encoder-only", "--language-only"))]
+        if spec.multimodal:
+            if spec.role == "encoder":
+                args += ["--disaggregation-mode", "encode"]
+            elif spec.role == "prefill_decode" and spec.separate_encoder:
+                args += ["--disaggregation-mode", "pd"]
+            args += ["--enable-multimodal"]
+            if spec.separate_encoder and spec.role != "encoder":
+                args += ["--dedicated-mm-encoder"]
+        return DynamoWorker(component=dynamo_component(spec.role), command=["python3", "-m", "dynamo.sglang"], args=args,
+                            runtime_image="sglang-runtime", media=spec.multimodal)
 
     def _flags(self, spec: EngineInput) -> tuple[list[str], list[str]]:
         """(the model flags, every other flag): the address goes between the two."""

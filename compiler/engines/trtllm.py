@@ -11,10 +11,16 @@ checked against TensorRT-LLM's source in tests/test_engine_flags.py.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from graph.plan import DynamoWorker
+
 from ..errors import CompileError, NodeValues
-from .base import EngineAdapter, EngineCommand, EngineInput, Installation, ValueRules, flag_args, unless_default
+from .base import (
+    EngineAdapter, EngineCommand, EngineInput, Installation, ValueRules, dynamo_component, dynamo_mode_args, flag_args,
+    unless_default,
+)
 
 _DEFAULT_BUFFER_TOKENS = 8192
 
@@ -31,6 +37,8 @@ class TrtllmAdapter(EngineAdapter):
     # The context (prefill) side's cache transceiver sends the KV.
     kv_transfer = "WRITE"
     embeddings_transfer = "engine"
+    embeddings_how = ("TensorRT-LLM moves the embeddings of its mm_embedding_serve encoder to the language model "
+                      "by its own means; servegraph sets no transport for it")
     image = "nvcr.io/nvidia/tensorrt-llm/release:1.2.1"
     #: tensorrt_llm/llmapi/llm_args.py: ``dtype`` (converted by str_dtype_to_torch) and KvCacheConfig.dtype.
     rules = ValueRules(
@@ -72,6 +80,41 @@ class TrtllmAdapter(EngineAdapter):
             config_file=config_file if options else None,
             config=options or None,
         )
+
+    def dynamo(self, spec: EngineInput) -> DynamoWorker | None:
+        """``python3 -m dynamo.trtllm`` (ai-dynamo 1.6.1): our LLM API options go in ``--override-engine-args``
+        (JSON merged over Dynamo's own engine arguments) instead of a YAML file, the block size in
+        ``--kv-block-size`` (an override of ``kv_cache_config`` would replace Dynamo's whole KvCacheConfig).
+
+        Read in ai-dynamo 1.6.1's wheel: dynamo/trtllm/backend_args.py (``--model``,
+        ``--served-model-name``, ``--tensor-parallel-size``, ``--pipeline-parallel-size``, ``--max-seq-len``,
+        ``--kv-block-size``, ``--override-engine-args``, ``--disaggregation-mode`` agg|pd|prefill|decode|encode,
+        ``--enable-multimodal``, ``--encode-endpoint``), args.py (an encode worker serves
+        ``<namespace>.encode.generate``) and workers/llm_worker.py (overrides are json.loads + deep_update);
+        the operator gives every pod its namespace as DYN_NAMESPACE. Shapes as
+        dynamo/profiler/templates/dgd/trtllm/disagg.yaml in the same wheel.
+        """
+        args = ["--model", spec.model, "--served-model-name", spec.served_model_name]
+        if spec.role != "encoder":
+            args += unless_default("--tensor-parallel-size", spec.tp, 1)
+            args += unless_default("--pipeline-parallel-size", spec.pp, 1)
+            args += unless_default("--max-seq-len", spec.max_model_len)
+            args += unless_default("--kv-block-size", spec.block_size)
+            options = _llm_api_options(spec)
+            kv_cache = {k: v for k, v in options.pop("kv_cache_config", {}).items() if k != "tokens_per_block"}
+            if kv_cache:
+                options["kv_cache_config"] = kv_cache
+            if options:
+                args += ["--override-engine-args", json.dumps(options, sort_keys=True, separators=(",", ":"))]
+        args += dynamo_mode_args(spec.role)
+        if spec.multimodal:
+            args += ["--enable-multimodal"]
+            if spec.consumes_embeddings:
+                # Kubernetes expands $(DYN_NAMESPACE) from the env the operator gives the container.
+                args += ["--encode-endpoint", "dyn://$(DYN_NAMESPACE).encode.generate"]
+        args += flag_args(spec.engine_args)
+        return DynamoWorker(component=dynamo_component(spec.role), command=["python3", "-m", "dynamo.trtllm"], args=args,
+                            runtime_image="tensorrtllm-runtime", media=spec.multimodal)
 
 
 def _llm_api_options(spec: EngineInput) -> dict[str, Any]:

@@ -19,8 +19,8 @@ from graph.plan import DynamoWorker
 
 from ..errors import CompileError, NodeValues, node_error
 from .base import (
-    EngineAdapter, EngineCommand, EngineInput, Installation, ValueRules, flag_args, tp_ratio_problem, unless_default,
-    without_flags,
+    EngineAdapter, EngineCommand, EngineInput, Installation, ValueRules, dynamo_component, dynamo_mode_args, flag_args,
+    tp_ratio_problem, unless_default, without_flags,
 )
 
 _KV_PRODUCERS = {"prefill", "encode_prefill"}
@@ -45,6 +45,11 @@ class VllmAdapter(EngineAdapter):
     protocol = "vllm"
     kv_transfer = "READ"
     embeddings_transfer = "files"
+    embeddings_how = (
+        "vLLM's ECExampleConnector writes each item's encoder output to <folder>/<mm_hash>/encoder_cache.safetensors "
+        "and the consumer reads that file: files in a folder, not NIXL (vLLM 0.32's NIXL one, ECCPUConnector, "
+        "needs the V2 model runner, which the CPU build cannot run: docs/engines.md, \"vLLM\")"
+    )
     image = "vllm/vllm-openai:v0.32.0"
     #: vllm/config/model.py ``ModelDType`` and vllm/config/cache.py ``CacheDType`` (vLLM 0.32).
     rules = ValueRules(
@@ -90,18 +95,32 @@ class VllmAdapter(EngineAdapter):
         return EngineCommand(argv=argv, env=env, health_path="/health", startup_timeout_s=900.0)
 
     def dynamo(self, spec: EngineInput) -> DynamoWorker | None:
-        """``python3 -m dynamo.vllm`` with our flags but the address and multi-host wiring, which the
-        operator sets (examples/backends/vllm/deploy/v1beta1/disagg.yaml, disagg-multinode.yaml)."""
-        if spec.role not in ("worker", "prefill", "decode"):
-            return None
+        """``python3 -m dynamo.vllm`` (ai-dynamo 1.6.1) with our flags, less what Dynamo sets itself: the
+        address, the multi-host wiring (its operator) and the encoder-cache connector (its encode worker
+        sends embeddings over NIXL, ``--embedding-transfer-mode nixl-write`` by default).
+
+        Read in ai-dynamo 1.6.1's wheel: dynamo/vllm/backend_args.py (``--disaggregation-mode``
+        agg|pd|prefill|decode|encode, ``--enable-multimodal``, ``--route-to-encoder``; the
+        ``--multimodal-encode-worker``/``--multimodal-worker``/``--multimodal-processor`` flags of older
+        examples such as examples/backends/vllm/deploy/agg_llava.yaml are gone, _REMOVED_MULTIMODAL_ENV_VARS
+        names their replacements) and dynamo/vllm/worker_factory.py (an encode worker serves
+        ``<namespace>.encode.generate``; a worker with ``--route-to-encoder`` calls it). The processor's
+        job is the frontend's and the workers' (``--enable-multimodal`` workers load the media). Shapes as
+        examples/backends/vllm/deploy/v1beta1/disagg.yaml and launch/disagg_multimodal_p_d.sh
+        (``--enable-mm-embeds``, vLLM's own flag, on workers that take precomputed embeddings).
+        """
         head, tail, _ = self._flags(spec)
-        args = [*head, *without_flags(tail, _MULTINODE)]
-        component = "worker"
-        if spec.role in ("prefill", "decode"):
-            args += ["--disaggregation-mode", spec.role]
-            component = spec.role
-        return DynamoWorker(component=component, command=["python3", "-m", "dynamo.vllm"], args=args,
-                            runtime_image="vllm-runtime")
+        tail = [a for a in without_flags(tail, (*_MULTINODE, "--ec-transfer-config")) if a != "--mm-encoder-only"]
+        args = [*head, *tail]
+        args += dynamo_mode_args(spec.role)
+        if spec.multimodal:
+            args += ["--enable-multimodal"]
+            if spec.consumes_embeddings:
+                args += ["--route-to-encoder", "--enable-mm-embeds"]
+            elif spec.role == "decode":
+                args += ["--enable-mm-embeds"]
+        return DynamoWorker(component=dynamo_component(spec.role), command=["python3", "-m", "dynamo.vllm"], args=args,
+                            runtime_image="vllm-runtime", media=spec.multimodal)
 
     def _flags(self, spec: EngineInput) -> tuple[list[str], list[str], dict[str, str]]:
         """(the model flags, every other flag, env): the address goes between the two."""

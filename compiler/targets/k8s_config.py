@@ -1,5 +1,12 @@
 """ConfigMaps: our processes' config files (what they read), and the Plan for people and tools.
 
+The code of a node of the user's own travels in the first ConfigMap too, beside its
+config (``Service.files``): the compiled folder is then all a cluster needs (no
+image to build and push for a change to a node's code), and the code's digest in
+the pod's annotations rolls the pod when it changes. The price is the API server's
+1 MiB per ConfigMap; code that needs packages our image lacks, or is larger, goes in
+an image of its own (``platform={"k8s": {"image": ...}}`` on the node).
+
 Two ConfigMaps because the API server refuses one over 1 MiB and a large
 graph's plan.json passes that long before the config files do. A plan.json
 too big even alone is stored gzipped (deterministically) as binaryData.
@@ -15,6 +22,7 @@ import orjson
 
 from graph.plan import Service
 
+from .k8s_meta import file_key
 from .k8s_pods import PodContext
 from .output import to_yaml
 
@@ -43,12 +51,16 @@ def config_maps(ctx: PodContext) -> list[dict[str, Any]]:
         ValueError: the config files alone exceed what the API server accepts.
     """
     files = {s.config_file: config_text(s) for s in ctx.plan.services if s.config_file and s.config is not None}
+    code = {file_key(path): text for s in ctx.plan.services for path, text in s.files.items()}
     size = sum(len(k) + len(v.encode()) for k, v in files.items())
-    if size > CONFIG_MAP_LIMIT:
+    code_size = sum(len(k) + len(v.encode()) for k, v in code.items())
+    if size + code_size > CONFIG_MAP_LIMIT:
+        what = f"{size} bytes of config files and {code_size} of your nodes' code" if code else f"{size} bytes of config files"
         raise ValueError(
-            f"ConfigMap '{ctx.names.config_map}' would hold {size} bytes of config files, over the API server's "
-            f"1 MiB; split the graph or lower replica counts"
+            f"ConfigMap '{ctx.names.config_map}' would hold {what}, over the API server's 1 MiB; split the graph, "
+            "lower replica counts, or put large node code in an image of its own (platform={'k8s': {'image': ...}})"
         )
+    files.update(code)
     plan_json = json_text(ctx.plan.model_dump(mode="json"))
     if len(plan_json.encode()) <= CONFIG_MAP_LIMIT:
         plan_data: dict[str, Any] = {"data": {"plan.json": plan_json}}

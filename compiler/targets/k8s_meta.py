@@ -50,6 +50,12 @@ class Names:
             )
 
 
+def file_key(path: str) -> str:
+    """The config ConfigMap's key for a service's file at ``path`` (keys allow no '/'; the volume's
+    items put it back at ``path``). Paths name their node (code/<node>/...): replicas share one key."""
+    return re.sub(r"[^-._a-zA-Z0-9]", "_", path)
+
+
 def labels(plan: Plan, names: Names, service: Service) -> dict[str, str]:
     """Labels of every object of ``service``; the first two also select its pods."""
     return {

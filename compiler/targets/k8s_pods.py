@@ -15,6 +15,7 @@ from .k8s_meta import (
     LEADER_HOST_VAR,
     NODE_RANK_VAR,
     Names,
+    file_key,
     k8s_expand,
     port_name,
     referenced_hosts,
@@ -66,9 +67,9 @@ def pod_template(ctx: PodContext, s: Service, labels: dict[str, str], host_role:
         pod_labels["servegraph.io/host-role"] = host_role
     annotations = dict(node.annotations)
     if s.config is not None:
-        # A changed config must roll the pod: ConfigMap updates alone restart nothing.
-        digest = hashlib.sha256(json.dumps(s.config, sort_keys=True).encode()).hexdigest()
-        annotations["servegraph.io/config-sha256"] = digest
+        # A changed config (or node code) must roll the pod: ConfigMap updates alone restart nothing.
+        digest = hashlib.sha256(json.dumps([s.config, s.files] if s.files else s.config, sort_keys=True).encode())
+        annotations["servegraph.io/config-sha256"] = digest.hexdigest()
     note = runs_as_note(ctx.options, s)
     if note:
         annotations[RUNS_AS] = note
@@ -179,8 +180,9 @@ def _volumes(ctx: PodContext, s: Service) -> list[dict[str, Any]]:
     o = ctx.options
     vols, _ = writable_volumes(o, s)
     if s.config_file:
-        vols.append({"name": "config", "configMap": {"name": ctx.names.config_map,
-                                                     "items": [{"key": s.config_file, "path": s.config_file}]}})
+        items = [{"key": s.config_file, "path": s.config_file}]
+        items += [{"key": file_key(path), "path": path} for path in sorted(s.files)]
+        vols.append({"name": "config", "configMap": {"name": ctx.names.config_map, "items": items}})
     if s.engine is not None:
         vols.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": o.shm_size}})
         if o.model_cache_pvc:

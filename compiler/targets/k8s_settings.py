@@ -25,6 +25,7 @@ OUR_IMAGE = f"servegraph:{importlib.metadata.version('servegraph')}"
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 _SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?([KMGTPE]i?|[mk])?$")
 
 
 @dataclass(frozen=True)
@@ -46,11 +47,26 @@ class Options:
         model_cache_pvc: a PersistentVolumeClaim mounted at ``model_cache_path`` in engines.
         model_cache_host_path: a host folder mounted there instead (single-node clusters).
         model_cache_path: where engines look for downloaded models.
-        shared_cache_pvc: a ReadWriteMany claim mounted at ``shared_cache_path`` in engines
-            (vLLM's encoder cache must be one folder seen by encoder and prefill pods).
+        shared_cache_pvc: a ReadWriteMany claim of yours, mounted at ``shared_cache_path`` in the
+            pods at either end of a files edge (vLLM's encoder cache: one folder seen by encoder and
+            prefill pods). None: the output claims one itself (``<prefix>shared-cache``).
         shared_cache_path: where the shared claim is mounted.
+        shared_cache_storage_class: storageClassName of the claim the output makes (None: the
+            cluster's default class; it must offer ReadWriteMany, e.g. NFS, CephFS, Filestore).
+        shared_cache_size: size of the claim the output makes.
+        network: how tensor edges cross Kubernetes nodes: ``auto`` (UCX picks: RDMA first, TCP as
+            fallback) or ``tcp`` (TCP only: nodes without RDMA); `graph inspect --edges -t k8s` shows it.
         shm_size: size limit of the /dev/shm memory volume of engines.
         service_monitor: also write a prometheus-operator ServiceMonitor.
+        metrics_namespace: with network_policy and service_monitor, the namespace whose pods may
+            scrape /metrics (the http port) of the graph's inner pods.
+        network_policy: also write NetworkPolicies: only the graph's own pods reach engine, NIXL
+            side-channel, bootstrap and distributed-init ports; the frontend's port stays open (flavor plain).
+        engine_user: run engine containers as this uid and gid (runAsNonRoot). None: as their image's
+            default user, which is root in the vllm/vllm-openai, lmsysorg/sglang and NGC TensorRT-LLM
+            images the engines pin; every pod still drops all capabilities and cannot escalate.
+        engine_capabilities: capabilities engine containers add back after dropping all, e.g.
+            ``[IPC_LOCK]`` where RDMA (InfiniBand/RoCE) must pin host memory beyond the node's memlock limit.
         frontend_service_type: ClusterIP, NodePort or LoadBalancer for the frontend's Service.
         node_selectors: node name or role -> nodeSelector.
         tolerations: node name or role -> list of tolerations.
@@ -74,8 +90,15 @@ class Options:
     model_cache_path: str = "/root/.cache/huggingface"
     shared_cache_pvc: str | None = None
     shared_cache_path: str = "/tmp/servegraph-ec"
+    shared_cache_storage_class: str | None = None
+    shared_cache_size: str = "20Gi"
+    network: str = "auto"
     shm_size: str = "16Gi"
     service_monitor: bool = False
+    metrics_namespace: str = "monitoring"
+    network_policy: bool = False
+    engine_user: int | None = None
+    engine_capabilities: list[str] = field(default_factory=list)
     frontend_service_type: str = "ClusterIP"
     node_selectors: dict[str, dict[str, str]] = field(default_factory=dict)
     tolerations: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
@@ -96,12 +119,27 @@ class Options:
             raise ValueError(f"frontend_service_type must be one of {', '.join(_SERVICE_TYPES)}")
         if self.model_cache_pvc and self.model_cache_host_path:
             raise ValueError("set model_cache_pvc or model_cache_host_path, not both")
-        if self.namespace is not None and not _DNS_LABEL.match(self.namespace):
-            raise ValueError(f"namespace '{self.namespace}' is not a DNS-1123 label (lowercase letters, digits, '-')")
         for name in ("gpus", "gpus_per_host"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
                 raise ValueError(f"{name} must be a whole number of GPUs, not {value!r}")
+        if self.engine_user is not None and (not isinstance(self.engine_user, int) or isinstance(self.engine_user, bool)
+                                             or self.engine_user < 1):
+            raise ValueError(f"engine_user must be a uid of 1 or more (0 is root), not {self.engine_user!r}")
+        if not isinstance(self.engine_capabilities, list) or not all(
+                isinstance(c, str) and c.isupper() and c != "ALL" for c in self.engine_capabilities):
+            raise ValueError(f"engine_capabilities must be a list of capability names such as [IPC_LOCK], "
+                             f"not {self.engine_capabilities!r}")
+        if self.network_policy and self.flavor == "dynamo":
+            raise ValueError("network_policy is for -O flavor=plain: under Dynamo's operator its planner, router "
+                             "and metrics reach worker pods on ports the operator picks; write a policy for your "
+                             "platform's Dynamo install")
+        if not _QUANTITY.match(str(self.shared_cache_size)):
+            raise ValueError(f"shared_cache_size '{self.shared_cache_size}' is not a Kubernetes quantity, e.g. 20Gi")
+        for name in ("namespace", "metrics_namespace"):
+            value = getattr(self, name)
+            if value is not None and not _DNS_LABEL.match(value):
+                raise ValueError(f"{name} '{value}' is not a DNS-1123 label (lowercase letters, digits, '-')")
         for name in ("node_selectors", "tolerations", "resources", "engine_images"):
             if not isinstance(getattr(self, name), dict):
                 raise ValueError(f"{name} must be a map of node name -> value, e.g. -O {name}='{{decode: ...}}'")
@@ -110,6 +148,10 @@ class Options:
         """The image a service runs: the command line's for its engine, else the one its adapter pins,
         else ours (our processes and the mock engine)."""
         return self.engine_images.get(service.engine or "") or service.image or self.image
+
+    def runs_ours(self, service: Service) -> bool:
+        """Whether a service runs in our image (the Dockerfile's, uid/gid 10001), not an engine's."""
+        return not self.engine_images.get(service.engine or "") and service.image is None
 
 
 class NodeSettings(BaseModel):

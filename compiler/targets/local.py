@@ -1,7 +1,7 @@
 """The local target: every service as a process on this host.
 
-Writes ``plan.json`` (the Plan), one config file per service that has one,
-and ``launch.sh``: the commands a person could paste, in start order, each
+Writes ``plan.json`` (the Plan), one config file per service that has one (and
+the other files a service needs, such as a node's code), and ``launch.sh``: the commands a person could paste, in start order, each
 waiting for the health of what it depends on. ``graph run`` supervises the
 same Plan itself (nodes/supervisor) instead of running the script.
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from graph.plan import Plan, Service
 
-from .base import GpuBudget
+from .base import GpuBudget, PlanChoices
 from .output import to_json, to_yaml
 
 
@@ -42,6 +42,10 @@ class LocalTarget:
     def gpu_budget(self, options: Options) -> GpuBudget:
         return GpuBudget()
 
+    def plan_choices(self, options: Options) -> PlanChoices:
+        """One host: UCX picks shared memory itself, and every folder is shared."""
+        return PlanChoices()
+
 
 def config_text(service: Service) -> str:
     """The content of a service's config file, in the format its name says."""
@@ -58,6 +62,7 @@ def render(plan: Plan, options: Options | None = None) -> dict[str, str]:
     for s in plan.services:
         if s.config_file and s.config is not None:
             files[s.config_file] = config_text(s)
+        files.update(s.files)
     files["launch.sh"] = _launch_script(plan, options)
     return files
 

@@ -28,21 +28,32 @@ and core count any node needs); ``-O exclusive=true`` takes whole nodes.
 Run time
 --------
 The script maps allocation node i to the i-th name of ``SLURM_JOB_NODELIST``,
-exports ``SG_HOST_<SERVICE>`` for every service, writes our processes' config
-files (heredocs; they expand ``${SG_HOST_*}`` themselves) and the step wrapper
-``sg-step.sh`` (sets ``SG_SELF_HOST``/``SG_NODE_RANK``, expands placeholders in
-argv/env, logs CUDA_VISIBLE_DEVICES, execs the service), starts the Plan's
-waves (engines first), waits for each wave's health with curl and the Plan's
-startup timeouts, starts the frontend last, prints ``servegraph: ready at URL``
-and serves until cancelled or until a step ends. A trap stops every step on
-any exit (SIGTERM through srun, then SIGKILL).
+exports ``SG_HOST_<SERVICE>`` for every service, prints which host runs which
+service, writes our processes' config files (heredocs; they expand
+``${SG_HOST_*}`` themselves) and the step wrapper ``sg-step.sh`` (sets
+``SG_SELF_HOST``/``SG_NODE_RANK``, expands placeholders in argv/env, logs its
+pid and CUDA_VISIBLE_DEVICES, execs the service), starts the Plan's waves
+(engines first), waits for each wave's health with curl and the Plan's startup
+timeouts (a service that fails to start ends the job), starts the frontend
+last and prints ``servegraph: ready at URL``. It keeps ``status.json`` in the
+run folder current on every change (``graph status`` reads it).
+
+Then it keeps the graph serving (slurm_keep.py): a step that ends is restarted
+in place with a backoff, at most ``-O restart_limit`` times in a row, each
+restart logged in the batch log; the frontend routes around the replica
+meanwhile. The job is submitted with ``--no-kill``: a lost node takes only its
+own services, reported lost. The frontend's end, a service out of restarts,
+scancel or the time limit end the job; a trap then stops every step (SIGTERM
+through srun, then SIGKILL). The frontend runs on node 0 with the batch script
+(services without GPUs are placed there): losing node 0 ends the job, as
+Slurm would anyway; losing any other node leaves the frontend serving.
 """
 
 from __future__ import annotations
 
 from graph.plan import Plan
 
-from .base import GpuBudget
+from .base import GpuBudget, PlanChoices, check_files_edges
 from .slurm_placement import place
 from .slurm_script import ScriptInput, script
 from .slurm_settings import Options, step_settings
@@ -67,6 +78,10 @@ class SlurmTarget:
         size = options.max_nodes or options.nodes
         return GpuBudget(total=size * options.gpus_per_node if size else None, per_host=options.gpus_per_node)
 
+    def plan_choices(self, options: Options) -> PlanChoices:
+        """``-O network`` and ``-O shared_cache_dir``."""
+        return PlanChoices(network=options.network, shared_dir=options.shared_cache_dir)
+
 
 def script_name(plan: Plan, options: Options | None = None) -> str:
     """The file name of the sbatch script for ``plan``."""
@@ -84,5 +99,9 @@ def render(plan: Plan, options: Options | None = None) -> dict[str, str]:
     options = options or Options()
     steps = step_settings(plan, options)
     placement = place(plan, steps, options.gpus_per_node, options.nodes, options.max_nodes)
+    if not options.shared_cache_dir:
+        check_files_edges(plan, {name: tuple(f"node {i}" for i in idx) for name, idx in placement.hosts.items()},
+                          "-O shared_cache_dir=PATH: a folder every node mounts (a shared filesystem); or let "
+                          "encoder and consumer fit on one node (-O gpus_per_node)")
     text = script(ScriptInput(plan=plan, options=options, placement=placement, steps=steps))
     return {script_name(plan, options): text}

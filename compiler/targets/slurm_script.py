@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 import shlex
 from dataclasses import dataclass
 
@@ -9,7 +10,8 @@ from graph.plan import Plan, Service, host_var
 
 from .local import config_text
 from .slurm_placement import Placement
-from .slurm_runtime import EOF_MARK, HELPERS, INHERITED_GPU_ENV, SERVE, STEP_WRAPPER, STEP_WRAPPER_TEXT
+from .slurm_keep import KEEP
+from .slurm_runtime import EOF_MARK, HELPERS, INHERITED_GPU_ENV, STATE, STEP_WRAPPER, STEP_WRAPPER_TEXT
 from .slurm_settings import Options, StepSettings
 
 #: Multi-host replicas learn their leader's address from this variable.
@@ -41,10 +43,12 @@ def script(inp: ScriptInput) -> str:
         _prologue(inp),
         _addresses(inp),
         _files(inp),
-        HELPERS.replace("@INTERVAL@", _num(inp.options.health_interval_s)).replace(
-            "@STOP_TIMEOUT@", str(inp.options.stop_timeout_s)),
+        _tables(inp),
+        STATE,
+        HELPERS,
+        _start_step(inp),
         _waves(inp),
-        SERVE,
+        KEEP,
     ]
     return "\n".join(parts)
 
@@ -60,6 +64,7 @@ def _header(inp: ScriptInput) -> str:
         "#",
         f"#   submit:  graph submit PIPELINE -O ...   or: sbatch {name}.sbatch",
         f"#   follow:  tail -f {name}-<jobid>.out (each service logs to <run dir>/logs/<service>.log)",
+        "#   state:   graph status <jobid>           (services, hosts, restarts, health)",
         "#   stop:    graph cancel <jobid>           or: scancel <jobid> (every step is stopped)",
         "#",
         f"# One allocation of {placement.nodes} node{'s' if placement.nodes != 1 else ''}, one `srun` step per service, pinned to its",
@@ -67,19 +72,24 @@ def _header(inp: ScriptInput) -> str:
         "# them; sg-step.sh logs CUDA_VISIBLE_DEVICES first in the service's log). Steps",
         "# without GPUs ask for none (--gres=none) and share the job's cores and memory",
         "# (--overlap --mem=0): they are light, and need no cores of their own.",
-        "# Run folder (configs, logs/): $SG_RUN_DIR if set at submit time, else",
+        "# Run folder (configs, logs/, status.json): $SG_RUN_DIR if set at submit time, else",
         "#   " + (inp.options.run_dir or "$SLURM_SUBMIT_DIR/<job name>-<job id>"),
         "#",
-        "# Placement (allocation node: services):",
+        *_healing(inp.options),
+        "#",
+        "# Placement (node i is the i-th host of SLURM_JOB_NODELIST; the batch log and",
+        "# `graph status` name the hosts):",
     ]
     for i in range(placement.nodes):
         names = []
         for s in plan.services:
             if i in placement.hosts[s.name]:
                 step = inp.steps[s.name]
-                extra = f" ({step.gpus} GPU{'s' if step.gpus != 1 else ''}, {step.cpus} cores)" if step.gpus else ""
+                extra = (f" ({step.gpus} GPU{'s' if step.gpus != 1 else ''}, {step.cpus} core{'s' if step.cpus != 1 else ''})"
+                         if step.gpus else "")
                 names.append(s.name + extra)
-        lines.append(f"#   node {i}: {', '.join(names) or '(none)'}")
+        here = "  <- the batch script runs here" if i == 0 else ""
+        lines.append(f"#   node {i}: {', '.join(names) or '(none)'}{here}")
     lines += ["#", "# Start order (each wave starts once the one before is healthy):"]
     for n, wave in enumerate(plan.start_order(), 1):
         lines.append(f"#   {n}. {', '.join(s.name for s in wave)}")
@@ -91,6 +101,28 @@ def _header(inp: ScriptInput) -> str:
         _RULE,
     ]
     return "\n".join(lines)
+
+
+def _healing(o: Options) -> list[str]:
+    """The header's paragraph on what happens when a step ends or a node is lost."""
+    if o.restart_limit == 0:
+        restarts = [
+            "# Services are not restarted (-O restart_limit=0): the first step that ends",
+            "# ends the job.",
+        ]
+    else:
+        restarts = [
+            "# Keeping it serving: a service whose step ends is restarted in place after",
+            f"# {o.restart_backoff_s} s (doubling up to {o.RESTART_BACKOFF_MAX_S} s), at most "
+            f"{o.restart_limit} times in a row (-O restart_limit);",
+            "# meanwhile the frontend routes around it. The frontend's end, a service out",
+            "# of restarts, scancel or the time limit end the job.",
+        ]
+    return restarts + [
+        "# A lost node (--no-kill) takes only its own services: they are reported lost,",
+        "# not moved (the frontend knows them by that host). Node 0 runs this script and",
+        "# the frontend: losing it ends the job.",
+    ]
 
 
 def _sbatch_lines(inp: ScriptInput) -> str:
@@ -113,6 +145,8 @@ def _sbatch_lines(inp: ScriptInput) -> str:
             flags.append(f"--{key}={getattr(o, key)}")
     if o.exclusive:
         flags.append("--exclusive")
+    # A lost node must not end the job: the other nodes keep serving (slurm_keep.py).
+    flags.append("--no-kill")
     flags += list(o.sbatch_args)
     flags.append("--output=%x-%j.out")
     return "\n".join(f"#SBATCH {f}" for f in flags) + "\n"
@@ -152,6 +186,10 @@ def _addresses(inp: ScriptInput) -> str:
     ]
     for s in inp.plan.services:
         lines.append(f'export {host_var(s.name)}="${{SG_NODES[{inp.placement.hosts[s.name][0]}]}}"')
+    lines.append(f'SG_URL="{inp.plan.url}"')
+    for i in range(n):
+        names = ", ".join(inp.placement.services_on(i)) or "(nothing)"
+        lines.append(f'echo "servegraph: host ${{SG_NODES[{i}]}} (node {i}) runs {names}"')
     return "\n".join(lines) + "\n"
 
 
@@ -165,26 +203,73 @@ def _files(inp: ScriptInput) -> str:
     lines = ["# The step wrapper and our processes' config files (they expand ${SG_HOST_*} themselves)."]
     lines += _heredoc(STEP_WRAPPER, STEP_WRAPPER_TEXT)
     lines.append(f"chmod +x {STEP_WRAPPER}")
+    written: set[str] = set()
     for s in inp.plan.services:
         if s.config_file and s.config is not None:
             lines += _heredoc(s.config_file, config_text(s))
+        for path, text in sorted(s.files.items()):  # a node's own code, beside its config (once per node)
+            if path not in written:
+                written.add(path)
+                lines.append(f"mkdir -p {shlex.quote(posixpath.dirname(path))}")
+                lines += _heredoc(path, text)
     return "\n".join(lines) + "\n"
+
+
+def _tables(inp: ScriptInput) -> str:
+    """What the serving loop knows of each service, and its settings."""
+    o, services = inp.options, inp.plan.services
+    lines = [
+        "# ---- the services, and how they are kept serving (slurm_keep.py: restarts, lost nodes)",
+        f"SG_GRAPH={shlex.quote(inp.plan.graph)}",
+        f"SERVICES=({' '.join(s.name for s in services)})",
+        f"FRONTEND={inp.plan.frontend}",
+        "declare -A ROLE_OF=(" + " ".join(f"[{s.name}]={s.role}" for s in services) + ")",
+        "declare -A NODES_OF=(" + " ".join(
+            f'[{s.name}]="{" ".join(map(str, inp.placement.hosts[s.name]))}"' for s in services) + ")",
+        "declare -A STARTUP_S_OF=(" + " ".join(
+            f"[{s.name}]={int(s.health.startup_timeout_s)}" for s in services) + ")",
+        "declare -A HEALTH_OF=(",
+    ]
+    for s in services:
+        host = "${" + host_var(s.name) + "}"
+        lines.append(f'  [{s.name}]="http://{host}:{s.health.port}{s.health.path}"')
+    lines += [
+        ")",
+        f"HEALTH_INTERVAL_S={_num(o.health_interval_s)}",
+        f"STOP_TIMEOUT_S={o.stop_timeout_s}",
+        f"RESTART_LIMIT={o.restart_limit}",
+        f"RESTART_BACKOFF_S={o.restart_backoff_s}",
+        f"RESTART_BACKOFF_MAX_S={o.RESTART_BACKOFF_MAX_S}",
+        f"RESTART_RESET_S={o.RESTART_RESET_S}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _start_step(inp: ScriptInput) -> str:
+    """``start_step NAME``: NAME's srun step, in the background (at start and at each restart)."""
+    out = ["start_step() {  # NAME: start NAME's srun step in the background", '  case $1 in']
+    for s in inp.plan.services:
+        out.append(f"    {s.name})")
+        out += ["      " + line for line in _step(inp, s).splitlines()]
+        out.append("      ;;")
+    out += [
+        '    *) echo "servegraph: no service $1" >&2; exit 2 ;;',
+        "  esac",
+        '  started "$1"',
+        "}",
+        "",
+    ]
+    return "\n".join(out)
 
 
 def _waves(inp: ScriptInput) -> str:
     out = []
     for n, wave in enumerate(inp.plan.start_order(), 1):
         out.append(f"# ---- wave {n}: {', '.join(s.name for s in wave)}")
-        for s in wave:
-            out.append(_step(inp, s))
-        for s in wave:
-            host = "${" + host_var(s.name) + "}"
-            url = f"http://{host}:{s.health.port}{s.health.path}"
-            out.append(f'wait_healthy {s.name} "{url}" {int(s.health.startup_timeout_s)}')
+        out += [f"start_step {s.name}" for s in wave]
+        out += [f"wait_healthy {s.name}" for s in wave]
         out.append("")
-    url = inp.plan.url
     out += [
-        f'SG_URL="{url}"',
         f'echo "{READY_PREFIX}$SG_URL/v1"',
         'echo "$SG_URL" > url',
         "",
@@ -209,7 +294,8 @@ def _step(inp: ScriptInput, s: Service) -> str:
     flags += ["--exact", f"--gpus-per-node={step.gpus}"] if step.exclusive else ["--overlap", "--gres=none", "--mem=0"]
     if len(hosts) > 1:
         flags.append("--label")
-    flags.append(f"--output=logs/{s.name}.log")
+    # appended: a restarted service's log follows the one it replaces
+    flags += [f"--output=logs/{s.name}.log", "--open-mode=append"]
     if step.container_image:
         mounts = '"$RUN_DIR:$RUN_DIR"' + (f",{shlex.quote(step.container_mounts)}" if step.container_mounts else "")
         flags += [
@@ -224,12 +310,11 @@ def _step(inp: ScriptInput, s: Service) -> str:
     wrapper = [f'"$RUN_DIR/{STEP_WRAPPER}"', s.name] + [shlex.quote(f"{k}={v}") for k, v in env.items()] + ["--"]
     argv = " ".join(shlex.quote(a) for a in s.argv)
     return "\n".join([
-        f"# {s.name}: {what} on {where}, {gpus}, {step.cpus} core{'s' if step.cpus != 1 else ''}",
+        f"# {what} on {where}, {gpus}, {step.cpus} core{'s' if step.cpus != 1 else ''}",
         "srun " + " ".join(flags[:5]) + " \\",
         "  " + " ".join(flags[5:]) + " \\",
         "  " + " ".join(wrapper) + " \\",
         "  " + argv + " &",
-        f"started {s.name}",
     ])
 
 

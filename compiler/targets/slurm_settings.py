@@ -55,8 +55,20 @@ class Options:
         mock_gpus: node name -> GPUs per host for mock engines (the Plan gives mock
             engines none); rehearses a real graph's GPU placement and isolation on a
             cluster without real engines.
+        network: how tensor edges cross nodes: ``auto`` (UCX picks: RDMA first, TCP as fallback,
+            shared memory within a node) or ``tcp`` (TCP only: clusters without RDMA, or "nodes"
+            that share one kernel, such as network namespaces, where UCX would take shared memory);
+            `graph inspect --edges -t slurm -O network=...` shows the settings.
+        shared_cache_dir: a folder every node mounts (a shared filesystem) for what engines hand
+            each other as files (vLLM's encoder cache); None: /tmp/servegraph-ec, one per node,
+            so an encoder and the engines it feeds must be placed on one node.
         health_interval_s: seconds between health probes while waiting for a service.
         stop_timeout_s: seconds a step gets after SIGTERM before SIGKILL at teardown.
+        restart_limit: restarts in a row of one service before the job gives up and ends (one
+            that served for 60 s starts counting again); 0: any step that ends ends the job.
+            The frontend is never restarted: its end ends the job.
+        restart_backoff_s: seconds before a service's first restart; each restart in a row
+            doubles the wait, up to 30 s.
     """
 
     partition: str | None = None
@@ -77,11 +89,19 @@ class Options:
     container_engine_images: dict[str, str] = field(default_factory=dict)
     container_mounts: str | None = None
     mock_gpus: dict[str, int] = field(default_factory=dict)
+    network: str = "auto"
+    shared_cache_dir: str | None = None
     health_interval_s: float = 0.5
     stop_timeout_s: int = 20
+    restart_limit: int = 5
+    restart_backoff_s: int = 1
 
     #: ``-O container_image_<engine>=...`` is ``container_engine_images[<engine>]`` (the CLI's option parser).
     ENGINE_IMAGE_PREFIX: ClassVar[str] = "container_image_"
+    #: A service that served this long before its step ended starts its restart count again.
+    RESTART_RESET_S: ClassVar[int] = 60
+    #: The longest wait before a restart.
+    RESTART_BACKOFF_MAX_S: ClassVar[int] = 30
 
     def __post_init__(self) -> None:
         for name in ("gpus_per_node", "cpus_per_gpu", "stop_timeout_s"):
@@ -92,6 +112,10 @@ class Options:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+        for name in ("restart_limit", "restart_backoff_s"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
         if self.nodes and self.max_nodes and self.nodes > self.max_nodes:
             raise ValueError(f"nodes={self.nodes} is more than max_nodes={self.max_nodes}")
         if not _TIME.match(str(self.time)):

@@ -10,7 +10,6 @@ from typing import Callable, Iterable
 import networkx as nx
 
 from ..errors import GraphError, SourceLocation
-from ..nodes import ROLES
 from ..spec import EdgeSpec, GraphSpec, Location, NodeSpec
 
 
@@ -52,8 +51,8 @@ def where(item: NodeSpec | EdgeSpec | None) -> SourceLocation | None:
 
 
 def label(node: NodeSpec) -> str:
-    """``Prefill 'p1'``."""
-    return f"{ROLES[node.role].__name__} '{node.name}'"
+    """``Prefill 'p1'``, ``Guard 'guard'``."""
+    return f"{node.kind} '{node.name}'"
 
 
 _LAST_DIGRAPH: list[tuple[GraphSpec, nx.DiGraph]] = []

@@ -7,7 +7,7 @@ from typing import Iterator
 import networkx as nx
 
 from ..errors import GraphError
-from ..nodes import ROLES
+from ..nodes import ports_of
 from ..spec import GraphSpec
 from .base import ValidateOptions, digraph, duplicated, err, label, names, where
 
@@ -115,8 +115,8 @@ def required_ports(spec: GraphSpec, options: ValidateOptions) -> Iterator[GraphE
     for n in spec.nodes:
         if n.name in skip or g.degree(n.name) == 0:
             continue
-        cls = ROLES[n.role]
-        for port in cls.INPUTS:
+        inputs, outputs = ports_of(n.role, *((n.code.accepts, n.code.produces) if n.code else ()))
+        for port in inputs:
             if port.required and (n.name, port.name) not in incoming:
                 yield err(
                     "missing-input",
@@ -125,9 +125,10 @@ def required_ports(spec: GraphSpec, options: ValidateOptions) -> Iterator[GraphE
                     n,
                     port=port.name,
                 )
-        used = [p for p in cls.OUTPUTS if (n.name, p.name) in outgoing]
-        if cls.OUTPUTS and not used and n.role != "frontend":
-            port = cls.OUTPUTS[0]
+        used = [p for p in outputs if (n.name, p.name) in outgoing]
+        needed = [p for p in outputs if not p.optional]
+        if needed and not used and n.role != "frontend":
+            port = needed[0]
             yield err(
                 "unused-output",
                 f"{label(n)}: output port '{port.describe()}' goes nowhere",

@@ -12,10 +12,9 @@ import asyncio
 import logging
 from typing import Mapping, Protocol, Sequence
 
-import aiohttp
 import orjson
 
-from .upstream import UpstreamPool
+from .upstream import UpstreamError, UpstreamPool
 
 log = logging.getLogger("servegraph.frontend")
 
@@ -59,12 +58,11 @@ class ContextLengths:
     async def _ask(self, model: str, replicas: Sequence[Replica], timeout_s: float) -> None:
         for upstream in replicas:
             try:
-                async with self._pool.session.get(upstream.url + "/v1/models",
-                                                  timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
-                    if resp.status != 200:
-                        continue
-                    cards = orjson.loads(await resp.read()).get("data") or []
-            except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError, AttributeError):
+                reply = await self._pool.get(upstream.service, upstream.url + "/v1/models", timeout_s)
+                if reply.status != 200:
+                    continue
+                cards = orjson.loads(reply.body).get("data") or []
+            except (UpstreamError, orjson.JSONDecodeError, AttributeError):
                 continue
             lengths = [c.get("max_model_len") for c in cards if isinstance(c, dict) and c.get("id") == model]
             length = next((n for n in lengths if isinstance(n, int) and not isinstance(n, bool) and n > 0), None)

@@ -16,6 +16,7 @@ from .protocols import PROTOCOLS, Outcome, Protocol
 from .requests import ClientRequest
 from .stage import StageRuntime
 from .upstream import Reply, UpstreamError, UpstreamPool, rejected_handoff
+from .user_nodes import UserNodes
 
 log = logging.getLogger("servegraph.frontend")
 
@@ -37,6 +38,8 @@ class Route:
         self.idle_timeout_s = self.stage_timeout_s
         #: How many times one stream may move to another replica.
         self.migration_limit = migration_limit
+        #: The nodes of your own on this route.
+        self.nodes = UserNodes(config.request_nodes, config.response_nodes, pool)
         self._protocols: dict[str, Protocol] = {}
 
     def protocol(self, stage: StageRuntime) -> Protocol:
@@ -54,9 +57,19 @@ class Route:
         fails is reported as a server error (5xx), never as the client's (4xx).
         """
         deadline = time.monotonic() + self.timeout_s
-        has_media = req.has_media()
-        if has_media and self.processor is not None:
+        req = await self.nodes.requested(req, self.nodes.before)
+        if req.has_media() and self.processor is not None:
             req = ClientRequest(req.kind, req.path, await self._process(req.body))
+        req = await self.nodes.requested(req, self.nodes.after)
+        has_media = req.has_media()
+        outcome = await self._serve_again_once(req, has_media, deadline)
+        outcome.request = req
+        if outcome.reply is not None:
+            outcome.reply = await self.nodes.answered(req, outcome.reply)
+        return outcome
+
+    async def _serve_again_once(self, req: ClientRequest, has_media: bool, deadline: float) -> Outcome:
+        """Serve the request; once more after a failure on the server's side (see :meth:`execute`)."""
         retried = False
         while True:
             last = retried or time.monotonic() >= deadline
@@ -116,14 +129,14 @@ class Route:
 
 
 def _as_server_error(exc: UpstreamError) -> UpstreamError:
-    """A rejected hand-off is the graph's failure: a 502, whatever status the engine chose."""
-    if exc.status is not None and exc.status < 500:
+    """A rejected hand-off is the graph's failure: a 502 that says so, whatever status the engine chose."""
+    if rejected_handoff(exc.body):
         return UpstreamError(exc.service, f"{_message(exc.body)} (a stage lost what an earlier one handed it)", 502)
     return exc
 
 
 def _as_server_reply(service: str, reply: Reply) -> Reply:
-    if reply.status >= 500:
+    if not rejected_handoff(reply.body):
         return reply
     error = RequestError(502, f"{service}: {_message(reply.body)} (a stage lost what an earlier one handed it)")
     return Reply(502, orjson.dumps(error.body()))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import AsyncIterator, Awaitable, Callable
+from typing import AsyncIterator, Awaitable, Callable, Protocol
 
 import orjson
 
@@ -29,67 +29,137 @@ DONE = b"data: [DONE]\n\n"
 Resume = Callable[[ClientRequest], Awaitable[Outcome]]
 
 
+class Sink(Protocol):
+    """Where relayed events go: a response body written at once (``http_cycle.DirectBody``) or a queue."""
+
+    @property
+    def paused(self) -> bool: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def when_resumed(self, callback: Callable[[], None]) -> None: ...
+
+
 async def relay(req: ClientRequest, outcome: Outcome, resume: Resume, model: str, start: float,
-                idle_timeout_s: float, migration_limit: int) -> AsyncIterator[bytes]:
-    """Yield complete SSE events from ``outcome``'s stream; migrate on failure, ``migration_limit`` times at most."""
-    sent: list[bytes] = []
-    migrations = 0
-    carried = 0  # content events streamed before the current stream took over
-    first = True
-    last = start
-    current = outcome
-    while True:
-        assert current.stream is not None
-        buffer = b""
-        try:
-            async for chunk in current.stream.chunks(idle_timeout_s):
-                buffer += chunk
-                cut = buffer.rfind(b"\n\n")
-                if cut < 0:
-                    continue
-                events, buffer = buffer[: cut + 2], buffer[cut + 2:]
-                if b'"error"' in events:  # rare: checked by a byte search before any parsing
-                    events, failure = _split_at_error(events, current.service)
-                    if failure is not None:
-                        if events:
-                            sent.append(events)
-                            yield events
-                        raise failure
-                now = time.perf_counter()
-                if first:
-                    metrics.TTFT.labels(model).observe(now - start)
-                    first = False
-                else:
-                    metrics.ITL.labels(model).observe(now - last)
-                last = now
-                if carried:
-                    events = _fix_usage(events, carried)
-                sent.append(events)
-                yield events
-                if events.endswith(DONE):
-                    return
-            raise UpstreamError(current.service, "stream ended without [DONE]")
-        except UpstreamError as exc:
-            failed = exc.service
-            if current.stage is not None:
-                for u in current.stage.config.upstreams:
-                    if u.service == failed:
-                        current.stage.picker.failed(u)
-            if migrations >= migration_limit:
-                yield _give_up(model, failed, exc)
-                return
-            migrations += 1
-            metrics.MIGRATIONS.labels(model, failed).inc()
-            log.warning("stream from %s failed (%s); migrating (%d/%d)", failed, exc, migrations, migration_limit)
-            carried = generated_so_far(req.kind, sent)[1]
+                idle_timeout_s: float, migration_limit: int, sink: Sink) -> None:
+    """Write ``outcome``'s stream to ``sink`` in complete SSE events until [DONE], migrating the
+    request when the stream fails (``migration_limit`` times at most; then an error event ends it)."""
+    await _Relay(req, resume, model, start, sink).run(outcome, idle_timeout_s, migration_limit)
+
+
+class _Relay:
+    """One stream's relay. Events are cut, checked and written from within the upstream connection's
+    protocol callback (:meth:`on_data`): no task switch per event between the engine and the client."""
+
+    def __init__(self, req: ClientRequest, resume: Resume, model: str, start: float, sink: Sink) -> None:
+        self.req = req
+        self.resume = resume
+        self.model = model
+        self.sink = sink
+        self.sent: list[bytes] = []
+        self.carried = 0  # content events streamed before the current stream took over
+        self.first = True
+        self.last = start
+        self.ttft = metrics.TTFT.labels(model)
+        self.itl = metrics.ITL.labels(model)
+        self.buffer = b""
+        self.done = False
+        self.current: Outcome | None = None
+
+    async def run(self, outcome: Outcome, idle_timeout_s: float, migration_limit: int) -> None:
+        migrations = 0
+        current = outcome
+        while True:
+            stream = current.stream
+            assert stream is not None
+            self.current, self.buffer = current, b""
             try:
-                current = await resume(continuation(req, sent))
-            except (UpstreamError, RequestError) as again:
-                yield _give_up(model, failed, again)
-                return
-        except (asyncio.CancelledError, GeneratorExit):  # the client went away: free the engine's slot now
-            current.stream.close()
-            raise
+                await stream.pipe(self.on_data, idle_timeout_s)
+                if self.done:
+                    return
+                raise UpstreamError(current.service, "stream ended without [DONE]")
+            except UpstreamError as exc:
+                stream.close()
+                failed = exc.service
+                if current.stage is not None:
+                    for u in current.stage.config.upstreams:
+                        if u.service == failed:
+                            current.stage.picker.failed(u)
+                if migrations >= migration_limit:
+                    self.sink.write(_give_up(self.model, failed, exc))
+                    return
+                migrations += 1
+                metrics.MIGRATIONS.labels(self.model, failed).inc()
+                log.warning("stream from %s failed (%s); migrating (%d/%d)", failed, exc, migrations, migration_limit)
+                self.carried = generated_so_far(self.req.kind, self.sent)[1]
+                try:
+                    current = await self.resume(continuation(self.req, self.sent))
+                except (UpstreamError, RequestError) as again:
+                    self.sink.write(_give_up(self.model, failed, again))
+                    return
+            except BaseException:  # the client went away (cancelled): free the engine's slot now
+                stream.close()
+                raise
+
+    def on_data(self, chunk: bytes) -> None:
+        buffer = self.buffer + chunk if self.buffer else chunk
+        cut = buffer.rfind(b"\n\n")
+        if cut < 0:
+            self.buffer = buffer
+            return
+        events, self.buffer = buffer[: cut + 2], buffer[cut + 2:]
+        current = self.current
+        assert current is not None and current.stream is not None
+        if b'"error"' in events:  # rare: checked by a byte search before any parsing
+            events, failure = _split_at_error(events, current.service)
+            if failure is not None:
+                if events:
+                    self._emit(events)
+                raise failure
+        now = time.perf_counter()
+        if self.first:
+            self.ttft.observe(now - self.last)
+            self.first = False
+        else:
+            self.itl.observe(now - self.last)
+        self.last = now
+        if self.carried:
+            events = _fix_usage(events, self.carried)
+        self._emit(events)
+        if events.endswith(DONE):
+            self.done = True
+            current.stream.finish()
+
+    def _emit(self, events: bytes) -> None:
+        self.sent.append(events)
+        sink = self.sink
+        sink.write(events)
+        if sink.paused:  # the client reads slower than the engine writes: hold the engine's stream
+            stream = self.current.stream  # type: ignore[union-attr]
+            stream.pause_reading()
+            sink.when_resumed(stream.resume_reading)
+
+
+class EventQueue:
+    """A sink read as an async iterator (a stream that goes on through nodes of the user's own)."""
+
+    paused = False
+
+    def __init__(self) -> None:
+        self._items: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+    def write(self, data: bytes) -> None:
+        self._items.put_nowait(data)
+
+    def when_resumed(self, callback: Callable[[], None]) -> None:
+        callback()
+
+    def end(self) -> None:
+        self._items.put_nowait(None)
+
+    async def events(self) -> AsyncIterator[bytes]:
+        while (item := await self._items.get()) is not None:
+            yield item
 
 
 def _split_at_error(events: bytes, service: str) -> tuple[bytes, UpstreamError | None]:

@@ -12,7 +12,7 @@ from graph.plan import StageConfig, Upstream
 
 from .metrics import UPSTREAM, UPSTREAM_SECONDS
 from .routing import Picker, make_picker
-from .upstream import Reply, Streamed, UpstreamError, UpstreamPool
+from .upstream import Reply, Streamed, Unavailable, UpstreamError, UpstreamPool
 
 T = TypeVar("T", Reply, Streamed)
 
@@ -45,16 +45,22 @@ class StageRuntime:
         return await self.with_failover(send, prompt, upstream)
 
     async def with_failover(self, send: Callable[[Upstream], Awaitable[T]], prompt: str = "",
-                            upstream: Upstream | None = None) -> T:
-        """Try replicas until one answers; unreachable ones and 5xx answers move on to the next.
+                            upstream: Upstream | None = None, retry_errors: bool = True) -> T:
+        """Try replicas until one answers; unreachable ones (and, with ``retry_errors``, 5xx answers)
+        move on to the next.
 
         Raises:
+            Unavailable: every replica sits out after failing (a 503 with Retry-After).
             UpstreamError: no replica answered (the last error), or a 4xx raised by ``send``.
         """
         tried: set[str] = set()
         attempts = 1 if upstream else max(len(self.config.upstreams), 1)
         last: UpstreamError | None = None
         for _ in range(attempts):
+            if upstream is None:
+                wait = self.picker.retry_in(frozenset(tried))
+                if wait is not None:  # every replica left sits out: fail now, not at a dead one's deadline
+                    raise last or Unavailable(self.name, self.picker.down(), wait)
             target = upstream or self.picker.pick(frozenset(tried), prompt)
             tried.add(target.service)
             start = time.perf_counter()
@@ -71,7 +77,7 @@ class StageRuntime:
             status = getattr(result, "status", 200)
             self._count(target, str(status))
             UPSTREAM_SECONDS.labels(self.config.stage, self.name).observe(time.perf_counter() - start)
-            if status >= 500 and len(tried) < attempts:
+            if status >= 500 and retry_errors and len(tried) < attempts:
                 last = UpstreamError(target.service, f"HTTP {status}", status, getattr(result, "body", b""))
                 continue
             self.picker.recovered(target)

@@ -1,6 +1,6 @@
 """servegraph's mock LLM engine: ``python -m nodes.mock --role R --imitate vllm|sglang|trtllm ...``.
 
-A real HTTP server (raw ASGI under uvicorn + uvloop + httptools, orjson) that
+A real HTTP server (raw ASGI on our HTTP/1.1 server, nodes/common/http_server.py; orjson) that
 speaks the OpenAI API and the P/D/E handshakes of vLLM, SGLang and
 TensorRT-LLM, with a simulated tokenizer (or a real ``tokenizers`` one via
 ``--tokenizer``), simulated prefill/decode timing, a KV block cache with
@@ -27,7 +27,7 @@ Endpoints (every role, every imitation):
   ``nodes.transport``: an encoder's embeddings, and a prefill's simulated KV
   (``--kv-block-bytes`` per prompt block) that the decode checks.
 
-Modules: ``config`` (CLI), ``server`` (binding, uvicorn), ``app`` (routes),
+Modules: ``config`` (CLI), ``server`` (binding, serving), ``app`` (routes),
 ``openai_api`` (parsing, bodies), ``engine`` (admission, KV, timing,
 handshakes), ``blocks`` (KV pool), ``transfers`` (handshake state, peer
 client), ``embeddings`` (what an encoder produces), ``edge`` (embedding

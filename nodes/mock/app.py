@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections import deque
 from typing import Any, Callable
 from urllib.parse import parse_qs
 
+import orjson
+
 from ..common.asgi import (
     JSON, SSE_START, Receive, Send, cancel_on_disconnect, read_json, run_lifespan, send_error, send_json, send_raw,
 )
+from ..common.http_cycle import DirectBody, resumed
 from ..common.openai_errors import RequestError
 from .engine import Engine
 from .request import GenRequest
@@ -46,7 +50,7 @@ class MockApp:
             "/server_info": info[0], "/get_server_info": info[0], "/model_info": info[1],
             "/get_model_info": info[1], "/version": self._version,
             "/mock/requests": self._requests, "/mock/kv": self._kv, "/mock/faults": self._faults,
-            "/mock/state": self._state,
+            "/mock/state": self._state, "/mock/nodes": self._nodes,
         }
         self._post: dict[str, Callable[[Any], Any]] = {
             "/tokenize": self._tokenize, "/detokenize": self._detokenize,
@@ -76,7 +80,7 @@ class MockApp:
                 if parser is not None:
                     if not isinstance(body, dict):
                         raise RequestError(400, "the request body must be a JSON object")
-                    await self._serve_generation(parser(self.engine, body), receive, send)
+                    await self._serve_generation(parser(self.engine, body), scope, receive, send)
                     return
                 handler = self._post.get(path)
                 if handler is not None:
@@ -111,7 +115,7 @@ class MockApp:
             self.engine.metrics.errors[str(exc.status)] += 1
             await send_error(send, exc)
 
-    async def _serve_generation(self, req: GenRequest, receive: Receive, send: Send) -> None:
+    async def _serve_generation(self, req: GenRequest, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         engine = self.engine
         watch = None
         if req.stream or engine.faults.stall_after_tokens is not None:
@@ -121,7 +125,7 @@ class MockApp:
             rid = engine.next_id()
             try:
                 if req.stream:
-                    await self._stream(prep, rid, send)
+                    await self._stream(prep, rid, scope, send)
                 else:
                     ids = await engine.wait_output(prep)
                     body = full_response(engine, prep, rid, ids, "length")
@@ -135,21 +139,28 @@ class MockApp:
             if watch is not None:
                 watch.cancel()
 
-    async def _stream(self, prep: Any, rid: str, send: Send) -> None:
+    async def _stream(self, prep: Any, rid: str, scope: dict[str, Any], send: Send) -> None:
         engine = self.engine
         fmt = StreamFormatter(engine, prep, rid)
         decoder = engine.tok.stream_decoder()
+        body: DirectBody = scope["extensions"]["servegraph.body"]  # one write per step, no message per write
         await send(SSE_START)
         first = fmt.start()
         if first:
-            await send({"type": "http.response.body", "body": first, "more_body": True})
+            body.write(first)
         n = 0
         async for step in engine.tokens(prep):
-            events = []
-            for tid in step:
-                events.append(fmt.token(tid, decoder.step(tid), n))
+            if len(step) == 1:
+                body.write(fmt.token(step[0], decoder.step(step[0]), n))
                 n += 1
-            await send({"type": "http.response.body", "body": b"".join(events), "more_body": True})
+            else:
+                events = []
+                for tid in step:
+                    events.append(fmt.token(tid, decoder.step(tid), n))
+                    n += 1
+                body.write(b"".join(events))
+            if body.paused:
+                await resumed(body)
         engine.finish(prep, n)
         await send({"type": "http.response.body", "body": fmt.end(n, "length"), "more_body": False})
 
@@ -174,7 +185,17 @@ class MockApp:
             return 503, b'{"status":"unhealthy","reason":"health_fail fault"}', JSON
         if time.monotonic() - self.engine.started < cfg.startup_delay_s:
             return 503, b'{"status":"starting"}', JSON
+        gate = self.engine.gate
+        if gate is not None and not gate.ready:
+            return 503, orjson.dumps({"status": "waiting for the replica's other hosts", **gate.state()}), JSON
         return 200, b"", []
+
+    def _nodes(self) -> dict[str, Any]:
+        """The hosts of this replica: the leader and the ranks that joined it (one host: just this one)."""
+        gate = self.engine.gate
+        if gate is None:
+            return {"nnodes": 1, "leader": {"rank": 0, "host": socket.gethostname()}, "joined": []}
+        return gate.state()
 
     def _models(self) -> dict[str, Any]:
         cfg = self.cfg

@@ -49,7 +49,7 @@ class Engine:
         self.tok = tokenizer
         self.engine_id = f"{cfg.name}-{uuid.uuid4().hex[:12]}"
         self.pool = BlockPool(cfg.kv_blocks, cfg.block_size)
-        self.metrics = MockMetrics(cfg.imitate, cfg.model_name, cfg.role)
+        self.metrics = MockMetrics(cfg.imitate, cfg.model_name, cfg.role, cfg.kv_blocks, cfg.block_size)
         self.faults = Faults(cfg.fail_rate, cfg.stall_after_tokens, cfg.exit_after_requests, cfg.health_fail,
                              cfg.lose_handoffs)
         self.registry = TransferRegistry(self.engine_id, cfg.transfer_ttl_s, self._release)
@@ -65,6 +65,8 @@ class Engine:
         self._out = tokenizer.output_ids
         self._itl = cfg.delay(cfg.itl_ms / 1000.0)
         self.started = time.monotonic()
+        #: The leader's view of a replica over several hosts (nodes/mock/multinode.py); None on one host.
+        self.gate: Any = None
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -147,6 +149,12 @@ class Engine:
         prep.alloc = await self._allocate(hashes, total_blocks - len(hashes))
         hit = min(prep.alloc.hit_blocks, (n - 1) // cfg.block_size)
         prep.cached_tokens = hit * cfg.block_size
+        now = time.monotonic()
+        # A hit on blocks another prefill still computes counts as cached (vLLM caches blocks when it
+        # schedules them) but is read once they are computed: wait for that prefill, then compute the rest.
+        wait = max(prep.alloc.hits_ready_at(hit) - now, 0.0)
+        if wait:
+            self.metrics.prefix_waits += 1
         if remote is None:
             self.metrics.prefix(n, len(hashes), hit, cfg.block_size)
             computed = n - prep.cached_tokens
@@ -156,7 +164,8 @@ class Engine:
             self.metrics.kv_blocks_received += len(remote.get("block_hashes", ()))
         self.metrics.prompt_tokens += n
         self.metrics.kv_usage = self.pool.usage
-        delay = cfg.delay(cfg.ttft_ms / 1000.0 + computed / cfg.prefill_tps) + encode_s
+        delay = wait + cfg.delay(cfg.ttft_ms / 1000.0 + computed / cfg.prefill_tps) + encode_s
+        prep.alloc.computed_at(now + delay)
         if delay >= _MIN_SLEEP:
             await asyncio.sleep(delay)
         if prep.mode == "prefill":

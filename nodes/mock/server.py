@@ -1,32 +1,18 @@
-"""Start the mock: build the engine, bind its ports, run uvicorn (uvloop + httptools when present)."""
+"""Start the mock: build the engine, bind its ports, serve them (:mod:`nodes.common.http_server`)."""
 
 from __future__ import annotations
 
 import logging
-import socket
 import sys
 
+from ..common import http_server
 from .app import MockApp
 from .config import MockConfig, parse_args
 from .engine import Engine
+from .multinode import LeaderGate, ranks_from_env, run_worker
 from .tokenizer import load_tokenizer
 
 log = logging.getLogger("nodes.mock")
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise SystemExit(f"nodes.mock: cannot listen on {host}:{port}: {exc.strerror} "
-                         "(another process holds the port? pick another --port/--bootstrap-port)") from None
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
 
 
 def build_app(cfg: MockConfig) -> MockApp:
@@ -43,34 +29,23 @@ def build_app(cfg: MockConfig) -> MockApp:
 
 
 def run(cfg: MockConfig) -> None:
-    """Serve until SIGINT/SIGTERM on --port (and --bootstrap-port)."""
-    import uvicorn
-
+    """Serve until SIGINT/SIGTERM on --port (and --bootstrap-port); a rank other than 0 of a multi-host
+    replica joins its leader instead."""
     logging.basicConfig(level=cfg.log_level.upper(), format=f"%(asctime)s {cfg.name} %(levelname)s %(message)s")
+    ranks = ranks_from_env(cfg.nnodes, cfg.dist_port)
+    if ranks is not None and not ranks.is_leader:
+        run_worker(ranks, cfg.name)
     app = build_app(cfg)
-    sockets = [_bind(cfg.host, cfg.port)]
+    if ranks is not None:
+        app.engine.gate = LeaderGate(ranks, cfg.host)
+    hint = "pick another --port/--bootstrap-port"
+    sockets = [http_server.bind(cfg.host, cfg.port, "nodes.mock", hint)]
     if cfg.bootstrap_port:
-        sockets.append(_bind(cfg.host, cfg.bootstrap_port))
-    loop, http = "asyncio", "h11"
-    try:
-        import uvloop  # noqa: F401
-
-        loop = "uvloop"
-    except ImportError:
-        pass
-    try:
-        import httptools  # noqa: F401
-
-        http = "httptools"
-    except ImportError:
-        pass
-    config = uvicorn.Config(app, loop=loop, http=http, lifespan="on", access_log=False,
-                            log_level=cfg.log_level, timeout_graceful_shutdown=3, backlog=2048)
-    server = uvicorn.Server(config)
+        sockets.append(http_server.bind(cfg.host, cfg.bootstrap_port, "nodes.mock", hint))
     ports = f"{cfg.port}" + (f" (+ bootstrap {cfg.bootstrap_port})" if cfg.bootstrap_port else "")
     print(f"nodes.mock {cfg.name}: {cfg.role} imitating {cfg.imitate}, model {cfg.model_name}, "
           f"http://{cfg.host}:{ports}", file=sys.stderr, flush=True)
-    server.run(sockets=sockets)
+    http_server.run(app, sockets, cfg.name, graceful_s=3)
 
 
 def main(argv: list[str] | None = None) -> None:

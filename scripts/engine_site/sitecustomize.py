@@ -8,11 +8,20 @@ real vLLM, idle, took 1.98 of this 2-core box's cores, 0.06 with this hook; and 
 NIXL handshake, whose 5 s timeout is fixed in its code, once timed out in CI among
 them. When nixl._api is imported, this wraps its agent constructor to set the same
 delay ($SERVEGRAPH_NIXL_PROGRESS_US, default 100 us; 0 spins).
+
+It also asks Linux for the AMX tile state (arch_prctl ARCH_REQ_XCOMP_PERM), which a
+process must request before it uses AMX: vLLM 0.32's CPU build runs AMX bf16
+kernels without asking, so on a CPU with AMX its worker died of SIGILL on the first
+request in bf16 (measured here: a tiny Llama, --dtype bfloat16, worker "died
+unexpectedly"); with the permission asked for at start-up it answers. Every Python
+process runs this file, vLLM's spawned workers too.
 """
 
+import ctypes
 import importlib.abc
 import importlib.util
 import os
+import platform
 import sys
 
 _DELAY_US = int(os.environ.get("SERVEGRAPH_NIXL_PROGRESS_US", "100"))
@@ -53,3 +62,17 @@ class _AfterNixlApi(importlib.abc.MetaPathFinder):
 
 if _DELAY_US > 0:
     sys.meta_path.insert(0, _AfterNixlApi())
+
+
+def _allow_amx() -> None:
+    """ARCH_REQ_XCOMP_PERM for XTILEDATA (Linux >= 5.16 on x86-64); a no-op elsewhere or without AMX."""
+    if sys.platform != "linux" or platform.machine() != "x86_64":
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall(158, 0x1023, 18)  # SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA
+    except (OSError, AttributeError):
+        pass
+
+
+_allow_amx()

@@ -22,6 +22,8 @@ class Outcome:
     service: str = ""
     body: dict[str, Any] | None = None
     stage: StageRuntime | None = None
+    #: The request as the final stage got it (after the processor and the request nodes).
+    request: ClientRequest | None = None
 
 
 class Protocol:

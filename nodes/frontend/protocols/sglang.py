@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..requests import ClientRequest
-from ..upstream import UpstreamError
+from ..upstream import Unavailable, UpstreamError
 from .base import Outcome, Protocol, StageRuntime
 
 
@@ -25,6 +25,9 @@ class SglangProtocol(Protocol):
     async def disaggregated(
         self, req: ClientRequest, prefill: StageRuntime, decode: StageRuntime, extra: dict[str, Any]
     ) -> Outcome:
+        wait = prefill.picker.retry_in()
+        if wait is not None:  # no fallback here: the decode would wait for a prefill that is not coming
+            raise Unavailable(prefill.name, prefill.picker.down(), wait)
         target = prefill.picker.pick(prompt=req.prompt_text)
         body = {
             **req.body,

@@ -27,10 +27,10 @@ wait_healthy() {  # NAME URL TIMEOUT_S
 }
 
 # encoder-0: encoder (vllm)
-UCX_TLS=cuda_copy,cuda_ipc,tcp,sm,self python -m vllm.entrypoints.openai.api_server --model llava-hf/llava-1.5-7b-hf --served-model-name llava-hf/llava-1.5-7b-hf --host 127.0.0.1 --port 8100 --mm-encoder-only --ec-transfer-config '{"ec_buffer_device":"cuda","ec_connector":"ECExampleConnector","ec_connector_extra_config":{"shared_storage_path":"/tmp/servegraph-ec/llava-e-p-d"},"ec_role":"ec_producer"}' > logs/encoder-0.log 2>&1 &
+python -m vllm.entrypoints.openai.api_server --model llava-hf/llava-1.5-7b-hf --served-model-name llava-hf/llava-1.5-7b-hf --host 127.0.0.1 --port 8100 --mm-encoder-only --ec-transfer-config '{"ec_buffer_device":"cuda","ec_connector":"ECExampleConnector","ec_connector_extra_config":{"shared_storage_path":"/tmp/servegraph-ec/llava-e-p-d"},"ec_role":"ec_producer"}' > logs/encoder-0.log 2>&1 &
 pids+=($!)
 # encoder-1: encoder (vllm)
-UCX_TLS=cuda_copy,cuda_ipc,tcp,sm,self python -m vllm.entrypoints.openai.api_server --model llava-hf/llava-1.5-7b-hf --served-model-name llava-hf/llava-1.5-7b-hf --host 127.0.0.1 --port 8101 --mm-encoder-only --ec-transfer-config '{"ec_buffer_device":"cuda","ec_connector":"ECExampleConnector","ec_connector_extra_config":{"shared_storage_path":"/tmp/servegraph-ec/llava-e-p-d"},"ec_role":"ec_producer"}' > logs/encoder-1.log 2>&1 &
+python -m vllm.entrypoints.openai.api_server --model llava-hf/llava-1.5-7b-hf --served-model-name llava-hf/llava-1.5-7b-hf --host 127.0.0.1 --port 8101 --mm-encoder-only --ec-transfer-config '{"ec_buffer_device":"cuda","ec_connector":"ECExampleConnector","ec_connector_extra_config":{"shared_storage_path":"/tmp/servegraph-ec/llava-e-p-d"},"ec_role":"ec_producer"}' > logs/encoder-1.log 2>&1 &
 pids+=($!)
 # prefill-0: prefill (vllm)
 UCX_CUDA_IPC_ENABLE_GET_ZCOPY=y UCX_TLS=cuda_copy,cuda_ipc,tcp,sm,self VLLM_NIXL_SIDE_CHANNEL_HOST="${SG_SELF_HOST}" VLLM_NIXL_SIDE_CHANNEL_PORT=8103 python -m vllm.entrypoints.openai.api_server --model llava-hf/llava-1.5-7b-hf --served-model-name llava-hf/llava-1.5-7b-hf --host 127.0.0.1 --port 8102 --tensor-parallel-size 2 --kv-transfer-config '{"kv_buffer_device":"cuda","kv_connector":"NixlConnector","kv_role":"kv_producer"}' --ec-transfer-config '{"ec_buffer_device":"cuda","ec_connector":"ECExampleConnector","ec_connector_extra_config":{"shared_storage_path":"/tmp/servegraph-ec/llava-e-p-d"},"ec_role":"ec_consumer"}' > logs/prefill-0.log 2>&1 &

@@ -24,13 +24,13 @@ wait_healthy() {  # NAME URL TIMEOUT_S
 }
 
 # encoder-0: encoder (vllm)
-UCX_TLS=cuda_copy,cuda_ipc,tcp,sm,self python -m vllm.entrypoints.openai.api_server --model llava-hf/llava-1.5-7b-hf --served-model-name llava-hf/llava-1.5-7b-hf --host 127.0.0.1 --port 8100 --mm-encoder-only --ec-transfer-config '{"ec_buffer_device":"cuda","ec_connector":"ECExampleConnector","ec_connector_extra_config":{"shared_storage_path":"/tmp/servegraph-ec/llava-e-pd"},"ec_role":"ec_producer"}' > logs/encoder-0.log 2>&1 &
+python -m vllm.entrypoints.openai.api_server --model llava-hf/llava-1.5-7b-hf --served-model-name llava-hf/llava-1.5-7b-hf --host 127.0.0.1 --port 8100 --mm-encoder-only --ec-transfer-config '{"ec_buffer_device":"cuda","ec_connector":"ECExampleConnector","ec_connector_extra_config":{"shared_storage_path":"/tmp/servegraph-ec/llava-e-pd"},"ec_role":"ec_producer"}' > logs/encoder-0.log 2>&1 &
 pids+=($!)
 # processor-0: processor
 python -m nodes.processor --config processor-0.json --name processor-0 > logs/processor-0.log 2>&1 &
 pids+=($!)
 # prefill-decode-0: prefill_decode (vllm)
-UCX_TLS=cuda_copy,cuda_ipc,tcp,sm,self python -m vllm.entrypoints.openai.api_server --model llava-hf/llava-1.5-7b-hf --served-model-name llava-hf/llava-1.5-7b-hf --host 127.0.0.1 --port 8102 --ec-transfer-config '{"ec_buffer_device":"cuda","ec_connector":"ECExampleConnector","ec_connector_extra_config":{"shared_storage_path":"/tmp/servegraph-ec/llava-e-pd"},"ec_role":"ec_consumer"}' > logs/prefill-decode-0.log 2>&1 &
+python -m vllm.entrypoints.openai.api_server --model llava-hf/llava-1.5-7b-hf --served-model-name llava-hf/llava-1.5-7b-hf --host 127.0.0.1 --port 8102 --ec-transfer-config '{"ec_buffer_device":"cuda","ec_connector":"ECExampleConnector","ec_connector_extra_config":{"shared_storage_path":"/tmp/servegraph-ec/llava-e-pd"},"ec_role":"ec_consumer"}' > logs/prefill-decode-0.log 2>&1 &
 pids+=($!)
 wait_healthy encoder-0 http://127.0.0.1:8100/health 900
 wait_healthy processor-0 http://127.0.0.1:8101/health 30

@@ -30,7 +30,7 @@ pids+=($!)
 UCX_TLS=rc,tcp,sm,self python -m nodes.mock --role prefill --imitate vllm --model meta-llama/Llama-3.1-405B-Instruct-FP8 --served-model-name meta-llama/Llama-3.1-405B-Instruct-FP8 --host 127.0.0.1 --port 8102 --name prefill-1 --bootstrap-port 8103 > logs/prefill-1.log 2>&1 &
 pids+=($!)
 # decode-0: decode (mock)
-UCX_TLS=rc,tcp,sm,self python -m nodes.mock --role decode --imitate vllm --model meta-llama/Llama-3.1-405B-Instruct-FP8 --served-model-name meta-llama/Llama-3.1-405B-Instruct-FP8 --host 127.0.0.1 --port 8104 --name decode-0 > logs/decode-0.log 2>&1 &
+UCX_TLS=rc,tcp,sm,self python -m nodes.mock --role decode --imitate vllm --model meta-llama/Llama-3.1-405B-Instruct-FP8 --served-model-name meta-llama/Llama-3.1-405B-Instruct-FP8 --host 127.0.0.1 --port 8104 --name decode-0 --nnodes 2 --dist-port 8105 > logs/decode-0.log 2>&1 &
 pids+=($!)
 wait_healthy prefill-0 http://127.0.0.1:8100/health 60
 wait_healthy prefill-1 http://127.0.0.1:8102/health 60
