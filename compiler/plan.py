@@ -200,11 +200,12 @@ def _engine_services(
             "separate_encoder": "encoder" in roles,
         })
         command = adapter.command(engine_input)
-        argv = [options.python if a == "python" and i == 0 else a for i, a in enumerate(command.argv)]
+        argv = _with_python(command.argv, options)
+        followers = None if command.follower_argv is None else _with_python(command.follower_argv, options)
         out.append(Service(
             name=name, node=node.name, role=node.role, replica=replica, engine=node.engine,
             simulated=adapter.simulated, protocol=protocol_of(node), model=node.model, image=adapter.image,
-            parallelism=Parallelism(tp=node.tp, pp=node.pp, dp=node.dp), argv=argv,
+            parallelism=Parallelism(tp=node.tp, pp=node.pp, dp=node.dp), argv=argv, follower_argv=followers,
             env={**transport_env, **command.env, **node.env}, ports={"http": http, **extra},
             health=HealthCheck(path=command.health_path, port=http, startup_timeout_s=command.startup_timeout_s),
             gpus=0 if adapter.simulated else node.gpus, hosts=node.nodes, cpu=node.cpu, memory=node.memory,
@@ -213,6 +214,11 @@ def _engine_services(
             dynamo=adapter.dynamo(engine_input),
         ))
     return out
+
+
+def _with_python(argv: list[str], options: PlanOptions) -> list[str]:
+    """An adapter's argv with ``python`` at its head replaced by the interpreter that runs our nodes."""
+    return [options.python if a == "python" and i == 0 else a for i, a in enumerate(argv)]
 
 
 def _processor_services(node: NodeSpec, ports: _Ports, options: PlanOptions) -> list[Service]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .settings import FrontendSettings, Parallelism, ProcessorSettings, Role
 
@@ -78,8 +78,11 @@ class Service(_Model):
     model: str | None = None
     image: str | None = Field(default=None, description="the container image its engine's adapter pins; None: ours")
     parallelism: Parallelism | None = Field(default=None, description="an engine's tp/pp/dp, as data")
-    argv: list[str]
-    env: dict[str, str] = Field(default_factory=dict)
+    argv: list[str] = Field(description="what it runs; on a multi-host replica, what its leader (rank 0) runs")
+    follower_argv: list[str] | None = Field(
+        default=None, description="what the other hosts of a multi-host replica run (ranks 1..hosts-1), when "
+                                  "that differs from argv; None: every host runs argv")
+    env: dict[str, str] = Field(default_factory=dict, description="its environment, the same on every host")
     ports: dict[str, int] = Field(description="named ports: http, nixl_side_channel, bootstrap, ...")
     health: HealthCheck
     depends_on: list[str] = Field(default_factory=list, description="services that must be healthy first")
@@ -96,10 +99,23 @@ class Service(_Model):
     platform: dict[str, dict[str, Any]] = Field(default_factory=dict)
     dynamo: DynamoWorker | None = Field(default=None, description="its form as a Dynamo component, if it has one")
 
+    @model_validator(mode="after")
+    def _followers_need_hosts(self) -> Service:
+        if self.follower_argv is not None and self.hosts < 2:
+            raise ValueError(f"service {self.name}: follower_argv is for a replica over several hosts, "
+                             f"and it has hosts={self.hosts}")
+        return self
+
     @property
     def http_port(self) -> int:
         """The port its HTTP API listens on."""
         return self.ports["http"]
+
+    @property
+    def one_process(self) -> bool:
+        """Whether one process on one host can run it (``graph run``): it spans one host, or it is the
+        built-in mock, whose one process stands for every rank when no leader is named (nodes/mock/multinode.py)."""
+        return self.hosts == 1 or self.simulated
 
 
 #: How a tensor edge moves its bytes: over NIXL; as files in a folder both ends see; or by the

@@ -5,6 +5,7 @@
         job.url                          # http://sg-h1:PORT/v1
         job.metrics("decode-0")          # its /metrics, on its own host
     # the job is cancelled and gone from the queue
+    job.assert_nothing_left()            # and no process of it lives on, on any host
 
 The Plan is compiled in this process exactly as `graph submit` compiles it (same options, ports and
 interpreter), so the test knows every service's ports without reading the generated script.
@@ -27,6 +28,7 @@ from compiler.targets import slurm
 from graph.plan import Plan
 from tests import multihost
 from tests.e2e import ROOT, free_port_block, http_json, metrics
+from tests.slurm_job import cluster_name, job_processes
 
 #: `graph submit` returns once the frontend answers; real engines on 2 shared cores start in 45-65 s each.
 SUBMIT_TIMEOUT_S = float(os.environ.get("SERVEGRAPH_MULTIHOST_SUBMIT_TIMEOUT", "600"))
@@ -115,6 +117,18 @@ class GraphJob:
                 return
             time.sleep(0.5)
         raise AssertionError(f"job {self.job_id} still in the queue 90 s after scancel")
+
+    def processes(self) -> dict[int, str]:
+        """Live processes of the job (pid -> command line), on every host: the bed's hosts share one /proc."""
+        return job_processes(self.job_id, cluster_name(self.env), self.run_dir) if self.job_id else {}
+
+    def assert_nothing_left(self, timeout: float = 30) -> None:
+        """No process of the job outlives it (call after the job has left the queue)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.processes():
+            time.sleep(0.5)
+        left = self.processes()
+        assert not left, f"processes of job {self.job_id} outlived it: {left}"
 
     @property
     def run_dir(self) -> pathlib.Path:

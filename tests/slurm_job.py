@@ -59,10 +59,32 @@ def mock_plan(pipeline: str, *sets: str) -> Plan:
     return plan(spec, PlanOptions(python=sys.executable, base_port=base + 1))
 
 
-def _cluster_name(env: dict[str, str] | None) -> str:
+def cluster_name(env: dict[str, str] | None) -> str:
+    """The ClusterName of the cluster ``env`` selects ("" if scontrol does not say)."""
     out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=10, env=env)
     match = re.search(r"^ClusterName\s*=\s*(\S+)", out.stdout, re.M)
     return match.group(1) if match else ""
+
+
+def job_processes(job_id: str, cluster: str, run_dir: pathlib.Path) -> dict[int, str]:
+    """Live processes of a job (pid -> command line): its cluster's SLURM_JOB_ID in their environment, which
+    every descendant of its steps inherits whatever it renamed itself to, or its run folder in argv."""
+    found = {}
+    marker, folder = f"SLURM_JOB_ID={job_id}".encode(), str(run_dir).encode()
+    cluster_marker = f"SLURM_CLUSTER_NAME={cluster}".encode()
+    for entry in pathlib.Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue
+            env = (entry / "environ").read_bytes().split(b"\0")
+            cmd = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker in env and cluster_marker in env or folder in cmd:
+            found[int(entry.name)] = cmd.replace(b"\0", b" ").decode(errors="replace")
+    return found
 
 
 class Job:
@@ -81,7 +103,7 @@ class Job:
                                 capture_output=True, text=True, timeout=60, env=env)
         assert result.returncode == 0, f"sbatch refused {self.script}: {result.stderr}"
         self.id = result.stdout.strip().split(";")[0]
-        self.cluster = _cluster_name(env)
+        self.cluster = cluster_name(env)
         name = self.script.name.removesuffix(".sbatch")
         self.batch_log = workdir / f"{name}-{self.id}.out"
         self.run_dir = workdir / f"{name}-{self.id}"
@@ -157,22 +179,7 @@ class Job:
 
     def processes(self) -> dict[int, str]:
         """Live processes of this job: its cluster's SLURM_JOB_ID in their environment or its run folder in argv."""
-        found = {}
-        marker, folder = f"SLURM_JOB_ID={self.id}".encode(), str(self.run_dir).encode()
-        cluster = f"SLURM_CLUSTER_NAME={self.cluster}".encode()
-        for entry in pathlib.Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) == os.getpid():
-                continue
-            try:
-                if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                    continue
-                env = (entry / "environ").read_bytes().split(b"\0")
-                cmd = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if marker in env and cluster in env or folder in cmd:
-                found[int(entry.name)] = cmd.replace(b"\0", b" ").decode(errors="replace")
-        return found
+        return job_processes(self.id, self.cluster, self.run_dir)
 
     def wait_alone_on(self, host: str, timeout: float = 120) -> None:
         """Until no other job has a step on ``host`` (before losing it: the bed is shared)."""

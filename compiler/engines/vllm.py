@@ -8,7 +8,9 @@ instance on a host, and the decode side READs the prefill's blocks
 ECExampleConnector (ec_producer / ec_consumer) over a shared folder. On CPU:
 VLLM_CPU_KVCACHE_SPACE, kv_buffer_device cpu, UCX over tcp/sm, and every engine
 bound to its own cores (VLLM_CPU_OMP_THREADS_BIND), because two engines sharing
-cores ran 20x slower.
+cores ran 20x slower. A replica over several hosts: rank 0 runs the API server, the
+other ranks ``vllm serve MODEL ... --headless``, every host with VLLM_HOST_IP (its
+own address).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from .base import (
 
 _KV_PRODUCERS = {"prefill", "encode_prefill"}
 _LAUNCHER = ["python", "-m", "vllm.entrypoints.openai.api_server"]
+#: ``vllm serve`` (vllm/entrypoints/cli/main.py); the other hosts of a multi-host replica run it ``--headless``.
+_SERVE = ["python", "-m", "vllm.entrypoints.cli.main", "serve"]
 #: Flags of a multi-host replica's wiring, which Dynamo's operator sets itself.
 _MULTINODE = ("--nnodes", "--node-rank", "--master-addr", "--master-port")
 #: Where the NIXL connector's pairing rules are (vLLM 0.32).
@@ -92,7 +96,14 @@ class VllmAdapter(EngineAdapter):
     def command(self, spec: EngineInput) -> EngineCommand:
         head, tail, env = self._flags(spec)
         argv = [*_LAUNCHER, *head, "--host", spec.host, "--port", str(spec.port), *tail]
-        return EngineCommand(argv=argv, env=env, health_path="/health", startup_timeout_s=900.0)
+        followers = None
+        if spec.nodes > 1:
+            # Ranks > 0 serve no API: started like rank 0 they die ("collective_rpc should not be called
+            # on follower node"), and the API server ignores --headless; `vllm serve` takes the model
+            # positionally (docs/engines.md, "vLLM", "One replica over several hosts").
+            followers = [*_SERVE, spec.model, *without_flags(head, ("--model",)), *tail, "--headless"]
+        return EngineCommand(argv=argv, env=env, health_path="/health", startup_timeout_s=900.0,
+                             follower_argv=followers)
 
     def dynamo(self, spec: EngineInput) -> DynamoWorker | None:
         """``python3 -m dynamo.vllm`` (ai-dynamo 1.6.1) with our flags, less what Dynamo sets itself: the
@@ -153,10 +164,12 @@ class VllmAdapter(EngineAdapter):
                 "ec_role": ec_role,
             })]
         if spec.nodes > 1:
-            # Multi-node replica without Ray: every host runs the same server with its rank;
-            # the target defines SG_NODE_RANK and SG_LEADER_HOST per host.
+            # Multi-node replica without Ray (the multiproc executor); the target defines SG_NODE_RANK
+            # and SG_LEADER_HOST per host. Each host says its own address: without a default route
+            # vLLM's get_ip() falls back to 0.0.0.0 and the other ranks wait forever.
             tail += ["--nnodes", str(spec.nodes), "--node-rank", "${SG_NODE_RANK}",
                      "--master-addr", "${SG_LEADER_HOST}", "--master-port", str(spec.extra_ports.get("dist", 29500))]
+            env["VLLM_HOST_IP"] = "${SG_SELF_HOST}"
         if spec.device == "cpu":
             # Eager: torch.compile adds ~1 min per server on CPU and, in bf16 on AVX2, picks
             # different greedy tokens than eager; engines handing KV to each other must agree.

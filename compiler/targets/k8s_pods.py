@@ -105,7 +105,9 @@ def pod_template(ctx: PodContext, s: Service, labels: dict[str, str], host_role:
 
 
 def _container(ctx: PodContext, s: Service, node: NodeSettings, host_role: str | None) -> dict[str, Any]:
-    argv = [_config_path(a, s) for a in s.argv]
+    # A worker host runs the follower command where the engine's other ranks run another one.
+    command = s.follower_argv if host_role == "worker" and s.follower_argv is not None else s.argv
+    argv = [_config_path(a, s) for a in command]
     c: dict[str, Any] = {
         "name": s.role.replace("_", "-"),
         "image": node.image or ctx.options.image_of(s),
@@ -158,7 +160,7 @@ def _env(ctx: PodContext, s: Service) -> list[dict[str, Any]]:
             {"name": LEADER_HOST_VAR, "value": "$(LWS_LEADER_ADDRESS)"},
             {"name": NODE_RANK_VAR, "value": "$(LWS_WORKER_INDEX)"},
         ]
-    text = json.dumps([s.argv, s.env, s.config])
+    text = json.dumps([s.argv, s.follower_argv, s.env, s.config])
     for other in referenced_hosts(ctx.plan, s, text, ctx.host_vars):
         env.append({"name": host_var(other.name), "value": ctx.names.of(other)})
     if s.engine is not None:

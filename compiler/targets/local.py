@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from graph.plan import Plan, Service
 
-from .base import GpuBudget, PlanChoices
+from .base import GpuBudget, PlanChoices, TargetError
 from .output import to_json, to_yaml
 
 
@@ -37,6 +37,13 @@ class LocalTarget:
     Options = Options
 
     def render(self, plan: Plan, options: Options | None = None) -> dict[str, str]:
+        """plan.json, config files and launch.sh; refuses replicas that need several hosts.
+
+        Raises:
+            TargetError: a replica spans several hosts (naming its node); ``graph run``'s
+                supervisor refuses the same Plan before it starts anything.
+        """
+        check_one_host(plan)
         return render(plan, options)
 
     def gpu_budget(self, options: Options) -> GpuBudget:
@@ -45,6 +52,24 @@ class LocalTarget:
     def plan_choices(self, options: Options) -> PlanChoices:
         """One host: UCX picks shared memory itself, and every folder is shared."""
         return PlanChoices()
+
+
+def check_one_host(plan: Plan) -> None:
+    """Refuse a Plan with a replica of a real engine over several hosts: here it would be one process
+    whose ranks never join (its argv names its rank and leader, which no host here defines).
+
+    Raises:
+        TargetError: naming the first such node, what it needs and the ways out.
+    """
+    for s in plan.services:
+        if not s.one_process:
+            raise TargetError(
+                f"node '{s.node}': {s.name} is one {s.engine} replica over {s.hosts} hosts (nodes={s.hosts}), a "
+                "process on each host that knows its rank and its leader; the local target runs every service "
+                "as a single process on this host",
+                node=s.node,
+                hint=f"run it on a cluster (graph submit, or --target slurm|k8s); or --set {s.node}.nodes=1 if "
+                     "its GPUs fit one host; or --mock, whose one process stands for every host")
 
 
 def config_text(service: Service) -> str:

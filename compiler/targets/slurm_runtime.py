@@ -29,7 +29,9 @@ STEP_WRAPPER_TEXT = r"""#!/usr/bin/env bash
 # (this host's rank within a multi-host replica), expands ${VAR} in the service's
 # env and argv, logs its host, pid and the GPUs Slurm bound to it, then becomes
 # the service (so the pid logged is the service's).
-# Usage: sg-step.sh NAME [KEY=VALUE ...] -- ARGV...
+# Usage: sg-step.sh NAME [KEY=VALUE ...] [--followers FOLLOWER_ARGV...] -- ARGV...
+# Rank 0 runs ARGV; the other ranks of a multi-host replica run FOLLOWER_ARGV when
+# it is given (an engine whose other hosts run another command), else ARGV too.
 set -euo pipefail
 name=$1
 shift
@@ -50,12 +52,21 @@ expand() {  # TEXT: every ${VAR} replaced by VAR's value; an unset VAR is an err
   printf '%s' "$out$rest"
 }
 
+followers=()
 while (($#)) && [[ $1 != -- ]]; do
+  if [[ $1 == --followers ]]; then
+    shift
+    while (($#)) && [[ $1 != -- ]]; do followers+=("$1"); shift; done
+    break
+  fi
   value=$(expand "${1#*=}") || exit 1
   export "${1%%=*}=$value"
   shift
 done
 shift
+if ((SG_NODE_RANK != 0 && ${#followers[@]})); then
+  set -- "${followers[@]}"
+fi
 args=()
 for arg in "$@"; do
   value=$(expand "$arg") || exit 1

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from graph.plan import Plan, Service, host_var
 
+from .base import TargetError
 from .local import config_text
 from .slurm_placement import Placement
 from .slurm_keep import KEEP
@@ -307,15 +308,24 @@ def _step(inp: ScriptInput, s: Service) -> str:
     env = dict(sorted(s.env.items()))
     if s.hosts > 1:
         env[LEADER_HOST_VAR] = "${" + host_var(s.name) + "}"
-    wrapper = [f'"$RUN_DIR/{STEP_WRAPPER}"', s.name] + [shlex.quote(f"{k}={v}") for k, v in env.items()] + ["--"]
-    argv = " ".join(shlex.quote(a) for a in s.argv)
-    return "\n".join([
+    wrapper = [f'"$RUN_DIR/{STEP_WRAPPER}"', s.name] + [shlex.quote(f"{k}={v}") for k, v in env.items()]
+    lines = [
         f"# {what} on {where}, {gpus}, {step.cpus} core{'s' if step.cpus != 1 else ''}",
         "srun " + " ".join(flags[:5]) + " \\",
         "  " + " ".join(flags[5:]) + " \\",
-        "  " + " ".join(wrapper) + " \\",
-        "  " + argv + " &",
-    ])
+    ]
+    if s.follower_argv is None:
+        lines.append("  " + " ".join(wrapper) + " -- \\")
+    else:
+        if "--" in s.follower_argv:  # sg-step.sh ends the follower command at the first bare --
+            raise TargetError(f"service {s.name}: its follower command has a bare '--' argument, which "
+                              f"{STEP_WRAPPER} reads as the end of that command", node=s.node,
+                              hint="drop the bare '--' from the node's engine_args")
+        lines[0] += " (rank 0 runs the last command, the other ranks the --followers one)"
+        lines.append("  " + " ".join(wrapper) + " \\")
+        lines.append("  --followers " + " ".join(shlex.quote(a) for a in s.follower_argv) + " -- \\")
+    lines.append("  " + " ".join(shlex.quote(a) for a in s.argv) + " &")
+    return "\n".join(lines)
 
 
 def _num(x: float) -> str:

@@ -35,7 +35,7 @@ from .health import probe
 from .logs import PALETTE, Echo, LogSink
 from .ports import check_ports
 from .process import Child
-from .report import print_failure, print_ready
+from .report import print_failure, print_multi_host, print_ready
 from .state import write_state
 
 
@@ -122,11 +122,16 @@ class Supervisor:
         """Supervise until a signal or a failed start.
 
         Returns:
-            0 after a clean stop on a signal, 1 when a service failed to start.
+            0 after a clean stop on a signal, 1 when a service failed to start or needs several hosts
+            (then nothing was started).
 
         Raises:
             PortInUseError: some port of the Plan is taken (nothing was started).
         """
+        multi_host = next((s for s in self.plan.services if not s.one_process), None)
+        if multi_host is not None:
+            print_multi_host(self.console, multi_host)
+            return 1
         check_ports(self.plan)
         return asyncio.run(self._main())
 
