@@ -25,7 +25,6 @@ import os
 import pathlib
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,10 @@ import urllib.request
 from dataclasses import dataclass
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.procs import Procs  # noqa: E402
+
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 LUA = """
 wrk.method = "POST"
@@ -97,28 +100,6 @@ def wrk(url: str, body: dict, connections: int, duration: int) -> Load:
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     errors = (int(bad.group(1)) if bad else 0) + (sum(map(int, sock.groups())) if sock else 0)
     return Load(rps, p50, p99, errors)
-
-
-class Procs:
-    """Processes started by the bench, stopped together."""
-
-    def __init__(self) -> None:
-        self.procs: list[subprocess.Popen] = []
-
-    def start(self, cmd: list[str], log: pathlib.Path, env: dict | None = None) -> None:
-        fh = open(log, "wb")
-        self.procs.append(subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
-                                           start_new_session=True, cwd=ROOT))
-
-    def stop(self) -> None:
-        for p in reversed(self.procs):
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGINT)
-        for p in self.procs:
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
 
 
 def chat(max_tokens: int, stream: bool) -> dict:

@@ -27,12 +27,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import pathlib
 import random
 import re
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,6 +39,10 @@ from dataclasses import dataclass, field
 import aiohttp
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.procs import Procs  # noqa: E402
+
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 WORDS = ("the model serves a request with a prompt and a cache of key value blocks on each worker while the "
          "router sends every question about a document to the engine that holds it").split()
@@ -150,37 +151,6 @@ def wait_ready(url: str, procs: "Procs", timeout: float = 180.0) -> None:
             pass
         time.sleep(0.5)
     raise SystemExit(f"not ready after {timeout:.0f} s: {url}")
-
-
-class Procs:
-    """Processes started by the bench (each its own process group), stopped together."""
-
-    def __init__(self) -> None:
-        self.procs: list[subprocess.Popen] = []
-
-    def start(self, cmd: list[str], log: pathlib.Path, env: dict | None = None) -> None:
-        proc = subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, cwd=ROOT,
-                                env={**os.environ, **(env or {})}, start_new_session=True)
-        proc.stdout_log = log  # type: ignore[attr-defined]
-        self.procs.append(proc)
-
-    def check(self) -> None:
-        """Raises SystemExit if one of them has exited (its log says why)."""
-        for p in self.procs:
-            if p.poll() is not None:
-                raise SystemExit(f"exited with {p.returncode}: {' '.join(p.args[:6])} ... (log: {p.stdout_log})")
-
-    def stop(self) -> None:
-        for p in reversed(self.procs):
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGINT)
-        for p in self.procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait(5)
-        self.procs.clear()
 
 
 def documents_per_worker(workdir: pathlib.Path, groups: dict[str, int]) -> tuple[list[int], int]:

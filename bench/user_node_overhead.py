@@ -18,7 +18,8 @@ import tempfile
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.frontend_vs_dynamo import Procs, chat, wait_ready, wrk  # noqa: E402
+from bench.frontend_vs_dynamo import chat, wait_ready, wrk  # noqa: E402
+from bench.procs import Procs  # noqa: E402
 
 
 def main() -> None:
