@@ -33,7 +33,13 @@ def _plan(path: pathlib.Path, mock: bool = False, **options: object) -> Plan:
 @pytest.mark.parametrize("mock", [False, True], ids=["engine", "mock"])
 @pytest.mark.parametrize("path", PIPELINES, ids=lambda p: p.stem)
 def test_local_target_matches_golden(request: pytest.FixtureRequest, path: pathlib.Path, mock: bool) -> None:
-    files = local.render(_plan(path, mock))
+    the_plan = _plan(path, mock)
+    if not all(s.one_process for s in the_plan.services):  # a real replica over hosts: refused, no golden
+        with pytest.raises(TargetError, match="replica over"):
+            local.LocalTarget().render(the_plan)
+        assert not (ROOT / "tests" / "golden" / path.stem / "local").exists(), "a golden of output never written"
+        return
+    files = local.LocalTarget().render(the_plan)
     assert_golden(request, f"{path.stem}/local{'-mock' if mock else ''}", files)
 
 
