@@ -34,15 +34,22 @@ from tests.vllm_fixtures import ENGINE_SITE, READY_TIMEOUT_S, missing_vllm, tiny
 pytestmark = pytest.mark.e2e_vllm
 
 #: Inside the namespace: tmpfs for each emptyDir, the model bound read-only, then every other mount read-only.
+#: What must stay visible ($KEEP: the interpreter's environment, this checkout) may lie below a directory that
+#: a tmpfs covers (a clone in /tmp, a home in /home): it is bound back from the original tree, read-only.
 _SCRIPT = r"""
 set -eu
 mount --make-rprivate /
-# HOME first (its parent is covered by a tmpfs when HOME does not exist, so nothing is made on the host),
-# with the model bound read-only inside it before /tmp, where the model may live, is covered.
+[ -d /mnt ] || { echo "no /mnt to hold the original tree while tmpfs covers its directories" >&2; exit 96; }
+mount -t tmpfs tmpfs /mnt && mkdir /mnt/original && mount --rbind / /mnt/original
+# HOME first (its parent is covered by a tmpfs when HOME does not exist, so nothing is made on the host)
 [ -d "$HOME" ] || mount -t tmpfs tmpfs "$(dirname "$HOME")"
 mkdir -p "$HOME" && mount -t tmpfs -o size=2g tmpfs "$HOME"
-mkdir -p "$HOME/model" && mount --bind "$MODEL_SRC" "$HOME/model" && mount -o remount,bind,ro "$HOME/model"
+mkdir -p "$HOME/model" && mount --bind "/mnt/original$MODEL_SRC" "$HOME/model" && mount -o remount,bind,ro "$HOME/model"
 for dir in $WRITABLE; do [ "$dir" = "$HOME" ] || mount -t tmpfs -o size=2g tmpfs "$dir"; done
+for keep in $KEEP; do
+  [ -e "$keep" ] || { mkdir -p "$keep" && mount --rbind "/mnt/original$keep" "$keep"; }
+done
+umount -l /mnt/original
 awk '{print $5}' /proc/self/mountinfo | sort -u | while read -r mp; do
   case " $WRITABLE " in *" $mp "*) continue;; esac
   case "$mp" in /proc|/proc/*|/sys|/sys/*|/dev|/dev/pts) continue;; esac
@@ -92,7 +99,8 @@ def test_vllm_serves_on_the_read_only_root_the_manifest_gives_it(tmp_path: pathl
     assert c["command"] == ["python"] and not any("$(" in a for a in args) and str(port) in args
     argv = [sys.executable, *args]
     run_env = {**env, "PATH": os.environ["PATH"], "VIRTUAL_ENV": sys.prefix, "WRITABLE": " ".join(writable),
-               "MODEL_SRC": str(model), "PYTHONPATH": str(ENGINE_SITE)}
+               "MODEL_SRC": str(model.resolve()), "PYTHONPATH": str(ENGINE_SITE),
+               "KEEP": " ".join(sorted({str(pathlib.Path(p).resolve()) for p in (sys.prefix, sys.base_prefix, ROOT)}))}
     model_name = args[args.index("--served-model-name") + 1]
     status, log = _serve(["unshare", "--mount", "sh", "-c", _SCRIPT, "sh", *argv], run_env, port, model_name,
                          tmp_path / "read-only.log")
