@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import signal
 
 from rich.console import Console
 from rich.text import Text
@@ -57,3 +58,20 @@ def print_multi_host(console: Console, service: Service) -> None:
     console.print(f"  fix: run it on a cluster (graph submit, or graph compile --target slurm|k8s); or --set "
                   f"{s.node}.nodes=1 if its GPUs fit one host; or --mock, whose one process stands for every host",
                   highlight=False, soft_wrap=True)
+
+
+def describe_exit(code: int | None) -> str:
+    """How a process ended, for a line of output: "exited with code 1", "was killed by SIGKILL"."""
+    if code is None:
+        return "ended"
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def plural(n: int, one: str, many: str) -> str:
+    """``n`` and the noun that goes with it: "1 process", "3 processes"."""
+    return f"{n} {one if n == 1 else many}"

@@ -35,7 +35,7 @@ from .health import probe
 from .logs import PALETTE, Echo, LogSink
 from .ports import check_ports
 from .process import Child
-from .report import print_failure, print_multi_host, print_ready
+from .report import describe_exit, plural, print_failure, print_multi_host, print_ready
 from .state import write_state
 
 
@@ -226,7 +226,7 @@ class Supervisor:
                 unit.child.kill_group()  # whatever it left behind must not hold its ports
                 if up >= opts.backoff_reset_s:
                     delay = opts.backoff_initial_s
-                what = f"{unit.name} {_describe_exit(code)} after {up:.1f} s healthy"
+                what = f"{unit.name} {describe_exit(code)} after {up:.1f} s healthy"
             else:
                 what = f"{unit.name} did not become healthy again: {reason}"
             unit.healthy = False
@@ -310,7 +310,7 @@ class Supervisor:
         while True:
             if child.exited.done():
                 unit.last_exit = child.returncode
-                return False, f"{_describe_exit(child.returncode)} before it became healthy"
+                return False, f"{describe_exit(child.returncode)} before it became healthy"
             status = await probe(self.options.host, s.health.port, s.health.path)
             if status == 200:
                 return True, ""
@@ -333,7 +333,7 @@ class Supervisor:
         started = [u for u in self._units.values() if u.child is not None]
         running = sum(1 for u in started if u.child.alive())  # type: ignore[union-attr]
         if running:
-            self._say(f"stopping {_plural(running, 'process', 'processes')}", "bold")
+            self._say(f"stopping {plural(running, 'process', 'processes')}", "bold")
         frontend = [self._units[self.plan.frontend]]
         await self._stop_units(frontend, self.options.drain_timeout_s, "to drain")
         rest_deadline = time.monotonic() + self.options.stop_timeout_s
@@ -347,7 +347,7 @@ class Supervisor:
             u.sink.close()
         self._phase = "stopped"
         self._write_state()
-        self._say(f"all stopped ({_plural(len(started), 'service', 'services')} had been started)", "bold")
+        self._say(f"all stopped ({plural(len(started), 'service', 'services')} had been started)", "bold")
 
     async def _stop_units(self, units: list[_Unit], timeout_s: float, purpose: str) -> None:
         """SIGTERM each leader, wait up to ``timeout_s``, then SIGKILL each whole process group."""
@@ -378,7 +378,7 @@ class Supervisor:
             except asyncio.TimeoutError:
                 pass
             u.status, u.healthy = "stopped", False
-            u.sink.note(f"stopped ({_describe_exit(u.last_exit)})")
+            u.sink.note(f"stopped ({describe_exit(u.last_exit)})")
         self._write_state()
 
     # --- output ---------------------------------------------------------------------
@@ -412,17 +412,3 @@ class Supervisor:
         }
         write_state(self.state_path, state)
 
-
-def _describe_exit(code: int | None) -> str:
-    if code is None:
-        return "ended"
-    if code < 0:
-        try:
-            return f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"was killed by signal {-code}"
-    return f"exited with code {code}"
-
-
-def _plural(n: int, one: str, many: str) -> str:
-    return f"{n} {one if n == 1 else many}"
