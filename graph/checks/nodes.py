@@ -6,7 +6,7 @@ import re
 from typing import Iterator
 
 from ..errors import GraphError
-from ..spec import GraphSpec
+from ..spec import GraphSpec, NodeSpec
 from .base import ValidateOptions, err, label
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -32,10 +32,17 @@ def parallelism_fits_gpus(spec: GraphSpec, _: ValidateOptions) -> Iterator[Graph
             yield err(
                 "gpus-mismatch",
                 f"{label(n)}: tp*pp*dp = {n.tp}*{n.pp}*{n.dp} = {ranks} ranks but gpus*nodes = {n.gpus}*{n.nodes} = {n.gpus * n.nodes}",
-                f"set gpus={max(ranks // n.nodes, 1)} (GPUs per host of one replica) or change tp/pp/dp",
+                _fit_hint(n, ranks),
                 n,
                 field="gpus",
             )
+
+
+def _fit_hint(n: NodeSpec, ranks: int) -> str:
+    if ranks % n.nodes == 0:
+        return f"set gpus={ranks // n.nodes} (GPUs per host of one replica) or change tp/pp/dp"
+    return (f"{ranks} ranks do not split evenly over nodes={n.nodes} hosts: make tp*pp*dp equal gpus*nodes "
+            f"({n.gpus}*{n.nodes} = {n.gpus * n.nodes}), or set nodes to a divisor of {ranks}")
 
 
 def known_platforms(spec: GraphSpec, _: ValidateOptions) -> Iterator[GraphError]:
