@@ -145,6 +145,16 @@ def test_submit_follows_until_ready_and_cancel_last_stops_it(tmp_path: pathlib.P
     assert f"job {job_id} cancelled" in capsys.readouterr().out
     q = subprocess.run(["squeue", "-h", "-j", job_id], capture_output=True, text=True)
     assert not q.stdout.strip()
+    # again: Slurm still remembers the job, which has ended; scancel itself would say nothing of it
+    with pytest.raises(SystemExit) as again:
+        cancel(job_id)
+    assert again.value.code == 0
+    assert re.search(rf"job {job_id} has already ended \(CANCELLED\); nothing to cancel", capsys.readouterr().out)
+    with pytest.raises(SystemExit) as unknown:  # an id Slurm never gave: an error, not "cancelled"
+        cancel("987654321")
+    assert unknown.value.code == 1
+    out, err = capsys.readouterr()
+    assert "cancelled" not in out and "no job 987654321 to cancel" in err, out + err
 
 
 def test_submit_of_a_job_too_big_for_the_partition_shows_slurms_reason(tmp_path: pathlib.Path, monkeypatch,

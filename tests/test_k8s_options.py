@@ -218,7 +218,10 @@ def test_engine_images_are_pinned_and_overridden_by_engine_name(tmp_path: pathli
     images = {c["image"] for d in docs_of(files) for c in _containers(d)}
     assert images == {"my/vllm:x", "reg/servegraph:9"}, images
     bad = CliRunner().invoke(app, ["compile", str(PD), "--target", "k8s", "-o", str(out), "-O", "image_vlm=x"])
-    assert bad.exit_code == 2 and "no engine called 'vlm'" in bad.output
+    assert bad.exit_code == 2 and "no engine called 'vlm'; did you mean 'vllm'?" in bad.output, bad.output
+    typo = CliRunner().invoke(app, ["compile", str(PD), "--target", "k8s", "-o", str(out), "-O", "network_polcy=true"])
+    assert typo.exit_code == 2 and "'network_polcy' is unknown; did you mean 'network_policy'?" in typo.output, \
+        typo.output
 
 
 def _containers(doc: dict) -> list[dict]:

@@ -122,6 +122,15 @@ def cancel(job: str | None) -> None:
         console.print(f"cancelling job {job} (graph '{last.graph}', the last `graph submit`)")
     if not re.fullmatch(r"\d+(_\d+)?", job):
         fail(f"'{job}' is not a Slurm job id; give a number such as 1234 or --last", 2)
+    queued = _run(["squeue", "-h", "-j", job, "-o", "%T"])
+    if queued.returncode != 0 or not queued.stdout.strip():
+        # scancel exits 0 for a job id Slurm does not know (22.05), so say here what there was to cancel
+        state, reason = job_state(job)
+        if state == "UNKNOWN":
+            fail(f"no job {job} to cancel: it is not in Slurm's queue and neither scontrol nor sacct knows it (an "
+                 "ended job is forgotten after a few minutes without accounting); squeue lists the queued ones", 1)
+        console.print(f"job {job} has already ended ({state}); nothing to cancel")
+        raise SystemExit(0)
     _scancel(job)
     raise SystemExit(0)
 

@@ -10,6 +10,7 @@ import yaml
 from rich.markup import escape
 
 from ..engines import known_engines
+from ..errors import did_you_mean
 from ..targets import Target, get_target, option_docs, target_names
 from .common import console, fail
 
@@ -42,11 +43,13 @@ def parse_target_options(target: Target, pairs: list[str]) -> Any:
         if key not in fields and prefix and images_field and key.startswith(prefix):
             engine = key[len(prefix):]
             if engine not in known_engines():
-                fail(f"target option '{key}': no engine called '{engine}'; engines: {', '.join(known_engines())}")
+                fail(f"target option '{key}': no engine called '{engine}'; {did_you_mean(engine, known_engines())}"
+                     f"engines: {', '.join(known_engines())}")
             values.setdefault(images_field, {})[engine] = raw
             continue
         if key not in fields:
-            fail(f"{target.name} target option '{key}' is unknown; known: {', '.join(sorted(fields))} "
+            fail(f"{target.name} target option '{key}' is unknown; {did_you_mean(key, fields)}"
+                 f"known: {', '.join(sorted(fields))} "
                  "(`graph targets` says what each does)")
         hint = hints[key]
         value: Any = raw if hint is str or hint == typing.Optional[str] else yaml.safe_load(raw)
