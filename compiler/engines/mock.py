@@ -11,7 +11,9 @@ from __future__ import annotations
 from graph.plan import DynamoWorker
 
 from ..errors import CompileError, CompileFailed, NodeValues, did_you_mean, label, node_error
-from .base import EngineAdapter, EngineCommand, EngineInput, Installation, flag_args
+from .base import (
+    EngineAdapter, EngineCommand, EngineInput, Installation, dynamo_component, dynamo_mode_args, flag_args,
+)
 
 #: The frontend protocols ``python -m nodes.mock --imitate`` speaks.
 PROTOCOLS = frozenset({"vllm", "sglang", "trtllm", "openai"})
@@ -124,8 +126,7 @@ class MockAdapter(EngineAdapter):
             return DynamoWorker(unsupported=(
                 f"Dynamo's mocker plays aggregated, prefill or decode workers only (dynamo.mocker "
                 f"--disaggregation-mode agg|prefill|decode, ai-dynamo 1.6.1), not the {spec.role} role"))
-        args = ["--model-path", spec.model, "--model-name", spec.served_model_name or spec.model]
-        if spec.role != "worker":
-            args += ["--disaggregation-mode", spec.role]
-        return DynamoWorker(component=spec.role, command=["python3", "-m", "dynamo.mocker"], args=args,
-                            runtime_image="vllm-runtime")
+        args = ["--model-path", spec.model, "--model-name", spec.served_model_name or spec.model,
+                *dynamo_mode_args(spec.role)]
+        return DynamoWorker(component=dynamo_component(spec.role), command=["python3", "-m", "dynamo.mocker"],
+                            args=args, runtime_image="vllm-runtime")

@@ -21,19 +21,17 @@ exactly the Plan's service name (``${SG_HOST_DECODE_1}`` -> ``<prefix>decode-1``
 
 from __future__ import annotations
 
-from typing import Any
-
 from graph.plan import Plan
 
 from .base import GpuBudget, PlanChoices
 from .k8s_config import config_maps
-from .k8s_meta import Names, host_services
+from .k8s_meta import Names, graph_metadata, host_services
 from .k8s_pods import PodContext
 from .k8s_policies import disruption_budgets, network_policies
 from .k8s_security import runs_as_note
 from .k8s_services import service, service_monitor
 from .k8s_settings import Options, node_settings
-from .k8s_storage import shared_claim
+from .k8s_storage import files_folders, shared_claim
 from .k8s_workloads import workload
 from .k8s_yaml import dump, dump_all
 
@@ -86,7 +84,7 @@ def render(plan: Plan, options: Options | None = None) -> dict[str, str]:
 
 def _plain(ctx: PodContext) -> dict[str, str]:
     plan, options = ctx.plan, ctx.options
-    meta = graph_metadata(ctx)
+    meta = graph_metadata(plan, options.namespace)
     files = {"config.yaml": dump_all(config_maps(ctx))}
     budgets = disruption_budgets(plan, ctx.names.prefix, meta)
     by_node: dict[str, list[dict]] = {}
@@ -110,16 +108,8 @@ def _plain(ctx: PodContext) -> dict[str, str]:
     return files
 
 
-def graph_metadata(ctx: PodContext) -> dict[str, Any]:
-    """metadata (without a name) of the objects that belong to the whole graph."""
-    meta: dict[str, Any] = {"labels": {"app.kubernetes.io/part-of": ctx.plan.graph,
-                                       "app.kubernetes.io/managed-by": "servegraph"}}
-    if ctx.options.namespace:
-        meta["namespace"] = ctx.options.namespace
-    return meta
-
-
 def context(plan: Plan, options: Options) -> PodContext:
     """Names, settings and address variables shared by every builder."""
     return PodContext(plan=plan, names=Names(plan, options.prefix), options=options,
-                      settings=node_settings(plan, options), host_vars=host_services(plan))
+                      settings=node_settings(plan, options), host_vars=host_services(plan),
+                      files_folders=files_folders(plan))

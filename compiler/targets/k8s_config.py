@@ -22,7 +22,7 @@ import orjson
 
 from graph.plan import Service
 
-from .k8s_meta import file_key
+from .k8s_meta import file_key, graph_metadata
 from .k8s_pods import PodContext
 from .output import to_yaml
 
@@ -74,11 +74,7 @@ def config_maps(ctx: PodContext) -> list[dict[str, Any]]:
 
 
 def _meta(ctx: PodContext, name: str) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": name, "labels": {"app.kubernetes.io/part-of": ctx.plan.graph,
-                                                     "app.kubernetes.io/managed-by": "servegraph"}}
-    if ctx.options.namespace:
-        meta["namespace"] = ctx.options.namespace
-    return meta
+    return {"name": name, **graph_metadata(ctx.plan, ctx.options.namespace)}
 
 
 __all__ = ["CONFIG_MAP_LIMIT", "config_maps", "config_text"]

@@ -34,7 +34,7 @@ from typing import Any
 from graph.plan import Service
 
 from .base import TargetError
-from .k8s_meta import k8s_expand, placeholders
+from .k8s_meta import graph_metadata, k8s_expand, placeholders
 from .k8s_pods import PodContext, hf_token_env, pod_template
 from .k8s_policies import NAME, PART_OF, disruption_budgets
 from .k8s_resources import container_resources
@@ -62,18 +62,15 @@ def render_dynamo(ctx: PodContext) -> dict[str, str]:
             continue
         components.append(_component(ctx, replicas))
     engines = sorted({s.engine for s in ctx.plan.services if s.engine and not s.simulated})
-    labels = {PART_OF: ctx.plan.graph, "app.kubernetes.io/managed-by": "servegraph"}
-    meta: dict[str, Any] = {"name": ctx.names.prefix.rstrip("-") or ctx.plan.graph, "labels": labels}
-    if ctx.options.namespace:
-        meta["namespace"] = ctx.options.namespace
+    graph_meta = graph_metadata(ctx.plan, ctx.options.namespace)
+    meta = {"name": ctx.names.prefix.rstrip("-") or ctx.plan.graph, **graph_meta}
     spec: dict[str, Any] = {"components": components}
     if len(engines) == 1:
         spec["backendFramework"] = engines[0]
     doc = {"apiVersion": "nvidia.com/v1beta1", "kind": "DynamoGraphDeployment", "metadata": meta, "spec": spec}
     files = {"dynamographdeployment.yaml": dump(doc)}
-    budget_meta = {k: v for k, v in meta.items() if k != "name"}
     kept = {c["name"] for c in components}
-    budgets = [b for node, b in disruption_budgets(ctx.plan, ctx.names.prefix, budget_meta).items() if node in kept]
+    budgets = [b for node, b in disruption_budgets(ctx.plan, ctx.names.prefix, graph_meta).items() if node in kept]
     if budgets:
         files["poddisruptionbudgets.yaml"] = dump_all(budgets)
     return files

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from graph.plan import SELF_HOST_VAR, Plan, Service, host_var
 
@@ -54,6 +55,15 @@ def file_key(path: str) -> str:
     """The config ConfigMap's key for a service's file at ``path`` (keys allow no '/'; the volume's
     items put it back at ``path``). Paths name their node (code/<node>/...): replicas share one key."""
     return re.sub(r"[^-._a-zA-Z0-9]", "_", path)
+
+
+def graph_metadata(plan: Plan, namespace: str | None) -> dict[str, Any]:
+    """metadata (without a name) of the objects that belong to the whole graph."""
+    meta: dict[str, Any] = {"labels": {"app.kubernetes.io/part-of": plan.graph,
+                                       "app.kubernetes.io/managed-by": "servegraph"}}
+    if namespace:
+        meta["namespace"] = namespace
+    return meta
 
 
 def labels(plan: Plan, names: Names, service: Service) -> dict[str, str]:

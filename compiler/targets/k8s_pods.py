@@ -57,6 +57,8 @@ class PodContext:
     options: Options
     settings: dict[str, NodeSettings]
     host_vars: dict[str, Service]
+    #: Service name -> the folders of the files edges it is an end of (k8s_storage.files_folders).
+    files_folders: dict[str, set[str]]
 
 
 def pod_template(ctx: PodContext, s: Service, labels: dict[str, str], host_role: str | None = None) -> dict[str, Any]:
@@ -192,7 +194,7 @@ def _volumes(ctx: PodContext, s: Service) -> list[dict[str, Any]]:
         elif o.model_cache_host_path:
             host_path = {"path": o.model_cache_host_path, "type": "DirectoryOrCreate"}
             vols.append({"name": "model-cache", "hostPath": host_path})
-    vols += shared_mounts(ctx.plan, o, ctx.names.prefix, s)[0]
+    vols += shared_mounts(ctx.files_folders.get(s.name, set()), o, ctx.names.prefix)[0]
     return vols
 
 
@@ -205,5 +207,5 @@ def _mounts(ctx: PodContext, s: Service) -> list[dict[str, Any]]:
         mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
         if o.model_cache_pvc or o.model_cache_host_path:
             mounts.append({"name": "model-cache", "mountPath": o.model_cache_path})
-    mounts += shared_mounts(ctx.plan, o, ctx.names.prefix, s)[1]
+    mounts += shared_mounts(ctx.files_folders.get(s.name, set()), o, ctx.names.prefix)[1]
     return mounts

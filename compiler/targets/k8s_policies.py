@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from graph.plan import Plan
@@ -28,8 +29,8 @@ MANAGED_BY = "app.kubernetes.io/managed-by"
 def disruption_budgets(plan: Plan, prefix: str, metadata: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Graph node -> its PodDisruptionBudget, for nodes of two replicas or more."""
     out = {}
-    for node in dict.fromkeys(s.node for s in plan.services):
-        if len(plan.of_node(node)) < 2:
+    for node, replicas in Counter(s.node for s in plan.services).items():
+        if replicas < 2:
             continue
         out[node] = {
             "apiVersion": "policy/v1",

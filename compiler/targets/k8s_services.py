@@ -6,7 +6,7 @@ from typing import Any
 
 from graph.plan import Service
 
-from .k8s_meta import labels, port_name, selector
+from .k8s_meta import graph_metadata, labels, port_name, selector
 from .k8s_pods import PodContext
 
 
@@ -38,16 +38,10 @@ def service(ctx: PodContext, s: Service) -> dict[str, Any]:
 
 def service_monitor(ctx: PodContext) -> dict[str, Any]:
     """A prometheus-operator ServiceMonitor scraping /metrics of every Service of the graph."""
-    meta: dict[str, Any] = {
-        "name": ctx.names.prefix + "metrics",
-        "labels": {"app.kubernetes.io/part-of": ctx.plan.graph, "app.kubernetes.io/managed-by": "servegraph"},
-    }
-    if ctx.options.namespace:
-        meta["namespace"] = ctx.options.namespace
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "ServiceMonitor",
-        "metadata": meta,
+        "metadata": {"name": ctx.names.prefix + "metrics", **graph_metadata(ctx.plan, ctx.options.namespace)},
         "spec": {
             "selector": {"matchLabels": {"app.kubernetes.io/part-of": ctx.plan.graph,
                                          "app.kubernetes.io/managed-by": "servegraph"}},

@@ -16,7 +16,7 @@ from __future__ import annotations
 import posixpath
 from typing import Any
 
-from graph.plan import Plan, Service
+from graph.plan import Plan
 
 from .k8s_settings import Options
 
@@ -52,9 +52,9 @@ def shared_claim(plan: Plan, options: Options, prefix: str, metadata: dict[str, 
             "metadata": {**metadata, "name": claim_name(options, prefix)}, "spec": spec}
 
 
-def shared_mounts(plan: Plan, options: Options, prefix: str, s: Service) -> tuple[list[dict], list[dict]]:
-    """(volumes, mounts) of the shared claim for ``s`` (none unless it is an end of a files edge)."""
-    folders = files_folders(plan).get(s.name, set())
+def shared_mounts(folders: set[str], options: Options, prefix: str) -> tuple[list[dict], list[dict]]:
+    """(volumes, mounts) of the shared claim for a service whose files edges use ``folders`` (its
+    :func:`files_folders` entry; none: it is the end of no files edge)."""
     if not folders:
         return [], []
     base = options.shared_cache_path.rstrip("/") or "/"

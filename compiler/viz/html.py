@@ -78,9 +78,14 @@ def _svg(view: View, lay: Layout) -> str:
 
 
 def _arrow_colors(view: View) -> list[tuple[str, str]]:
-    """(edge kind, colour) of every arrowhead the picture needs: HTTP and NIXL always, the others when drawn."""
+    """(edge kind, colour) of every arrowhead the picture needs."""
+    return [("http", HTTP_COLOR)] + [(kind, color) for kind, (_, _, color) in _tensor_kinds(view)]
+
+
+def _tensor_kinds(view: View) -> list[tuple[str, tuple[str, str, str]]]:
+    """The TENSOR_TRANSPORTS items the picture shows: NIXL always, the others when an edge uses them."""
     used = {e.transport for e in view.edges}
-    return [("http", HTTP_COLOR)] + [(k, t[2]) for k, t in TENSOR_TRANSPORTS.items() if k == "nixl" or k in used]
+    return [(kind, t) for kind, t in TENSOR_TRANSPORTS.items() if kind == "nixl" or kind in used]
 
 
 def _box(b: Box) -> str:
@@ -123,10 +128,9 @@ def _legend(view: View) -> str:
         f'<span><svg width="36" height="10"><line x1="0" y1="5" x2="36" y2="5" stroke="{HTTP_COLOR}" '
         f'stroke-width="1.5"/></svg>HTTP (requests)</span>',
     ]
-    for kind, (_, text, color) in TENSOR_TRANSPORTS.items():
-        if kind == "nixl" or any(e.transport == kind for e in view.edges):
-            items.append(f'<span><svg width="36" height="10"><line x1="0" y1="5" x2="36" y2="5" stroke="{color}" '
-                         f'stroke-width="2.5" stroke-dasharray="7 4"/></svg>{escape(text)}</span>')
+    for _, (_, text, color) in _tensor_kinds(view):
+        items.append(f'<span><svg width="36" height="10"><line x1="0" y1="5" x2="36" y2="5" stroke="{color}" '
+                     f'stroke-width="2.5" stroke-dasharray="7 4"/></svg>{escape(text)}</span>')
     for role in ROLE_STYLE:
         if any(n.role == role for n in view.nodes):
             title, fill, border = ROLE_STYLE[role]

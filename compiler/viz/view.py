@@ -78,11 +78,6 @@ class VizEdge:
         return self.transport in TENSOR_TRANSPORTS
 
     @property
-    def is_nixl(self) -> bool:
-        """Moves tensors over NIXL."""
-        return self.transport == "nixl"
-
-    @property
     def label(self) -> str:
         """``KV · NIXL``, ``Embeddings · files``, or the HTTP payload type, e.g. ``Text``."""
         return f"{self.type} · {TENSOR_TRANSPORTS[self.transport][0]}" if self.is_tensor else self.type
