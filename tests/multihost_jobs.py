@@ -22,8 +22,7 @@ import time
 from typing import Any
 
 from compiler.cli import common
-from compiler.cli.target_options import parse_target_options
-from compiler.plan import PlanOptions
+from compiler.cli.slurm_cmd import compiled_for_slurm
 from compiler.targets import slurm
 from graph.plan import Plan
 from tests import multihost
@@ -74,10 +73,7 @@ class GraphJob:
                 device = next(it)
             else:
                 raise ValueError(f"GraphJob does not know the flag {arg!r}")
-        target = slurm.SlurmTarget()
-        options = parse_target_options(target, opts)
-        plan_options = PlanOptions(device=device, base_port=self.base_port, python=sys.executable)
-        return common.compiled(str(ROOT / self.pipeline), overrides, target, options, plan_options).plan
+        return compiled_for_slurm(str(ROOT / self.pipeline), overrides, opts, device, self.port, self.base_port).plan
 
     def __enter__(self) -> GraphJob:
         self.workdir.mkdir(parents=True, exist_ok=True)

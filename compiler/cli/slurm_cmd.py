@@ -122,7 +122,7 @@ def cancel(job: str | None) -> None:
         console.print(f"cancelling job {job} (graph '{last.graph}', the last `graph submit`)")
     if not re.fullmatch(r"\d+(_\d+)?", job):
         fail(f"'{job}' is not a Slurm job id; give a number such as 1234 or --last", 2)
-    queued = _run(["squeue", "-h", "-j", job, "-o", "%T"])
+    queued = run_tool(["squeue", "-h", "-j", job, "-o", "%T"])
     if queued.returncode != 0 or not queued.stdout.strip():
         # scancel exits 0 for a job id Slurm does not know (22.05), so say here what there was to cancel
         state, reason = job_state(job)
@@ -156,18 +156,17 @@ class BatchLog:
             console.print(f"  | {line}", markup=False, highlight=False, soft_wrap=True)
 
 
-def follow_until_ready(job: Submitted, log: BatchLog | None = None) -> str:
+def follow_until_ready(job: Submitted, log: BatchLog) -> str:
     """Print the job's state changes and its batch log until its frontend answers; returns the URL
     (without /v1).
 
     Raises:
         SystemExit(1): the job ended first (its state, reason and the batch log's tail are printed).
     """
-    log = log or BatchLog(job.batch_log)
     last = ""
     while True:
         state, reason = job_state(job.job_id)
-        shown = f"{state} ({reason})" if reason and reason != "None" else state
+        shown = shown_state(state, reason)
         if shown != last:
             console.print(f"  job {job.job_id}: {shown}")
             last = shown
@@ -182,31 +181,34 @@ def follow_until_ready(job: Submitted, log: BatchLog | None = None) -> str:
         time.sleep(POLL_S)
 
 
-def follow_until_end(job_id: str, log: BatchLog | None = None) -> str:
+def follow_until_end(job_id: str, log: BatchLog) -> str:
     """Print the batch log as it grows (restarts, lost nodes) until the job leaves the queue; returns
     its final state."""
     while True:
-        if log is not None:
-            log.show_new()
+        log.show_new()
         state, reason = job_state(job_id)
         if state not in LIVE_STATES:
-            if log is not None:
-                log.show_new()
-            return f"{state} ({reason})" if reason and reason != "None" else state
+            log.show_new()
+            return shown_state(state, reason)
         time.sleep(POLL_S)
+
+
+def shown_state(state: str, reason: str) -> str:
+    """A job's state for a line of output: "STATE (reason)", or STATE alone when Slurm gives no reason."""
+    return f"{state} ({reason})" if reason and reason != "None" else state
 
 
 def job_state(job_id: str) -> tuple[str, str]:
     """(state, reason) from squeue while queued, else from scontrol or sacct; ("UNKNOWN", why) if none knows."""
-    q = _run(["squeue", "-h", "-j", job_id, "-o", "%T|%r"])
+    q = run_tool(["squeue", "-h", "-j", job_id, "-o", "%T|%r"])
     if q.returncode == 0 and q.stdout.strip():
         state, _, reason = q.stdout.strip().splitlines()[0].partition("|")
         return state, reason
-    s = _run(["scontrol", "-o", "show", "job", job_id])
+    s = run_tool(["scontrol", "-o", "show", "job", job_id])
     if s.returncode == 0 and "JobState=" in s.stdout:
         fields = dict(re.findall(r"(\w+)=(\S*)", s.stdout))
         return fields.get("JobState", "UNKNOWN"), fields.get("Reason", "")
-    a = _run(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State,ExitCode"])
+    a = run_tool(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State,ExitCode"])
     if a.returncode == 0 and a.stdout.strip():
         state, _, code = a.stdout.strip().splitlines()[0].partition("|")
         return state.split()[0], f"exit code {code}"
@@ -252,7 +254,7 @@ def _require_slurm() -> None:
 
 
 def _sbatch(script: str, the_plan: Plan) -> Submitted:
-    result = _run(["sbatch", "--parsable", script], timeout=120)
+    result = run_tool(["sbatch", "--parsable", script], timeout=120)
     if result.returncode != 0:
         # Printed unwrapped: Slurm's reason must stay greppable on one line.
         err_console.print(f"[bold red]error:[/] {escape(explain_sbatch_error(result.stderr or result.stdout, script))}",
@@ -294,12 +296,12 @@ def explain_sbatch_error(stderr: str, script: str) -> str:
 
 
 def _scancel(job_id: str) -> None:
-    result = _run(["scancel", job_id])
+    result = run_tool(["scancel", job_id])
     if result.returncode != 0:
         fail(f"scancel {job_id} failed: {result.stderr.strip() or result.stdout.strip()}", 1)
     deadline = time.monotonic() + CANCEL_WAIT_S
     while time.monotonic() < deadline:
-        q = _run(["squeue", "-h", "-j", job_id, "-o", "%T"])
+        q = run_tool(["squeue", "-h", "-j", job_id, "-o", "%T"])
         if q.returncode != 0 or not q.stdout.strip():
             console.print(f"job {job_id} cancelled; every step stopped")
             return
@@ -340,7 +342,8 @@ def _print_tail(path: str, lines: int = 20, err: bool = False) -> None:
         out.print(f"    {line}", markup=False, highlight=False, soft_wrap=True)
 
 
-def _run(cmd: list[str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def run_tool(cmd: list[str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """``cmd``'s output; one that cannot start or runs past ``timeout`` reads as a failure (exit 1)."""
     try:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired) as exc:

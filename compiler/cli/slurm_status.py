@@ -19,7 +19,6 @@ import json
 import os
 import re
 import socket
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -33,7 +32,7 @@ from rich.table import Table
 
 from ..targets.slurm_runtime import STATUS_FILE
 from .common import console, fail
-from .slurm_cmd import LIVE_STATES, job_state, load_last
+from .slurm_cmd import LIVE_STATES, job_state, load_last, run_tool, shown_state
 
 #: Seconds one health probe may take.
 PROBE_S = 2.0
@@ -122,7 +121,7 @@ def _find_job(job: str | None) -> tuple[str, str | None]:
 
 def _batch_log_from_slurm(job_id: str) -> str | None:
     """The job's StdOut path as scontrol tells it (while Slurm still remembers the job)."""
-    out = _run(["scontrol", "-o", "show", "job", job_id])
+    out = run_tool(["scontrol", "-o", "show", "job", job_id])
     match = re.search(r"\bStdOut=(\S+)", out.stdout) if out.returncode == 0 else None
     return match.group(1) if match else None
 
@@ -148,7 +147,7 @@ def _read_status(run_dir: str) -> dict[str, Any] | None:
 
 def _steps(job_id: str) -> dict[str, str]:
     """Service name -> its current step id (steps carry their service's name)."""
-    out = _run(["squeue", "-h", "-s", "-j", job_id, "-o", "%i|%j"])
+    out = run_tool(["squeue", "-h", "-s", "-j", job_id, "-o", "%i|%j"])
     steps = {}
     for line in out.stdout.splitlines() if out.returncode == 0 else []:
         step, _, name = line.strip().partition("|")
@@ -208,8 +207,8 @@ def _probe_from_job(job_id: str, node: str, urls: dict[str, str]) -> dict[str, H
     """curl every URL from ``node``, inside the job's allocation; None when srun cannot get in."""
     script = ('for u in "$@"; do (c=$(curl -s -o /dev/null -w "%{http_code}" --max-time '
               f'{PROBE_S:g} "$u" || true); echo "${{c:-000}} $u") & done; wait')
-    out = _run(["srun", f"--jobid={job_id}", "--overlap", "--gres=none", "--mem=0", "-N1", "-n1",
-                f"--nodelist={node}", "--quiet", "bash", "-c", script, "probe", *urls.values()], timeout=60)
+    out = run_tool(["srun", f"--jobid={job_id}", "--overlap", "--gres=none", "--mem=0", "-N1", "-n1",
+                    f"--nodelist={node}", "--quiet", "bash", "-c", script, "probe", *urls.values()], timeout=60)
     if out.returncode != 0:
         return None
     codes = {}
@@ -229,7 +228,7 @@ def _probe_from_job(job_id: str, node: str, urls: dict[str, str]) -> dict[str, H
 
 def _print(r: JobStatus) -> None:
     data = r.status
-    shown = f"{r.slurm_state} ({r.reason})" if r.reason and r.reason != "None" else r.slurm_state
+    shown = shown_state(r.slurm_state, r.reason)
     if data is None:
         console.print(f"job {r.job}: {shown}; no status yet (the batch script writes it once it runs)")
         return
@@ -272,9 +271,3 @@ def _ago(epoch: object) -> str:
     seconds = max(0, int(time.time() - epoch))
     return f"{seconds} s ago" if seconds < 120 else f"{seconds // 60} min ago"
 
-
-def _run(cmd: list[str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return subprocess.CompletedProcess(cmd, 1, "", str(exc))
