@@ -55,10 +55,13 @@ class Load:
     errors: int
 
 
-def wait_ready(url: str, body: dict, timeout: float = 120.0) -> None:
+def wait_ready(url: str, body: dict, timeout: float = 120.0, procs: Procs | None = None) -> None:
+    """Post ``body`` until ``url`` answers 200; with ``procs``, give up as soon as one of them exits."""
     data = json.dumps(body).encode()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if procs is not None:
+            procs.check()
         try:
             req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
             with urllib.request.urlopen(req, timeout=5) as resp:
@@ -66,7 +69,7 @@ def wait_ready(url: str, body: dict, timeout: float = 120.0) -> None:
                     return
         except OSError:
             time.sleep(0.5)
-    raise SystemExit(f"not ready: {url}")
+    raise SystemExit(f"not ready after {timeout:.0f} s: {url}")
 
 
 def post(url: str, body: dict) -> dict | str:

@@ -41,6 +41,7 @@ import aiohttp
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.frontend_vs_dynamo import wait_ready  # noqa: E402
 from bench.procs import Procs  # noqa: E402
 
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
@@ -49,6 +50,7 @@ WORDS = ("the model serves a request with a prompt and a cache of key value bloc
 #: Dynamo's runtime advertises this machine's first address unless told otherwise: keep it on loopback.
 DYNAMO_LOOPBACK = {name: "127.0.0.1" for name in (
     "DYN_TCP_RPC_HOST", "DYN_TCP_RESPONSE_STREAM_HOST", "DYN_EVENT_PLANE_HOST", "DYN_SYSTEM_HOST")}
+READY = {"model": MODEL, "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]}  # what wait_ready posts
 
 
 @dataclass
@@ -137,22 +139,6 @@ async def drive(url: str, items: list[tuple[int, str, str]], concurrency: int, m
         result.seconds = time.perf_counter() - start
 
 
-def wait_ready(url: str, procs: "Procs", timeout: float = 180.0) -> None:
-    body = json.dumps({"model": MODEL, "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]}).encode()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        procs.check()
-        try:
-            req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
-            with urllib.request.urlopen(req, timeout=5) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"not ready after {timeout:.0f} s: {url}")
-
-
 def documents_per_worker(workdir: pathlib.Path, groups: dict[str, int]) -> tuple[list[int], int]:
     """For each of our workers, how many distinct documents it was sent; and their prefix-cache waits."""
     plan = json.loads((workdir / "plan.json").read_text())
@@ -187,7 +173,7 @@ def run_ours(policy: str, args: argparse.Namespace, items: list, work: pathlib.P
     url = f"http://127.0.0.1:{args.port}/v1/chat/completions"
     result = Result("ours", policy)
     try:
-        wait_ready(url, procs)
+        wait_ready(url, READY, 180.0, procs)
         asyncio.run(drive(url, items, args.concurrency, args.max_tokens, result))
         groups = {doc: g for g, doc, _ in items}
         counts, waits = documents_per_worker(workdir, groups)
@@ -211,7 +197,7 @@ def run_dynamo(policy: str, args: argparse.Namespace, items: list, work: pathlib
     url = f"http://127.0.0.1:{args.dynamo_port}/v1/chat/completions"
     result = Result("dynamo", policy)
     try:
-        wait_ready(url, procs)
+        wait_ready(url, READY, 180.0, procs)
         time.sleep(2)  # every worker registered (the first answer needs only one)
         asyncio.run(drive(url, items, args.concurrency, args.max_tokens, result))
     finally:

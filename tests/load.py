@@ -98,9 +98,9 @@ async def run_load(url: str, model: str, clients: int, duration_s: float, kill_e
     counter = iter(range(10**9))
 
     async def client(i: int, session: aiohttp.ClientSession) -> None:
+        streamed = i % 2 == 0 if stream is None else stream
         while time.monotonic() < stop_at:
             n = next(counter)
-            streamed = i % 2 == 0 if stream is None else stream
             failure = await one_request(session, url, request_body(model, n, streamed, images and n % 2 == 0),
                                         timeout_s)
             if failure is None:
