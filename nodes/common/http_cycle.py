@@ -279,6 +279,4 @@ class Cycle:
         self._flush_head()
         if self.conn.transport is not None:
             self.conn.transport.close()
-        self.complete = True
-        self._event.set()
-        self.conn.cycle_done(self)
+        self._finish()

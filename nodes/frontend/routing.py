@@ -48,18 +48,16 @@ class Picker:
         self.inflight: dict[str, int] = {u.service: 0 for u in upstreams}
         self._out_since: dict[str, float] = {}  # replicas sitting out: when they failed or were last probed
 
-    def candidates(self, exclude: frozenset[str]) -> list[Upstream]:
-        """Replicas not excluded that are up, and at most one whose time out is over (a probe);
-        if there are none, every replica not excluded (callers that must pick one get one)."""
+    def pick(self, exclude: frozenset[str] = frozenset(), prompt: str = "") -> Upstream:
+        """The replica for the next request (not one in ``exclude`` unless no other exists).
+
+        Chosen among the replicas not excluded that are up, and at most one whose time out is over (a
+        probe); if there are none, among every replica not excluded (callers that must pick one get one).
+        """
         allowed = [u for u in self.upstreams if u.service not in exclude] or list(self.upstreams)
         up = [u for u in allowed if u.service not in self._out_since]
         due = self._due(allowed)
-        return up + [due] if due is not None else up or allowed
-
-    def pick(self, exclude: frozenset[str] = frozenset(), prompt: str = "") -> Upstream:
-        """The replica for the next request (not one in ``exclude`` unless no other exists)."""
-        due = self._due([u for u in self.upstreams if u.service not in exclude] or self.upstreams)
-        chosen = self.choose(self.candidates(exclude), prompt)
+        chosen = self.choose(up + [due] if due is not None else up or allowed, prompt)
         if chosen is due:  # a probe: the other requests keep skipping it meanwhile
             self._out_since[chosen.service] = time.monotonic()
         return chosen

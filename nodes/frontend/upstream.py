@@ -13,7 +13,7 @@ import asyncio
 import math
 import socket
 from dataclasses import dataclass
-from typing import AsyncIterator, Callable
+from typing import Callable
 
 import aiohttp
 import orjson
@@ -191,7 +191,7 @@ def _aiohttp_socket(addr_info: tuple) -> socket.socket:
 
 
 class Streamed:
-    """An open streaming response: pipe or iterate its raw bytes; always close or finish it."""
+    """An open streaming response: pipe its raw bytes; always close or finish it."""
 
     def __init__(self, service: str, resp: Response) -> None:
         self.service = service
@@ -217,18 +217,6 @@ class Streamed:
 
     def resume_reading(self) -> None:
         self._resp.resume_reading()
-
-    async def chunks(self, idle_timeout_s: float) -> AsyncIterator[bytes]:
-        """Raw bytes as they arrive; a gap longer than ``idle_timeout_s`` is an error."""
-        try:
-            async for chunk in self._resp.chunks(idle_timeout_s):
-                yield chunk
-        except Stalled:
-            raise UpstreamError(self.service, f"stream stalled for {idle_timeout_s:g} s") from None
-        except HttpClientError as exc:
-            raise UpstreamError(self.service, f"stream broken ({exc})") from None
-        finally:
-            self.close()
 
     def finish(self) -> None:
         """The stream said all it had to ([DONE]): its connection is reused once the body ends."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from typing import Any, AsyncIterator
 
 import aiohttp
@@ -130,7 +131,7 @@ class _StreamRewrite:
 
     async def run(self) -> AsyncIterator[bytes]:
         pieces: asyncio.Queue[str | None] = asyncio.Queue()
-        head: asyncio.Queue[bytes | None] = asyncio.Queue()  # events to pass on before the text (the role chunk)
+        head: deque[bytes] = deque()  # events to pass on before the text (the role chunk)
         reader = asyncio.get_running_loop().create_task(self._read(pieces, head))
         sockets: list[aiohttp.ClientWebSocketResponse] = []
         try:
@@ -140,15 +141,11 @@ class _StreamRewrite:
                 ws = await self._open(stage)
                 sockets.append(ws)
                 text = _through(ws, stage, self.req, text, cut, i)
-            while not head.empty():
-                event = head.get_nowait()
-                if event is not None:
-                    yield event
+            while head:
+                yield head.popleft()
             async for piece in text:
-                while not head.empty():
-                    event = head.get_nowait()
-                    if event is not None:
-                        yield event
+                while head:
+                    yield head.popleft()
                 yield self._event(piece)
             if any(cut):
                 reader.cancel()
@@ -169,21 +166,23 @@ class _StreamRewrite:
                 await close()
 
     async def _open(self, stage: StageRuntime) -> aiohttp.ClientWebSocketResponse:
-        tried: set[str] = set()
-        for _ in stage.config.upstreams:
-            u = stage.picker.pick(frozenset(tried))
-            tried.add(u.service)
+        """A websocket to a replica of ``stage``; unreachable replicas are skipped, as in :meth:`UserNodes._call`."""
+
+        async def connect(u: Upstream) -> aiohttp.ClientWebSocketResponse:
             try:
                 ws = await self.pool.session.ws_connect(u.url.replace("http", "ws", 1) + "/v1/response/stream",
                                                         timeout=aiohttp.ClientWSTimeout(ws_close=5))
                 await ws.send_bytes(orjson.dumps({"kind": self.req.kind, "request": self.req.body}))
                 return ws
             except aiohttp.ClientError as exc:
-                stage.picker.failed(u)
-                last = exc
-        raise RequestError(502, f"node '{stage.name}' could not be reached: {last}")
+                raise UpstreamError(u.service, f"unreachable ({exc})") from None
 
-    async def _read(self, pieces: "asyncio.Queue[str | None]", head: "asyncio.Queue[bytes | None]") -> None:
+        try:
+            return await stage.with_failover(connect, retry_errors=False)  # type: ignore[type-var]
+        except UpstreamError as exc:
+            raise RequestError(502, f"node '{stage.name}' could not be reached: {exc}") from None
+
+    async def _read(self, pieces: "asyncio.Queue[str | None]", head: deque[bytes]) -> None:
         """Engine events -> text pieces (to the nodes), the events before the text (passed on at once)
         and the events after it (held until the nodes are done)."""
         try:
@@ -202,9 +201,9 @@ class _StreamRewrite:
                             _set_delta(self.req.kind, choices[0], "")
                             self.trailing.append(b"data: " + orjson.dumps(event) + b"\n\n")
                     elif "error" in event:
-                        await head.put(block + b"\n\n")
+                        head.append(block + b"\n\n")
                     elif self.template is None and choices and not choices[0].get("finish_reason"):
-                        await head.put(block + b"\n\n")  # the role chunk
+                        head.append(block + b"\n\n")  # the role chunk
                     else:
                         self.trailing.append(block + b"\n\n")
         finally:
