@@ -47,8 +47,8 @@ from pydantic import Field
 
 from ._where import caller_location
 from .errors import GraphError
-from .nodes import Node
-from .ports import Answer, Media, Port, PortType, Text, Tokens
+from .nodes import Node, ports_of
+from .ports import Media, PortType, Text, Tokens
 
 __all__ = ["Refusal", "Request", "RequestNode", "ResponseNode", "UserNode"]
 
@@ -143,7 +143,7 @@ class UserNode(Node):
     @classmethod
     def source_file(cls) -> str | None:
         """The file the class is defined in (None when it has none, e.g. typed at a prompt)."""
-        return os.path.abspath(cls._SOURCE) if cls._SOURCE else None
+        return cls._SOURCE
 
 
 class RequestNode(UserNode):
@@ -163,8 +163,7 @@ class RequestNode(UserNode):
         super().__init_subclass__(**kwargs)
         if cls.accepts not in (Text, Tokens, Media) or cls.produces not in (Text, Tokens, Media):
             raise TypeError(f"{cls.__name__}: a request node accepts and produces Text, Tokens or Media")
-        cls.INPUTS = (Port("requests", (cls.accepts,), required=True),)
-        cls.OUTPUTS = (Port("requests", (cls.produces,)),)
+        cls.INPUTS, cls.OUTPUTS = ports_of(cls.ROLE, cls.accepts, cls.produces)
 
     async def handle(self, request: Request) -> Request:
         """Return the request to pass on, or raise :class:`Refusal`. Define it in your class."""
@@ -175,8 +174,7 @@ class ResponseNode(UserNode):
     """A node after the model: yields the text the client gets, from the answer's text as it comes."""
 
     ROLE: ClassVar[str] = "response_node"
-    INPUTS: ClassVar[tuple[Port, ...]] = (Port("answer", (Answer,), required=True),)
-    OUTPUTS: ClassVar[tuple[Port, ...]] = (Port("answer", (Answer,), optional=True),)
+    INPUTS, OUTPUTS = ports_of(ROLE)
     _REQUIRED: ClassVar[str] = "transform"
 
     async def transform(self, request: Request, text: AsyncIterator[str]) -> AsyncIterator[str]:

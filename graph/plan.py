@@ -117,6 +117,13 @@ class Service(_Model):
         built-in mock, whose one process stands for every rank when no leader is named (nodes/mock/multinode.py)."""
         return self.hosts == 1 or self.simulated
 
+    def why_not_one_process(self) -> tuple[str, str]:
+        """(why, what to do) when it is not :attr:`one_process`; said by the local target and ``graph run``."""
+        return (f"{self.name} is one {self.engine} replica over {self.hosts} hosts (node '{self.node}', "
+                f"nodes={self.hosts}), a process on each host that knows its rank and its leader",
+                f"run it on a cluster (graph submit, or graph compile --target slurm|k8s); or --set {self.node}.nodes=1 "
+                "if its GPUs fit one host; or --mock, whose one process stands for every host")
+
 
 #: How a tensor edge moves its bytes: over NIXL; as files in a folder both ends see; or by the
 #: engine's own transfer (its language model fetches from the encoder), which servegraph does not set up.

@@ -63,13 +63,9 @@ def check_one_host(plan: Plan) -> None:
     """
     for s in plan.services:
         if not s.one_process:
-            raise TargetError(
-                f"node '{s.node}': {s.name} is one {s.engine} replica over {s.hosts} hosts (nodes={s.hosts}), a "
-                "process on each host that knows its rank and its leader; the local target runs every service "
-                "as a single process on this host",
-                node=s.node,
-                hint=f"run it on a cluster (graph submit, or --target slurm|k8s); or --set {s.node}.nodes=1 if "
-                     "its GPUs fit one host; or --mock, whose one process stands for every host")
+            why, fix = s.why_not_one_process()
+            raise TargetError(f"node '{s.node}': {why}; the local target runs every service as a single process "
+                              "on this host", node=s.node, hint=fix)
 
 
 def config_text(service: Service) -> str:

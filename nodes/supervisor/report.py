@@ -47,17 +47,12 @@ def print_failure(console: Console, service: str, reason: str, argv: list[str], 
 
 
 def print_multi_host(console: Console, service: Service) -> None:
-    """Why ``service``, one engine replica over several hosts, cannot run here, and the ways out
-    (the local target's compile-time refusal says the same: compiler/targets/local.py)."""
-    s = service
-    console.print(Text.assemble(
-        ("error: ", "bold red"), (s.name, "bold"),
-        f" is one {s.engine} replica over {s.hosts} hosts (node '{s.node}', nodes={s.hosts}), a process on each "
-        "host that knows its rank and its leader; `graph run` runs every service as a single process on this host"),
-        highlight=False, soft_wrap=True)
-    console.print(f"  fix: run it on a cluster (graph submit, or graph compile --target slurm|k8s); or --set "
-                  f"{s.node}.nodes=1 if its GPUs fit one host; or --mock, whose one process stands for every host",
-                  highlight=False, soft_wrap=True)
+    """Why ``service``, one engine replica over several hosts, cannot run here, and the ways out."""
+    why, fix = service.why_not_one_process()
+    console.print(Text.assemble(("error: ", "bold red"), (service.name, "bold"),
+                                why.removeprefix(service.name) + "; `graph run` runs every service as a single "
+                                "process on this host"), highlight=False, soft_wrap=True)
+    console.print(f"  fix: {fix}", highlight=False, soft_wrap=True)
 
 
 def describe_exit(code: int | None) -> str:
