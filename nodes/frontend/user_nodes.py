@@ -127,11 +127,11 @@ class _StreamRewrite:
         self.stages = stages
         self.pool = pool
         self.template: dict[str, Any] | None = None
-        self.trailing: list[bytes] = []  # finish and usage events: sent after the rewritten text
+        self.trailing: list[bytes] = []  # finish, usage and error events after the text began: sent after it
 
     async def run(self) -> AsyncIterator[bytes]:
         pieces: asyncio.Queue[str | None] = asyncio.Queue()
-        head: deque[bytes] = deque()  # events to pass on before the text (the role chunk)
+        head: deque[bytes] = deque()  # events before any text (the role chunk, an error): passed on at once
         reader = asyncio.get_running_loop().create_task(self._read(pieces, head))
         sockets: list[aiohttp.ClientWebSocketResponse] = []
         try:
@@ -152,6 +152,8 @@ class _StreamRewrite:
                 yield self._event("", "content_filter")
             else:
                 await reader
+                while head:  # what came after the last piece of text, or with none (an engine's error)
+                    yield head.popleft()
                 for event in self.trailing:
                     yield event
             yield DONE
@@ -200,11 +202,9 @@ class _StreamRewrite:
                         if choices[0].get("finish_reason"):
                             _set_delta(self.req.kind, choices[0], "")
                             self.trailing.append(b"data: " + orjson.dumps(event) + b"\n\n")
-                    elif "error" in event:
-                        head.append(block + b"\n\n")
-                    elif self.template is None and choices and not choices[0].get("finish_reason"):
-                        head.append(block + b"\n\n")  # the role chunk
-                    else:
+                    elif self.template is None and ("error" in event or choices and not choices[0].get("finish_reason")):
+                        head.append(block + b"\n\n")  # before any text (the role chunk, an error): passed on at once
+                    else:  # after the text began (an error too: it must not overtake the text still in the nodes)
                         self.trailing.append(block + b"\n\n")
         finally:
             await pieces.put(None)
