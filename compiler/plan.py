@@ -19,8 +19,8 @@ from graph.plan import (
     RouteConfig,
     Service,
     StageConfig,
-    Upstream,
     host_ref,
+    upstreams_of,
 )
 from graph.settings import EngineSettings, Parallelism
 from graph.spec import GraphSpec, NodeSpec
@@ -180,7 +180,7 @@ def _engine_services(
 ) -> list[Service]:
     adapter = get_adapter(node.engine or "")
     encoders = [p.name for p in spec.predecessors(node.name) if p.role == "encoder"]
-    encoder_urls = tuple(u.url for name in encoders for u in _upstreams(built, name))
+    encoder_urls = tuple(u.url for name in encoders for u in upstreams_of(built, name))
     settings = node.model_dump(include=set(EngineSettings.model_fields))
     roles = {n.role for n in spec.nodes}
     multimodal = bool(roles & {"processor", "encoder", "encode_prefill"})
@@ -238,19 +238,11 @@ def _processor_services(node: NodeSpec, ports: _Ports, options: PlanOptions) -> 
     return out
 
 
-def _upstreams(services: list[Service], node: str) -> list[Upstream]:
-    return [
-        Upstream(service=s.name, url=f"http://{host_ref(s.name)}:{s.http_port}", bootstrap_port=s.ports.get("bootstrap"))
-        for s in services
-        if s.node == node
-    ]
-
-
 def _routes(spec: GraphSpec, services: list[Service], options: PlanOptions) -> list[RouteConfig]:
     routers = spec.by_role("router")
     policy = routers[0].options.get("policy", "round_robin") if routers else "round_robin"
     router_options = dict(routers[0].options) if routers else {}
-    processors = [u for p in spec.by_role("processor") for u in _upstreams(services, p.name)]
+    processors = [u for p in spec.by_role("processor") for u in upstreams_of(services, p.name)]
     models = sorted({n.model_name for n in spec.nodes if n.is_engine and n.model_name})
     before = request_stages(spec, services)
     routes = []
@@ -262,7 +254,7 @@ def _routes(spec: GraphSpec, services: list[Service], options: PlanOptions) -> l
                 if STAGE_OF_ROLE[n.role] == stage:
                     stages.append(StageConfig(
                         stage=stage, node=n.name, role=n.role, protocol=protocol_of(n),
-                        upstreams=_upstreams(services, n.name), policy=policy,
+                        upstreams=upstreams_of(services, n.name), policy=policy,
                         options={**router_options, **_encoder_cache_option(spec, n, options)},
                     ))
         finals = [n for n in nodes if STAGE_OF_ROLE[n.role] in ("decode", "aggregate")]

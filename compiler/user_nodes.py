@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from graph.plan import HealthCheck, Service, StageConfig, Upstream, UserNodeConfig, host_ref
+from graph.plan import HealthCheck, Service, StageConfig, UserNodeConfig, upstreams_of
 from graph.settings import USER_ROLES
 from graph.spec import GraphSpec, NodeSpec
 
@@ -102,13 +102,11 @@ def _walk(spec: GraphSpec, start: str, types: tuple[str, ...]) -> list[NodeSpec]
 
 
 def _stage(node: NodeSpec, stage: str, services: list[Service], after_processor: bool = False) -> StageConfig:
-    upstreams = [Upstream(service=s.name, url=f"http://{host_ref(s.name)}:{s.http_port}")
-                 for s in services if s.node == node.name]
     options: dict[str, object] = {"timeout_s": node.options.get("timeout_s", 10.0)}
     if stage == "request":
         options["after_processor"] = after_processor
     return StageConfig(stage=stage, node=node.name, role=node.role, protocol="servegraph-node",  # type: ignore[arg-type]
-                       upstreams=upstreams, options=options)
+                       upstreams=upstreams_of(services, node.name), options=options)
 
 
 def is_user_node(node: NodeSpec) -> bool:

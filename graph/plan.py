@@ -218,6 +218,12 @@ class Upstream(_Model):
     bootstrap_port: int | None = Field(default=None, description="SGLang prefill bootstrap port")
 
 
+def upstreams_of(services: list[Service], node: str) -> list[Upstream]:
+    """The replicas of graph node ``node`` among ``services``, as a stage calls them."""
+    return [Upstream(service=s.name, url=f"http://{host_ref(s.name)}:{s.http_port}", bootstrap_port=s.ports.get("bootstrap"))
+            for s in services if s.node == node]
+
+
 class StageConfig(_Model):
     """One step of a request's path through the graph."""
 

@@ -21,13 +21,12 @@ import orjson
 from graph.plan import StageConfig, Upstream
 
 from ..common.openai_errors import RequestError
+from .relay import DONE
 from .requests import ClientRequest
 from .stage import StageRuntime
 from .upstream import Reply, UpstreamError, UpstreamPool
 
 log = logging.getLogger("servegraph.frontend")
-
-DONE = b"data: [DONE]\n\n"
 
 
 class UserNodes:
